@@ -1,0 +1,110 @@
+"""Model hyper-parameters and per-architecture behaviour, read from GGUF metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from neuro_bitnet.errors import EngineError
+
+
+@dataclass(frozen=True)
+class ArchBehaviour:
+    """What differs between the BitNet families the engine runs."""
+
+    ffn_act: str  # "relu2" or "silu"
+    sub_norms: bool  # attn_sub_norm / ffn_sub_norm before o_proj / down_proj
+    rope_neox: bool  # rotate-half RoPE (True) or interleaved pairs (False)
+
+
+# Microsoft BitNet b1.58 2B-4T: squared ReLU, sub-norms, NEOX RoPE.
+# 1bitLLM bitnet_b1_58 (llama.cpp arch "bitnet"): SiLU, sub-norms, NEOX RoPE (llama.cpp's choice).
+# Llama-3 8B 1.58: plain Llama block; llama.cpp's converter permutes Q/K for interleaved RoPE.
+ARCHITECTURES: dict[str, ArchBehaviour] = {
+    "bitnet-b1.58": ArchBehaviour(ffn_act="relu2", sub_norms=True, rope_neox=True),
+    "bitnet-25": ArchBehaviour(ffn_act="relu2", sub_norms=True, rope_neox=True),
+    "bitnet": ArchBehaviour(ffn_act="silu", sub_norms=True, rope_neox=True),
+    "llama": ArchBehaviour(ffn_act="silu", sub_norms=False, rope_neox=False),
+}
+
+# Optional key in our own files that overrides the architecture's RoPE style ("neox" / "normal").
+ROPE_STYLE_KEY = "neuro_bitnet.rope_style"
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Shapes and constants of one model."""
+
+    arch: str
+    n_vocab: int
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ctx_train: int
+    rms_eps: float
+    rope_theta: float
+    behaviour: ArchBehaviour
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], n_vocab_fallback: int | None = None) -> "HParams":
+        """Read hyper-parameters from GGUF metadata; EngineError names anything missing."""
+        arch = meta.get("general.architecture")
+        if not isinstance(arch, str):
+            raise EngineError("GGUF metadata has no general.architecture")
+        if arch not in ARCHITECTURES:
+            supported = ", ".join(sorted(ARCHITECTURES))
+            raise EngineError(f"unsupported architecture {arch!r} (supported: {supported})")
+
+        def get(key: str, default: Any = None) -> Any:
+            value = meta.get(f"{arch}.{key}", default)
+            if value is None:
+                raise EngineError(f"GGUF metadata lacks {arch}.{key}")
+            return value
+
+        behaviour = ARCHITECTURES[arch]
+        style = meta.get(ROPE_STYLE_KEY)
+        if style is not None:
+            if style not in ("neox", "normal"):
+                raise EngineError(f"{ROPE_STYLE_KEY} must be 'neox' or 'normal', not {style!r}")
+            behaviour = ArchBehaviour(behaviour.ffn_act, behaviour.sub_norms, style == "neox")
+
+        n_embd = int(get("embedding_length"))
+        n_head = int(get("attention.head_count"))
+        n_head_kv = int(get("attention.head_count_kv", n_head))
+        head_dim = int(meta.get(f"{arch}.attention.key_length") or meta.get(f"{arch}.rope.dimension_count") or 0)
+        if head_dim == 0:
+            if n_head <= 0 or n_embd % n_head:
+                raise EngineError(f"cannot derive head size from n_embd={n_embd}, n_head={n_head}")
+            head_dim = n_embd // n_head
+        n_vocab = meta.get(f"{arch}.vocab_size") or n_vocab_fallback
+        if not n_vocab:
+            raise EngineError(f"GGUF metadata lacks {arch}.vocab_size and a token list")
+        hp = cls(
+            arch=arch,
+            n_vocab=int(n_vocab),
+            n_embd=n_embd,
+            n_ff=int(get("feed_forward_length")),
+            n_layer=int(get("block_count")),
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            head_dim=head_dim,
+            n_ctx_train=int(get("context_length", 4096)),
+            rms_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_theta=float(get("rope.freq_base", 10000.0)),
+            behaviour=behaviour,
+        )
+        hp.validate()
+        return hp
+
+    def validate(self) -> None:
+        """Reject shapes the engine cannot run, with a message naming the problem."""
+        for name in ("n_vocab", "n_embd", "n_ff", "n_layer", "n_head", "n_head_kv", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise EngineError(f"invalid hyper-parameter {name}={getattr(self, name)}")
+        if self.n_head % self.n_head_kv:
+            raise EngineError(f"n_head={self.n_head} is not a multiple of n_head_kv={self.n_head_kv}")
+        if self.head_dim % 2:
+            raise EngineError(f"head size {self.head_dim} must be even for RoPE")

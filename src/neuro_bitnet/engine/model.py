@@ -1,0 +1,248 @@
+"""`BitNetModel`: a loaded model with tokenizer, KV cache, sampling and streaming generation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from neuro_bitnet.engine import _core
+from neuro_bitnet.engine.architecture import HParams
+from neuro_bitnet.engine.chat_format import render_chat
+from neuro_bitnet.engine.gguf import GGUFFile
+from neuro_bitnet.engine.sampling import Sampler, SamplingParams
+from neuro_bitnet.engine.stats import GenerationStats
+from neuro_bitnet.engine.stop_strings import StopStringFilter
+from neuro_bitnet.engine.tokenizer import StreamDecoder, Tokenizer
+from neuro_bitnet.engine.weights import build_core_spec
+from neuro_bitnet.errors import EngineError
+
+PREFILL_CHUNK = 256  # tokens evaluated per core call while reading a prompt
+
+
+class BitNetModel:
+    """A BitNet model ready to run. Create it with :func:`neuro_bitnet.engine.load_model`."""
+
+    def __init__(self, path: str | Path, *, threads: int, ctx_size: int, head: str = "q8") -> None:
+        start = time.perf_counter()
+        self.path = Path(path)
+        self._gguf = GGUFFile(self.path)
+        meta = self._gguf.metadata
+        tokens = meta.get("tokenizer.ggml.tokens")
+        self.hparams = HParams.from_metadata(meta, n_vocab_fallback=len(tokens) if tokens else None)
+        self.tokenizer = Tokenizer.from_gguf_metadata(meta)
+        self.chat_template: str | None = meta.get("tokenizer.chat_template")
+        self.name: str = meta.get("general.name") or self.path.stem
+        if ctx_size < 8:
+            raise EngineError(f"ctx_size {ctx_size} is too small")
+        if head not in ("q8", "exact"):
+            raise EngineError(f"head must be 'q8' or 'exact', not {head!r}")
+        self.ctx_size = ctx_size
+        self.threads = threads
+        self.head = head
+        spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
+        try:
+            self._core = _core.Model(spec)
+        except (ValueError, TypeError, MemoryError) as exc:
+            raise EngineError(f"{self.path.name}: {exc}") from None
+        self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
+        self._busy = threading.Lock()
+        self._cancel = threading.Event()
+        self.load_seconds = time.perf_counter() - start
+        self.last_stats = GenerationStats(load_seconds=self.load_seconds)
+
+    # -- tokens -------------------------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return self.hparams.n_vocab
+
+    @property
+    def isa(self) -> str:
+        """The kernel family in use ("avx2" or "portable")."""
+        return self._core.isa
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text``; special tokens such as ``<|eot_id|>`` are recognised."""
+        return self.tokenizer.encode(text, add_bos=add_bos)
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """Text of ``ids`` (special tokens included as text)."""
+        return self.tokenizer.decode(list(ids))
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        if not ids:
+            raise EngineError("empty prompt: nothing to evaluate")
+        if len(ids) > self.ctx_size:
+            raise EngineError(
+                f"prompt has {len(ids)} tokens but the context holds {self.ctx_size}; "
+                "shorten it or raise --ctx-size"
+            )
+        bad = [t for t in ids if not 0 <= t < self.n_vocab]
+        if bad:
+            raise EngineError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
+
+    def _forward(self, ids: Sequence[int], n_past: int, out: np.ndarray, all_logits: bool) -> None:
+        tokens = np.asarray(ids, dtype=np.int32)
+        try:
+            self._core.forward(tokens, n_past, out, all_logits)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of ``ids`` in a fresh context: float32 (len(ids), vocab)."""
+        ids = [int(t) for t in ids]
+        self._check_ids(ids)
+        with self._exclusive():
+            start = time.perf_counter()
+            out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
+            self._cached = []
+            for lo in range(0, len(ids), PREFILL_CHUNK):
+                chunk = ids[lo : lo + PREFILL_CHUNK]
+                self._forward(chunk, lo, out[lo : lo + len(chunk)], True)
+                self._cached = ids[: lo + len(chunk)]
+            self.last_stats = GenerationStats(
+                load_seconds=self.load_seconds,
+                prompt_tokens=len(ids),
+                prefill_seconds=time.perf_counter() - start,
+                finish_reason="stop",
+            )
+            return out
+
+    def _prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
+        """Evaluate a prompt, reusing the cached prefix; returns last logits and reused count."""
+        reuse = 0
+        for a, b in zip(self._cached, ids):
+            if a != b:
+                break
+            reuse += 1
+        reuse = min(reuse, len(ids) - 1)  # at least one token must run to produce logits
+        self._cached = self._cached[:reuse]
+        last = np.empty(self.n_vocab, dtype=np.float32)
+        for lo in range(reuse, len(ids), PREFILL_CHUNK):
+            chunk = ids[lo : lo + PREFILL_CHUNK]
+            self._forward(chunk, lo, last, False)
+            self._cached = ids[: lo + len(chunk)]
+        return last, reuse
+
+    def _exclusive(self):
+        if not self._busy.acquire(blocking=False):
+            raise EngineError("the model is already generating in another thread")
+        return _Release(self._busy)
+
+    # -- generation ---------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the running generation to stop before its next token."""
+        self._cancel.set()
+
+    def generate(
+        self,
+        prompt_or_ids: str | Sequence[int],
+        max_tokens: int = 512,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.1,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> Iterator[str]:
+        """Stream the continuation of a prompt (text is tokenized with BOS) as text pieces."""
+        if isinstance(prompt_or_ids, str):
+            ids = self.tokenize(prompt_or_ids, add_bos=True)
+        else:
+            ids = [int(t) for t in prompt_or_ids]
+        self._check_ids(ids)
+        if max_tokens < 0:
+            raise EngineError("max_tokens must be >= 0")
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return self._generate(ids, max_tokens, Sampler(params), stops)
+
+    def _generate(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str]) -> Iterator[str]:
+        with self._exclusive():
+            self._cancel.clear()
+            stats = GenerationStats(load_seconds=self.load_seconds, prompt_tokens=len(ids))
+            self.last_stats = stats
+            start = time.perf_counter()
+            logits, stats.cached_tokens = self._prefill(ids)
+            stats.prefill_seconds = time.perf_counter() - start
+
+            decoder = StreamDecoder(self.tokenizer)
+            text_filter = StopStringFilter(stops)
+            history = list(ids)
+            decode_start = time.perf_counter()
+            stats.finish_reason = "length"
+            while stats.generated_tokens < max_tokens:
+                if self._cancel.is_set():
+                    stats.finish_reason = "cancelled"
+                    break
+                token = sampler.sample(logits, history)
+                if token in self.tokenizer.stop_ids:
+                    stats.finish_reason = "stop"
+                    break
+                history.append(token)
+                stats.generated_tokens += 1
+                piece, stopped = text_filter.push(decoder.push(token))
+                if piece:
+                    yield piece
+                if stopped:
+                    stats.finish_reason = "stop"
+                    break
+                if len(history) >= self.ctx_size or stats.generated_tokens >= max_tokens:
+                    break
+                self._forward([token], len(history) - 1, logits, False)
+                self._cached = history[:]
+            stats.decode_seconds = time.perf_counter() - decode_start
+            tail = text_filter.flush(decoder.flush())
+            if tail:
+                yield tail
+
+    def chat(self, messages: list[dict[str, str]], **kwargs) -> Iterator[str]:
+        """Stream the assistant's reply to ``messages`` ([{"role": ..., "content": ...}])."""
+        prompt = self.render_chat(messages)
+        ids = self.tokenizer.encode(prompt, add_bos=not self._starts_with_bos(prompt))
+        return self.generate(ids, **kwargs)
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text for ``messages``: the file's chat template, else the BitNet format."""
+        tok = self.tokenizer
+        bos = tok.decode([tok.bos_id]) if tok.bos_id is not None else ""
+        eos = tok.decode([tok.eos_id]) if tok.eos_id is not None else ""
+        try:
+            return render_chat(messages, template=self.chat_template, bos_token=bos, eos_token=eos)
+        except EngineError:
+            raise
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+
+    def _starts_with_bos(self, prompt: str) -> bool:
+        tok = self.tokenizer
+        return tok.bos_id is not None and prompt.startswith(tok.decode([tok.bos_id]))
+
+    def close(self) -> None:
+        """Release the engine and the memory map."""
+        self._core = None
+        self._gguf.close()
+
+    def __enter__(self) -> "BitNetModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Release:
+    """Context manager that releases an already acquired lock."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
