@@ -1,1 +1,1 @@
-"""backends"""
+"""Ways to run a model: in process (native), through an external llama-cli, or via the daemon."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 
 import click
 
@@ -13,6 +15,9 @@ from neuro_bitnet.errors import NeuroError
 # Modules that define a click command or group named `command`; each is added to `neuro`.
 # Keep one module per command area (cli/<area>_cmd.py).
 COMMAND_MODULES: list[str] = [
+    "neuro_bitnet.cli.ask_cmd",
+    "neuro_bitnet.cli.chat_cmd",
+    "neuro_bitnet.cli.bench_cmd",
 ]
 
 
@@ -26,11 +31,22 @@ for _name in COMMAND_MODULES:
     cli.add_command(importlib.import_module(_name).command)
 
 
+def _verbose(argv: list[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return "--verbose" in args or "-v" in args or bool(os.environ.get("NEURO_BITNET_DEBUG"))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; `NeuroError`s become one clear line on stderr and their exit code."""
+    """Run the CLI; errors become one clear line on stderr and a meaningful exit code.
+
+    Exit codes: 0 ok, 1 general error, 2 usage/config, 3 model not found, 4 download,
+    5 engine, 130 interrupted. `--verbose` (or NEURO_BITNET_DEBUG=1) adds tracebacks.
+    """
     try:
         cli.main(args=argv, prog_name="neuro", standalone_mode=False)
     except NeuroError as exc:
+        if _verbose(argv):
+            traceback.print_exc()
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -42,6 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line unless asked for details
+        if _verbose(argv):
+            traceback.print_exc()
+        click.secho(f"error: unexpected {type(exc).__name__}: {exc} (run with --verbose for details)",
+                    fg="red", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

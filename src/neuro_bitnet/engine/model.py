@@ -128,6 +128,11 @@ class BitNetModel:
             self._cached = ids[: lo + len(chunk)]
         return last, reuse
 
+    def reset(self) -> None:
+        """Forget the KV cache: the next call evaluates its whole prompt."""
+        with self._exclusive():
+            self._cached = []
+
     def _exclusive(self):
         if not self._busy.acquire(blocking=False):
             raise EngineError("the model is already generating in another thread")

@@ -1,0 +1,69 @@
+"""Choosing and opening a backend: auto (daemon if one answers, else native), native, subprocess, daemon."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from neuro_bitnet.backends.base import Backend
+from neuro_bitnet.config import Settings
+from neuro_bitnet.errors import NeuroError
+
+BACKENDS = ("auto", "native", "subprocess", "daemon")
+DEFAULT_DAEMON_HOST = "127.0.0.1"
+DEFAULT_DAEMON_PORT = 11435
+
+
+def daemon_url() -> str:
+    """Where `neuro serve` listens: NEURO_DAEMON_HOST / NEURO_DAEMON_PORT or 127.0.0.1:11435."""
+    host = os.environ.get("NEURO_DAEMON_HOST", DEFAULT_DAEMON_HOST)
+    port = os.environ.get("NEURO_DAEMON_PORT", str(DEFAULT_DAEMON_PORT))
+    return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What the caller wants to run."""
+
+    kind: str = "auto"
+    model: str | None = None  # catalog id, alias or .gguf path; None: the default model
+    model_given: bool = False  # the user named a model explicitly
+    threads: int | None = None
+    ctx_size: int = 4096
+    assume_yes: bool = False
+
+
+def open_backend(request: BackendRequest, settings: Settings) -> Backend:
+    """Open the backend ``request.kind`` names; auto picks a running daemon, else native."""
+    if request.kind not in BACKENDS:
+        raise NeuroError(f"unknown backend {request.kind!r} (choose from {', '.join(BACKENDS)})")
+    if request.kind in ("auto", "daemon"):
+        from neuro_bitnet.backends.daemon import DaemonBackend
+
+        url = daemon_url()
+        daemon = DaemonBackend.connect(url, model=request.model if request.model_given else None)
+        if daemon is not None:
+            return daemon
+        if request.kind == "daemon":
+            raise NeuroError(f"no neuro daemon answers at {url}; start one with `neuro serve --detach`")
+
+    from neuro_bitnet.models.manager import ModelManager
+
+    manager = ModelManager(settings)
+    model_id = request.model or _default_model()
+    path = manager.ensure_model(model_id, assume_yes=request.assume_yes)
+    if request.kind == "subprocess":
+        from neuro_bitnet.backends.subprocess_cli import SubprocessBackend
+
+        return SubprocessBackend(
+            path, settings=settings, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id
+        )
+    from neuro_bitnet.backends.native import NativeBackend
+
+    return NativeBackend(path, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id)
+
+
+def _default_model() -> str:
+    from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
+
+    return os.environ.get("NEURO_BITNET_MODEL") or DEFAULT_MODEL_ID

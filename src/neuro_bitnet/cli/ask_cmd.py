@@ -1,0 +1,163 @@
+"""`neuro ask`: one question, one answer, streamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from neuro_bitnet.answering import AskRequest, prepare_ask
+from neuro_bitnet.backends.base import GenerationOptions
+from neuro_bitnet.backends.select import BACKENDS, BackendRequest, open_backend
+from neuro_bitnet.cli.render import AnswerRenderer
+from neuro_bitnet.cli.timing import AnswerTimer, format_timing
+from neuro_bitnet.config import load_settings
+from neuro_bitnet.errors import NeuroError
+
+
+def read_piped_stdin() -> str:
+    """Text piped into the command (`cat notes.txt | neuro ask ...`); "" for a terminal or nothing."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return ""
+    return sys.stdin.read()
+
+
+def generation_options(max_tokens: int, temperature: float, top_p: float, seed: int | None) -> GenerationOptions:
+    if max_tokens < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--max-tokens")
+    if temperature < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--temperature")
+    if not 0 < top_p <= 1:
+        raise click.BadParameter("must be in (0, 1]", param_hint="--top-p")
+    return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+
+
+def model_options(func):
+    """Options shared by `ask` and `chat`."""
+    options = [
+        click.option("--model", "-m", default=None, help="Catalog id, alias or path to a .gguf [default: 2b]."),
+        click.option("--max-tokens", "-n", default=512, show_default=True, help="Longest answer, in tokens."),
+        click.option("--temperature", "-t", default=0.7, show_default=True, help="0 = greedy."),
+        click.option("--top-p", default=0.95, show_default=True, help="Nucleus sampling threshold."),
+        click.option("--seed", default=None, type=int, help="Random seed for reproducible sampling."),
+        click.option("--ctx-size", "-c", default=4096, show_default=True, help="Context window in tokens."),
+        click.option("--threads", default=None, type=int, help="CPU threads [default: physical cores]."),
+        click.option("--system", default=None, help="System prompt."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                     help="auto: a running daemon, else native."),
+        click.option("--yes", "-y", is_flag=True, help="Download a missing model without asking."),
+        click.option("--translate", is_flag=True, help="Translate a non-English question to English first."),
+        click.option("--reply-in", default="auto", show_default=True,
+                     help="Language of the answer with --translate: auto (the question's) or a code like en."),
+        click.option("--verbose", "-v", is_flag=True, help="Show what happens (and tracebacks on errors)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command("ask")
+@click.argument("question", required=False)
+@model_options
+@click.option("--stream/--no-stream", default=True, show_default=True, help="Show tokens as they come.")
+@click.option("--timing", is_flag=True, help="Print load time, token counts and speeds.")
+@click.option("--storage", type=click.Path(path_type=Path), default=None, help="Answer from documents indexed here.")
+@click.option("--web", is_flag=True, help="Add web search results as context.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (answer, usage, timings).")
+def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, threads, system, backend, yes,
+            translate, reply_in, verbose, stream, timing, storage, web, as_json) -> None:
+    """Ask the model one QUESTION (text piped on stdin is added to it)."""
+    piped = read_piped_stdin()
+    if piped.strip():
+        question = f"{question}\n\n{piped.strip()}" if question else piped.strip()
+    if not question or not question.strip():
+        raise click.UsageError("give a question, e.g. neuro ask \"What is BitNet?\"")
+    options = generation_options(max_tokens, temperature, top_p, seed)
+    settings = load_settings()
+    timer = AnswerTimer()
+
+    request = BackendRequest(kind=backend, model=model, model_given=model is not None, threads=threads,
+                             ctx_size=ctx_size, assume_yes=yes)
+    engine = open_backend(request, settings)
+    timer.loaded()
+    try:
+        retrieve = None
+        if storage is not None or web:
+            from neuro_bitnet.cli.context import make_retriever
+
+            retrieve = make_retriever(storage=storage, web=web, settings=settings, count_tokens=engine.count_tokens)
+        ask = AskRequest(question=question, system=system, translate=translate, reply_in=reply_in,
+                         storage=storage, web=web)
+        prepared = prepare_ask(engine, ask, retrieve=retrieve)
+        for note in prepared.notes:
+            click.secho(note, fg="yellow", err=True)
+        if verbose and prepared.detection is not None:
+            click.secho(f"language: {prepared.detection.language} ({prepared.detection.confidence:.2f})", err=True, dim=True)
+        if verbose and prepared.translated_question:
+            click.secho(f"translated question: {prepared.translated_question}", err=True, dim=True)
+
+        timer.generation_started()
+        stream_of_pieces = engine.chat(prepared.messages, options)
+        pieces = timer.watch(stream_of_pieces)
+        interrupted = False
+        try:
+            if as_json:
+                answer = "".join(pieces)
+            else:
+                answer = AnswerRenderer(stream=stream).render(pieces)
+        except KeyboardInterrupt:
+            engine.cancel()
+            interrupted = True
+            answer = ""
+        finally:
+            stream_of_pieces.close()
+        timer.finished()
+        stats = engine.last_stats
+        if as_json:
+            click.echo(json.dumps(_json_result(answer.strip(), engine, prepared, stats, timer), ensure_ascii=False))
+        else:
+            _print_sources(prepared.sources)
+            if timing:
+                click.echo(format_timing(stats, timer), err=True)
+        if interrupted:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+    finally:
+        engine.close()
+
+
+def _print_sources(sources: list[dict]) -> None:
+    if not sources:
+        return
+    click.echo("\nSources:")
+    for src in sources:
+        where = src.get("url") or src.get("path", "")
+        location = f" ({src['location']})" if src.get("location") else ""
+        click.echo(f"  [{src.get('n', '?')}] {where}{location}")
+
+
+def _json_result(answer, engine, prepared, stats, timer) -> dict:
+    return {
+        "answer": answer,
+        "model": engine.model_name,
+        "backend": engine.name,
+        "finish_reason": stats.finish_reason,
+        "usage": {
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.generated_tokens,
+            "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+        },
+        "timings": timer.as_dict(stats),
+        "language": prepared.detection.language if prepared.detection else None,
+        "translated_question": prepared.translated_question,
+        "sources": prepared.sources,
+    }

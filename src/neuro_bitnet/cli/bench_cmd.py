@@ -1,0 +1,62 @@
+"""`neuro bench`: prefill and decode speed, load time and peak memory of the native engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from neuro_bitnet.config import load_settings
+
+
+@click.command("bench")
+@click.option("--model", "-m", default=None, help="Catalog id, alias or path to a .gguf.")
+@click.option("--synthetic", type=click.Choice(["2b", "tiny"]), default=None,
+              help="Benchmark a random-weight model with the exact shapes of this model (built once, cached).")
+@click.option("--prompt-tokens", default=128, show_default=True)
+@click.option("--gen-tokens", default=64, show_default=True)
+@click.option("--threads", default=None, type=int, help="[default: physical cores]")
+@click.option("--repeat", default=3, show_default=True, help="Timed runs (after one warm-up); medians are shown.")
+@click.option("--head", type=click.Choice(["q8", "exact"]), default="q8", show_default=True,
+              help="Output layer: int8 copy (fast) or the file's own values.")
+@click.option("--yes", "-y", is_flag=True, help="Download a missing model without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, yes, as_json) -> None:
+    """Measure the engine on a model (default: --synthetic 2b when no model is given)."""
+    from neuro_bitnet.engine.bench import run_bench
+
+    if model and synthetic:
+        raise click.UsageError("give either --model or --synthetic, not both")
+    if prompt_tokens < 1 or gen_tokens < 0 or repeat < 1:
+        raise click.UsageError("--prompt-tokens and --repeat must be >= 1, --gen-tokens >= 0")
+    settings = load_settings()
+    path = _model_path(model, synthetic or ("2b" if model is None else None), settings, yes, as_json)
+    result = run_bench(path, threads=threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                       repeat=repeat, head=head)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"neuro bench · {path.name} · {result.threads} threads · {result.isa} · head {head}")
+    for col in ("prefill tok/s", "decode tok/s", "load s", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{result.prefill_tokens_per_second:.1f}", f"{result.decode_tokens_per_second:.2f}",
+                  f"{result.load_seconds:.2f}", f"{result.peak_rss_mb:.0f}")
+    Console().print(table)
+    click.echo(f"medians of {repeat} runs: {prompt_tokens} prompt tokens, {gen_tokens} generated "
+               f"(samples: prefill {result.prefill_samples}, decode {result.decode_samples})")
+
+
+def _model_path(model: str | None, synthetic: str | None, settings, yes: bool, quiet: bool) -> Path:
+    if synthetic:
+        from neuro_bitnet.engine.synthetic import synthetic_model_path
+
+        if not quiet:
+            click.secho(f"using the synthetic {synthetic} model (random weights, real shapes)", dim=True, err=True)
+        return synthetic_model_path(synthetic, settings.models_dir / "synthetic")
+    from neuro_bitnet.models.manager import ModelManager
+
+    return ModelManager(settings).ensure_model(model, assume_yes=yes)
