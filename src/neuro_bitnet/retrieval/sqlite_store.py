@@ -1,0 +1,352 @@
+"""The embedded store: one SQLite file with documents, chunks (float32 vectors as BLOBs) and an
+FTS5 index. Vector search is exact, with the matrix held in memory by numpy.
+
+Each document is replaced in one transaction, so a run killed at any point leaves the database
+consistent: a document is either fully indexed with its hash, or absent/old and redone next run.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
+from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, StoredChunk
+
+DB_NAME = "index.sqlite3"
+SCHEMA_VERSION = 1
+MAX_QUERY_TERMS = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    heading TEXT NOT NULL,
+    location TEXT NOT NULL,
+    context TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, context, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, context) VALUES (new.id, new.text, new.context);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, context) VALUES ('delete', old.id, old.text, old.context);
+END;
+"""
+
+
+def database_path(storage_dir: str | Path) -> Path:
+    """The SQLite file inside a storage dir."""
+    return Path(storage_dir).expanduser() / DB_NAME
+
+
+class SQLiteStore:
+    """`Store` on SQLite + numpy."""
+
+    def __init__(self, storage_dir: str | Path, *, create: bool = False) -> None:
+        self.storage_dir = Path(storage_dir).expanduser()
+        self.path = self.storage_dir / DB_NAME
+        if not self.path.is_file():
+            if not create:
+                raise StorageError(
+                    f"no index in {self.storage_dir}; build one with: neuro index PATH --storage {self.storage_dir}"
+                )
+            try:
+                self.storage_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create storage dir {self.storage_dir}: {exc.strerror or exc}") from None
+        self._matrix: np.ndarray | None = None
+        self._ids: np.ndarray | None = None
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open index {self.path}: {exc}") from None
+        with self._errors():
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            version = self._schema_version()
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"index {self.path} has schema {version}, newer than this neuro-bitnet supports "
+                    f"({SCHEMA_VERSION}); upgrade neuro-bitnet or rebuild the index with --reindex"
+                )
+            if create or version:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            if version == 0 and create:
+                self.conn.executescript(_SCHEMA)  # idempotent; the version is written last
+                with self._transaction():
+                    self._set_meta("schema_version", str(SCHEMA_VERSION))
+                    self._set_meta("created_at", str(time.time()))
+            elif version == 0:
+                raise StorageError(f"{self.path} is not a neuro index (no schema); rebuild it with --reindex")
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _errors(self):
+        store = self
+
+        class _Guard:
+            def __enter__(self) -> None:
+                return None
+
+            def __exit__(self, kind, exc, tb) -> bool:
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                    raise StorageError(
+                        f"index {store.path} is corrupt or not an index ({exc}); "
+                        "delete it or rebuild with --reindex"
+                    ) from None
+                if isinstance(exc, sqlite3.OperationalError):
+                    if "locked" in str(exc) or "busy" in str(exc):
+                        raise StorageError(f"index {store.path} is busy (another neuro index is running?)") from None
+                    raise StorageError(f"index {store.path}: {exc}") from None
+                return False
+
+        return _Guard()
+
+    def _transaction(self):
+        conn = self.conn
+
+        class _Tx:
+            def __enter__(self) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind, exc, tb) -> bool:
+                conn.execute("COMMIT" if exc is None else "ROLLBACK")
+                return False
+
+        return _Tx()
+
+    def _schema_version(self) -> int:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return 0
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            raise StorageError(f"index {self.path} has an unreadable schema version") from None
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        """A free-form setting stored with the index (e.g. chunking parameters)."""
+        with self._errors():
+            return self._meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a free-form setting."""
+        with self._errors(), self._transaction():
+            self._set_meta(key, value)
+
+    # -- Store protocol ---------------------------------------------------------------------------
+
+    def embedder(self) -> EmbedderInfo | None:
+        with self._errors():
+            name, fp, dim = self._meta("embedder"), self._meta("embedder_fingerprint"), self._meta("embedder_dim")
+        if not name or not fp or not dim:
+            return None
+        return EmbedderInfo(name, fp, int(dim))
+
+    def set_embedder(self, info: EmbedderInfo) -> None:
+        current = self.embedder()
+        if current is not None:
+            if current.fingerprint != info.fingerprint or current.dim != info.dim:
+                raise EmbedderMismatchError(
+                    f"this index was built with embedder {current.name} ({current.dim} dims); it cannot mix "
+                    f"in vectors from {info.name} ({info.dim} dims). Use --embedder {current.name}, "
+                    "or rebuild the index with --reindex"
+                )
+            return
+        with self._errors(), self._transaction():
+            self._set_meta("embedder", info.name)
+            self._set_meta("embedder_fingerprint", info.fingerprint)
+            self._set_meta("embedder_dim", str(info.dim))
+
+    def documents(self) -> dict[str, DocumentInfo]:
+        with self._errors():
+            rows = self.conn.execute("SELECT path, sha256, size, mtime_ns, chunks FROM documents").fetchall()
+        return {r[0]: DocumentInfo(*r) for r in rows}
+
+    def replace_document(self, doc: DocumentInfo, chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        context = Path(doc.path).name
+        with self._errors(), self._transaction():
+            self._delete(doc.path)
+            cur = self.conn.execute(
+                "INSERT INTO documents(path, sha256, size, mtime_ns, chunks, indexed_at) VALUES (?,?,?,?,?,?)",
+                (doc.path, doc.sha256, doc.size, doc.mtime_ns, len(chunks), time.time()),
+            )
+            doc_id = cur.lastrowid
+            self.conn.executemany(
+                "INSERT INTO chunks(doc_id, ordinal, text, heading, location, context, vector) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (doc_id, c.ordinal, c.text, c.heading, c.location,
+                     f"{context} {c.heading}".strip(), vectors[i].tobytes())
+                    for i, c in enumerate(chunks)
+                ],
+            )
+        self._matrix = None
+
+    def touch_document(self, path: str, size: int, mtime_ns: int) -> None:
+        with self._errors(), self._transaction():
+            self.conn.execute("UPDATE documents SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, path))
+
+    def _delete(self, path: str) -> None:
+        row = self.conn.execute("SELECT id FROM documents WHERE path=?", (path,)).fetchone()
+        if row:
+            self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (row[0],))
+            self.conn.execute("DELETE FROM documents WHERE id=?", (row[0],))
+
+    def delete_documents(self, paths: Sequence[str]) -> None:
+        if not paths:
+            return
+        with self._errors(), self._transaction():
+            for path in paths:
+                self._delete(path)
+        self._matrix = None
+
+    def clear(self) -> None:
+        with self._errors(), self._transaction():
+            self.conn.execute("DELETE FROM chunks")
+            self.conn.execute("DELETE FROM documents")
+            self.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
+            self.conn.execute("DELETE FROM meta WHERE key NOT IN ('schema_version', 'created_at')")
+        self._matrix = None
+
+    def _load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._matrix is None:
+            info = self.embedder()
+            with self._errors():
+                rows = self.conn.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+            dim = info.dim if info else 0
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            blob = b"".join(r[1] for r in rows)
+            if rows and len(blob) != len(rows) * dim * 4:
+                raise StorageError(f"index {self.path} has vectors of the wrong size; rebuild it with --reindex")
+            self._matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+            self._ids = ids
+        assert self._ids is not None
+        return self._matrix, self._ids
+
+    def vector_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        matrix, ids = self._load_vectors()
+        if len(ids) == 0 or k <= 0:
+            return []
+        scores = matrix @ np.asarray(query, dtype=np.float32)
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(ids[i]), float(scores[i])) for i in top]
+
+    def lexical_search(self, query: str, k: int) -> list[tuple[int, float]]:
+        terms = list(dict.fromkeys(re.findall(r"\w+", query.lower())))[:MAX_QUERY_TERMS]
+        if not terms or k <= 0:
+            return []
+        expression = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        with self._errors():
+            rows = self.conn.execute(
+                "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+                (expression, k),
+            ).fetchall()
+        return [(int(r[0]), -float(r[1])) for r in rows]
+
+    def get_chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._errors():
+            rows = self.conn.execute(
+                "SELECT c.id, d.path, c.ordinal, c.text, c.heading, c.location FROM chunks c "
+                f"JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})",
+                list(ids),
+            ).fetchall()
+        return {r[0]: StoredChunk(*r) for r in rows}
+
+    def iter_chunk_texts(self) -> Iterator[str]:
+        """Every chunk's text (used by tests and tools)."""
+        with self._errors():
+            for (text,) in self.conn.execute("SELECT text FROM chunks ORDER BY id"):
+                yield text
+
+    def stats(self) -> dict:
+        with self._errors():
+            docs = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(indexed_at) FROM documents").fetchone()
+            chunks = self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        info = self.embedder()
+        size = sum(p.stat().st_size for p in self.storage_dir.glob(DB_NAME + "*") if p.is_file())
+        return {
+            "storage": str(self.storage_dir),
+            "database": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "documents": docs[0],
+            "source_bytes": docs[1],
+            "chunks": chunks,
+            "size_bytes": size,
+            "embedder": info.name if info else None,
+            "embedder_dim": info.dim if info else None,
+            "embedder_fingerprint": info.fingerprint if info else None,
+            "last_indexed_at": docs[2],
+        }
+
+    def check(self) -> list[str]:
+        """Consistency problems (empty when sound): SQLite integrity, chunk counts, FTS."""
+        problems = []
+        with self._errors():
+            result = self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+            if result != "ok":
+                problems.append(f"integrity_check: {result}")
+            bad = self.conn.execute(
+                "SELECT d.path FROM documents d LEFT JOIN chunks c ON c.doc_id=d.id "
+                "GROUP BY d.id HAVING COUNT(c.id) != d.chunks"
+            ).fetchall()
+            problems += [f"chunk count mismatch: {r[0]}" for r in bad]
+            orphans = self.conn.execute(
+                "SELECT COUNT(*) FROM chunks WHERE doc_id NOT IN (SELECT id FROM documents)"
+            ).fetchone()[0]
+            if orphans:
+                problems.append(f"{orphans} orphan chunks")
+            try:
+                self.conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+            except sqlite3.DatabaseError as exc:
+                problems.append(f"fts: {exc}")
+        return problems
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+    def __enter__(self) -> "SQLiteStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
