@@ -202,19 +202,19 @@ class GGUFWriter:
         self._kv[key] = _string_bytes(key) + struct.pack("<I", vtype) + body
 
     # ----------------------------------------------------------------- tensors
-    def _add_pending(self, name: str, shape: tuple[int, ...], ggml_type: GGMLType, produce: Callable[[], Any]) -> None:
+    def _check(self, name: str, shape: tuple[int, ...], ggml_type: GGMLType) -> int:
+        """Validate a new tensor; returns its size in bytes."""
         if name in self._tensors:
             raise ValueError(f"tensor {name!r} added twice")
         if not 1 <= len(shape) <= MAX_DIMS:
             raise ValueError(f"tensor {name!r}: {len(shape)} dimensions, GGUF allows 1..{MAX_DIMS}")
-        n = int(np.prod(shape, dtype=np.int64))
         block = BLOCK_LAYOUT[ggml_type][0]
         if ggml_type != GGMLType.I2_S and shape[-1] % block:
             raise ValueError(
                 f"tensor {name!r}: {ggml_type.name} needs rows that are a multiple of {block} "
                 f"weights, got shape {shape}"
             )
-        self._tensors[name] = _PendingTensor(name, shape, ggml_type, tensor_nbytes(ggml_type, n), produce)
+        return tensor_nbytes(ggml_type, int(np.prod(shape, dtype=np.int64)))
 
     def add_tensor(self, name: str, array: np.ndarray, ggml_type: GGMLType | None = None) -> None:
         """Add a float tensor as F32, F16, BF16 or Q8_0 (default: F16 for float16 input, else F32)."""
@@ -236,7 +236,9 @@ class GGUFWriter:
                 return quants.quantize_bf16(arr)
             return quants.quantize_q8_0(arr)
 
-        self._add_pending(name, tuple(int(d) for d in arr.shape), ggml_type, produce)
+        shape = tuple(int(d) for d in arr.shape)
+        nbytes = self._check(name, shape, ggml_type)
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, produce)
 
     def add_ternary(
         self, name: str, values: np.ndarray, scale: float, ggml_type: GGMLType = GGMLType.I2_S
@@ -249,25 +251,24 @@ class GGUFWriter:
         if vals.dtype.kind not in "iu":
             raise TypeError(f"tensor {name!r}: ternary values must be integers, got {vals.dtype}")
         shape = tuple(int(d) for d in vals.shape)
-        self._add_pending(name, shape, ggml_type, lambda: b"")  # validates name and shape first
+        nbytes = self._check(name, shape, ggml_type)
         if ggml_type == GGMLType.I2_S:
             data = np.frombuffer(quants.i2s_tensor_bytes(vals, scale), dtype=np.uint8)
         elif ggml_type == GGMLType.TQ2_0:
             data = quants.pack_tq2_0(vals, scale)
         else:
             data = quants.pack_tq1_0(vals, scale)
-        self._tensors[name].produce = lambda: data
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: data)
 
     def add_raw_tensor(self, name: str, shape: Iterable[int], ggml_type: GGMLType, data: Any) -> None:
         """Add a tensor whose bytes are already encoded (any type; e.g. copied from another GGUF)."""
         shape = tuple(int(d) for d in shape)
         ggml_type = GGMLType(ggml_type)
-        self._add_pending(name, shape, ggml_type, lambda: data)
-        expected = self._tensors[name].nbytes
+        nbytes = self._check(name, shape, ggml_type)
         got = memoryview(data).nbytes
-        if got != expected:
-            del self._tensors[name]
-            raise ValueError(f"tensor {name!r}: {got} bytes given, {ggml_type.name} {shape} takes {expected}")
+        if got != nbytes:
+            raise ValueError(f"tensor {name!r}: {got} bytes given, {ggml_type.name} {shape} takes {nbytes}")
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: data)
 
     # ----------------------------------------------------------------- output
     def _header(self) -> tuple[bytes, list[int]]:
