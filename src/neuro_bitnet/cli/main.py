@@ -18,6 +18,9 @@ COMMAND_MODULES: list[str] = [
     "neuro_bitnet.cli.ask_cmd",
     "neuro_bitnet.cli.chat_cmd",
     "neuro_bitnet.cli.bench_cmd",
+    "neuro_bitnet.cli.model_cmd",
+    "neuro_bitnet.cli.config_cmd",
+    "neuro_bitnet.cli.doctor_cmd",
 ]
 
 
