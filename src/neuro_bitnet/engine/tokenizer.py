@@ -286,26 +286,25 @@ class Tokenizer:
             TOKEN_CONTROL, TOKEN_UNKNOWN, TOKEN_UNUSED,
         )
 
-    def _pieces(self, ids: Iterable[int], skip_special: bool, strip_space: bool):
-        """Yield each token's bytes; ``strip_space`` mirrors the SPM space prefix of encode."""
+    def _pieces(self, ids: Iterable[int], skip_special: bool, strip_space: list[bool]):
+        """Yield each token's bytes. ``strip_space[0]`` says whether the next emitted piece loses
+        one leading space (the SentencePiece space prefix at the start of the text)."""
         for token_id in ids:
             token_id = self._check_id(token_id)
             kind = self.token_types[token_id]
-            if kind in (TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNKNOWN, TOKEN_UNUSED):
-                strip_space = self.kind == "llama" and self.add_space_prefix
-                if skip_special and kind != TOKEN_USER_DEFINED:
-                    continue
-                yield self.token_bytes(token_id)
+            if skip_special and kind in (TOKEN_CONTROL, TOKEN_UNKNOWN, TOKEN_UNUSED):
                 continue
             piece = self.token_bytes(token_id)
-            if strip_space and piece.startswith(b" "):
+            if not piece:
+                continue
+            if strip_space[0] and kind in (TOKEN_NORMAL, TOKEN_BYTE) and piece.startswith(b" "):
                 piece = piece[1:]
-            strip_space = False
+            strip_space[0] = False
             yield piece
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """Text of a list of token ids (invalid UTF-8 becomes U+FFFD)."""
-        strip = self.kind == "llama" and self.add_space_prefix
+        strip = [self.kind == "llama" and self.add_space_prefix]
         data = b"".join(self._pieces(ids, skip_special, strip))
         return data.decode("utf-8", errors="replace")
 
@@ -320,19 +319,12 @@ class StreamDecoder:
         self.tok = tok
         self.skip_special = skip_special
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._strip_space = tok.kind == "llama" and tok.add_space_prefix
+        self._strip_space = [tok.kind == "llama" and tok.add_space_prefix]
 
     def push(self, token_id: int) -> str:
         """Feed one token id; return the newly completed text (may be empty)."""
-        out = []
-        for piece in self.tok._pieces([token_id], self.skip_special, self._strip_space):
-            out.append(self._utf8.decode(piece))
-        kind = self.tok.token_types[int(token_id)]
-        if kind in (TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNKNOWN, TOKEN_UNUSED):
-            self._strip_space = self.tok.kind == "llama" and self.tok.add_space_prefix
-        else:
-            self._strip_space = False
-        return "".join(out)
+        pieces = self.tok._pieces([token_id], self.skip_special, self._strip_space)
+        return "".join(self._utf8.decode(piece) for piece in pieces)
 
     def flush(self) -> str:
         """Return what is left (an incomplete UTF-8 tail becomes U+FFFD) and reset."""

@@ -1,0 +1,387 @@
+"""Tokenizer built from GGUF metadata, checked against the `tokenizers` reference."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+from neuro_bitnet.engine.tokenizer import (
+    TOKEN_BYTE,
+    TOKEN_CONTROL,
+    StreamDecoder,
+    Tokenizer,
+    gguf_metadata_from_hf_tokenizer,
+    llama3_tokenizer_json,
+)
+from neuro_bitnet.errors import EngineError
+
+TEXTS = [
+    "Hello, world! How are you today?",
+    "¿Cuál es la capital de España? Madrid, ¡claro! Año, niño, pingüino.",
+    "Emoji: 🦙🔥 ❤️ 👨‍👩‍👧‍👦 🇪🇸 and text after",
+    "中文测试：你好，世界。日本語のテキストです。한국어 문장.",
+    "def fib(n):\n    if n < 2:\n        return n\n\treturn fib(n - 1) + fib(n - 2)\n",
+    "spaces   between\t\ttabs\n\n\nnewlines   \r\n trailing   ",
+    "1 12 123 1234 12345 1234567 3.14159 2024-05-01 1,000,000",
+    "I'm sure you'll see they've LIVED here, DON'T you?",
+    "System: be brief<|eot_id|>User: hi<|eot_id|>Assistant: ",
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHola<|eot_id|>",
+    "",
+    " ",
+    "\n",
+    "a",
+    "Ünïcödé ßtraße İstanbul ǅ",
+]
+
+
+@pytest.fixture(scope="module")
+def llama3_path() -> Path:
+    return llama3_tokenizer_json()
+
+
+@pytest.fixture(scope="module")
+def llama3_meta(llama3_path):
+    return gguf_metadata_from_hf_tokenizer(llama3_path)
+
+
+@pytest.fixture(scope="module")
+def llama3(llama3_meta) -> Tokenizer:
+    return Tokenizer.from_gguf_metadata(llama3_meta)
+
+
+@pytest.fixture(scope="module")
+def reference(llama3_path) -> HFTokenizer:
+    return HFTokenizer.from_file(str(llama3_path))
+
+
+# ------------------------------------------------------------------------------ Llama-3 BPE
+def test_llama3_metadata_shape(llama3_meta):
+    assert llama3_meta["tokenizer.ggml.model"] == "gpt2"
+    assert llama3_meta["tokenizer.ggml.pre"] == "llama-bpe"
+    tokens = llama3_meta["tokenizer.ggml.tokens"]
+    assert len(tokens) == 128256
+    assert len(llama3_meta["tokenizer.ggml.token_type"]) == len(tokens)
+    assert len(llama3_meta["tokenizer.ggml.merges"]) == 280147
+    assert tokens[llama3_meta["tokenizer.ggml.bos_token_id"]] == "<|begin_of_text|>"
+    assert tokens[llama3_meta["tokenizer.ggml.eos_token_id"]] == "<|end_of_text|>"
+    assert llama3_meta["tokenizer.ggml.add_bos_token"] is True
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_llama3_ids_match_reference(llama3, reference, text):
+    expected = reference.encode(text, add_special_tokens=False).ids
+    assert llama3.encode(text, add_bos=False) == expected
+    assert llama3.decode(expected) == text
+    assert llama3.decode(expected) == reference.decode(expected, skip_special_tokens=False)
+
+
+def test_llama3_random_text_matches_reference(llama3, reference):
+    rng = random.Random(1234)
+    alphabet = "abcXYZ áéñü 0123456789 \t\n\r.,;:'\"!?()[]{}<>|-_=+*/\\ 中文 🦙😀 \u00a0\u2003"
+    for _ in range(200):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        expected = reference.encode(text, add_special_tokens=False).ids
+        assert llama3.encode(text, add_bos=False) == expected, repr(text)
+        assert llama3.decode(expected) == text
+
+
+def test_llama3_digits_split_in_groups_of_three(llama3):
+    ids = llama3.encode("1234567", add_bos=False)
+    assert [llama3.decode([i]) for i in ids] == ["123", "456", "7"]
+
+
+def test_llama3_bos_and_special_tokens(llama3):
+    ids = llama3.encode("Hi")
+    assert ids[0] == llama3.bos_id
+    # no double BOS when the text already starts with it
+    assert llama3.encode("<|begin_of_text|>Hi") == ids
+    inline = llama3.encode("a<|eot_id|>b", add_bos=False)
+    assert llama3.eot_id in inline and len(inline) == 3
+    plain = llama3.encode("a<|eot_id|>b", add_bos=False, parse_special=False)
+    assert llama3.eot_id not in plain
+    assert llama3.decode(plain) == "a<|eot_id|>b"
+    assert llama3.decode(inline, skip_special=True) == "ab"
+    assert llama3.decode(inline) == "a<|eot_id|>b"
+
+
+def test_llama3_parse_special_false_matches_reference(llama3, reference):
+    ref = HFTokenizer.from_str(reference.to_str())
+    ref.encode_special_tokens = True
+    for text in TEXTS:
+        assert llama3.encode(text, add_bos=False, parse_special=False) == ref.encode(
+            text, add_special_tokens=False
+        ).ids
+
+
+def test_llama3_stop_ids_and_specials(llama3):
+    text_of = {llama3.tokens[i] for i in llama3.stop_ids}
+    assert text_of == {"<|eot_id|>", "<|end_of_text|>"}  # Llama-3.0 has no <|eom_id|>
+    assert llama3.tokens[llama3.eot_id] == "<|eot_id|>"
+    assert llama3.is_special(llama3.bos_id) and llama3.is_special(llama3.eot_id)
+    assert not llama3.is_special(llama3.encode("hello", add_bos=False)[0])
+    with pytest.raises(EngineError):
+        llama3.decode([llama3.vocab_size])
+
+
+def test_stream_decoder_reassembles_multibyte(llama3):
+    text = "ok 🦙👨‍👩‍👧 中文 ¿qué?"
+    ids = llama3.encode(text, add_bos=False)
+    # at least one emoji is split over several byte tokens
+    assert any(
+        piece and not _is_utf8(llama3.token_bytes(i)) for i in ids for piece in [llama3.token_bytes(i)]
+    )
+    stream = StreamDecoder(llama3)
+    chunks = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(chunks) == text
+    assert all("\ufffd" not in c for c in chunks)
+
+
+def test_stream_decoder_hides_control_tokens_by_default(llama3):
+    ids = llama3.encode("Hi<|eot_id|>", add_bos=True)
+    assert "".join(StreamDecoder(llama3).push(i) for i in ids) == "Hi"
+    shown = StreamDecoder(llama3, skip_special=False)
+    assert "".join(shown.push(i) for i in ids) == "<|begin_of_text|>Hi<|eot_id|>"
+
+
+def test_stream_decoder_flush_replaces_incomplete_tail(llama3):
+    ids = llama3.encode("🦙", add_bos=False)
+    assert len(ids) > 1
+    stream = StreamDecoder(llama3)
+    assert stream.push(ids[0]) == ""
+    assert stream.flush() == "\ufffd"
+
+
+def test_encode_is_thread_safe(llama3):
+    errors = []
+
+    def work(parse_special: bool) -> None:
+        for _ in range(50):
+            ids = llama3.encode("x<|eot_id|>y", add_bos=False, parse_special=parse_special)
+            if (llama3.eot_id in ids) != parse_special:
+                errors.append(parse_special)
+
+    threads = [threading.Thread(target=work, args=(flag,)) for flag in (True, False, True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_full_vocab_load_time_is_reported(llama3_meta, capsys):
+    start = time.perf_counter()
+    Tokenizer.from_gguf_metadata(llama3_meta)
+    elapsed = time.perf_counter() - start
+    with capsys.disabled():
+        print(f"\n[tokenizer] Llama-3 128k vocab + 280k merges built in {elapsed:.2f}s")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+# ------------------------------------------------------------------------- small vocab
+@pytest.fixture(scope="module")
+def small(llama3_path) -> Tokenizer:
+    return Tokenizer.from_gguf_metadata(gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000))
+
+
+def test_vocab_limit_builds_a_tiny_real_tokenizer(llama3_path, small):
+    meta = gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000)
+    assert len(meta["tokenizer.ggml.tokens"]) == 1000 + 256
+    kept = set(meta["tokenizer.ggml.tokens"][:1000])
+    full_merges = gguf_metadata_from_hf_tokenizer(llama3_path)["tokenizer.ggml.merges"]
+    # Llama-3 token ids are not exactly merge ranks: keep, in order, the merges among kept tokens
+    expected = [m for m in full_merges if {*m.split(" "), m.replace(" ", "")} <= kept]
+    assert meta["tokenizer.ggml.merges"] == expected
+    assert len(expected) > 500
+    assert small.vocab_size == 1256
+    assert small.tokens[1000] == "<|begin_of_text|>" and small.bos_id == 1000
+    assert small.tokens[small.eot_id] == "<|eot_id|>" and small.eot_id == 1009
+    for text in TEXTS:
+        ids = small.encode(text, add_bos=False)
+        assert all(0 <= i < small.vocab_size for i in ids)
+        assert small.decode(ids) == text
+    assert small.encode("x<|eot_id|>", add_bos=True) == [1000, small.encode("x", add_bos=False)[0], 1009]
+
+
+def test_vocab_limit_matches_full_tokenizer_on_common_words(llama3, small):
+    # the first merges are the same, so short frequent words get the same ids
+    for word in [" the", " a", "in", " and"]:
+        assert small.encode(word, add_bos=False) == llama3.encode(word, add_bos=False)
+
+
+def test_vocab_limit_too_small_is_an_error(llama3_path):
+    with pytest.raises(EngineError, match="byte tokens"):
+        gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=100)
+
+
+# ------------------------------------------------------------------------ bad metadata
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({}, "tokenizer.ggml.model"),
+        ({"tokenizer.ggml.model": "gpt2"}, "tokens"),
+        ({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]}, "unsupported"),
+        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]}, "merges"),
+        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"],
+          "tokenizer.ggml.merges": ["a b"], "tokenizer.ggml.pre": "qwen2"}, "pre-tokenizer"),
+        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"],
+          "tokenizer.ggml.merges": ["ab"]}, "merge"),
+        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"],
+          "tokenizer.ggml.merges": [], "tokenizer.ggml.token_type": [1]}, "token_type"),
+        ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"]}, "scores"),
+    ],
+)
+def test_bad_metadata_raises_engine_error(meta, message):
+    with pytest.raises(EngineError, match=message):
+        Tokenizer.from_gguf_metadata(meta)
+
+
+def test_bad_tokenizer_json(tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        gguf_metadata_from_hf_tokenizer(tmp_path / "missing.json")
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    with pytest.raises(EngineError, match="cannot read"):
+        gguf_metadata_from_hf_tokenizer(bad)
+    bad.write_text(json.dumps({"model": {"type": "WordPiece"}}))
+    with pytest.raises(EngineError, match="WordPiece"):
+        gguf_metadata_from_hf_tokenizer(bad)
+
+
+# -------------------------------------------------------------- SentencePiece (Llama-2 style)
+SPM_CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world, hello there, general kenobi",
+    "¿Cuál es la capital de España? Madrid es la capital.",
+    "def main():\n    print('hello world')\n",
+    "numbers like 12345 and 678 are numbers",
+    "the theory of the thesis: there and then",
+]
+
+
+def _llama2_style_tokenizer_json(directory: Path) -> Path:
+    """A small Llama-2-layout tokenizer.json: <unk> <s> </s>, 256 byte tokens, trained pieces."""
+    trainer_tok = HFTokenizer(models.BPE(unk_token="<unk>"))
+    trainer_tok.normalizer = normalizers.Replace(" ", "\u2581")
+    trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=220, special_tokens=[], show_progress=False)
+    trainer_tok.train_from_iterator(SPM_CORPUS * 10, trainer)
+    trained = json.loads(trainer_tok.to_str())["model"]
+
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += [t for t, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1])]
+    vocab = {t: i for i, t in enumerate(pieces)}
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in trained["merges"]],
+                                unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    hf.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+    )
+    hf.decoder = decoders.Sequence([
+        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+        decoders.Strip(" ", 1, 0),
+    ])
+    from tokenizers import AddedToken
+
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                           for t in ("<unk>", "<s>", "</s>")])
+    path = directory / "tokenizer.json"
+    hf.save(str(path))
+    return path
+
+
+SPM_TEXTS = [
+    "the quick brown fox",
+    "hello there general",
+    "  leading and  double  spaces ",
+    "¿Cuál es la capital?",
+    "unseen letters: xyzq ZZZ ✓ 🦙 中文",
+    "line\nbreak\ttab",
+    "capital<s>the</s> end",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def spm_pair(tmp_path_factory):
+    path = _llama2_style_tokenizer_json(tmp_path_factory.mktemp("spm"))
+    meta = gguf_metadata_from_hf_tokenizer(path)
+    return Tokenizer.from_gguf_metadata(meta), HFTokenizer.from_file(str(path)), meta
+
+
+def test_spm_metadata(spm_pair):
+    tok, _, meta = spm_pair
+    assert meta["tokenizer.ggml.model"] == "llama"
+    assert "tokenizer.ggml.merges" not in meta
+    assert len(meta["tokenizer.ggml.scores"]) == len(meta["tokenizer.ggml.tokens"])
+    assert meta["tokenizer.ggml.token_type"][3] == TOKEN_BYTE
+    assert meta["tokenizer.ggml.token_type"][1] == TOKEN_CONTROL
+    assert tok.bos_id == 1 and tok.eos_id == 2 and tok.stop_ids == {2}
+
+
+@pytest.mark.parametrize("text", SPM_TEXTS)
+def test_spm_matches_reference(spm_pair, text):
+    tok, ref, _ = spm_pair
+    expected = ref.encode(text, add_special_tokens=False).ids
+    assert tok.encode(text, add_bos=False) == expected
+    assert tok.decode(expected, skip_special=True) == ref.decode(expected, skip_special_tokens=True)
+    assert tok.decode(expected) == ref.decode(expected, skip_special_tokens=False)
+    if "<s>" not in text:
+        assert tok.decode(expected) == text
+
+
+def test_spm_byte_fallback_and_stream(spm_pair):
+    tok, _, _ = spm_pair
+    ids = tok.encode("a 🦙 b")
+    assert ids[0] == tok.bos_id
+    assert sum(tok.token_types[i] == TOKEN_BYTE for i in ids) == 4
+    stream = StreamDecoder(tok)
+    assert "".join(stream.push(i) for i in ids) + stream.flush() == "a 🦙 b"
+
+
+def _llama_cpp_spm(tok: Tokenizer, scores: list[float], text: str) -> list[int]:
+    """llama.cpp's SPM algorithm, written plainly: repeatedly merge the adjacent pair whose
+    joined text is a token with the highest score (leftmost on ties), then byte fallback."""
+    vocab = {}
+    for i, t in enumerate(tok.tokens):
+        vocab.setdefault(t, i)
+    symbols = list(("\u2581" + text).replace(" ", "\u2581")) if text else []
+    while True:
+        best = None
+        for k in range(len(symbols) - 1):
+            joined = symbols[k] + symbols[k + 1]
+            if joined in vocab and (best is None or scores[vocab[joined]] > best[0]):
+                best = (scores[vocab[joined]], k)
+        if best is None:
+            break
+        k = best[1]
+        symbols[k : k + 2] = [symbols[k] + symbols[k + 1]]
+    ids = []
+    for s in symbols:
+        if s in vocab:
+            ids.append(vocab[s])
+        else:
+            ids.extend(vocab[f"<0x{b:02X}>"] for b in s.encode("utf-8"))
+    return ids
+
+
+def test_spm_follows_llama_cpp_score_order(spm_pair):
+    tok, _, meta = spm_pair
+    scores = meta["tokenizer.ggml.scores"]
+    rng = random.Random(7)
+    words = " ".join(SPM_CORPUS).split() + ["zq", "✓", "the", "there", "ñ"]
+    for _ in range(100):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+        assert tok.encode(text, add_bos=False) == _llama_cpp_spm(tok, scores, text), text
