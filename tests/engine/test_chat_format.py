@@ -1,0 +1,143 @@
+"""Chat prompt rendering: built-in BitNet format and jinja chat templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuro_bitnet.engine.chat_format import ChatFormatError, render_chat
+from neuro_bitnet.errors import NeuroError
+
+BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+
+# chat_template of microsoft/bitnet-b1.58-2B-4T (tokenizer_config.json).
+BITNET_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+
+# chat_template of Meta-Llama-3-8B-Instruct.
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+CHATS = [
+    [{"role": "user", "content": "What is 2+2?"}],
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "¿Cuál es la capital de España?"},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! "},
+        {"role": "user", "content": "  Tell me a joke 🦙\n"},
+    ],
+]
+
+
+def test_builtin_bitnet_format():
+    chat = CHATS[2]
+    assert render_chat(chat, template=None, bos_token=BOS, eos_token=EOS) == (
+        "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi<|eot_id|>"
+        "Assistant: Hello!<|eot_id|>User: Tell me a joke 🦙<|eot_id|>Assistant: "
+    )
+    no_system = render_chat(CHATS[0], template=None, bos_token=BOS, eos_token=EOS,
+                            add_generation_prompt=False)
+    assert no_system == "<|begin_of_text|>User: What is 2+2?<|eot_id|>"
+
+
+@pytest.mark.parametrize("chat", CHATS)
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_official_bitnet_template_equals_builtin(chat, add_generation_prompt):
+    from_template = render_chat(chat, template=BITNET_TEMPLATE, bos_token=BOS, eos_token=EOS,
+                                add_generation_prompt=add_generation_prompt)
+    builtin = render_chat(chat, template=None, bos_token=BOS, eos_token=EOS,
+                          add_generation_prompt=add_generation_prompt)
+    assert from_template == builtin
+
+
+def test_llama3_template():
+    text = render_chat(CHATS[1], template=LLAMA3_TEMPLATE, bos_token=BOS, eos_token=EOS)
+    assert text == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "You are a helpful assistant.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n¿Cuál es la capital de España?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+@pytest.mark.parametrize("template", [BITNET_TEMPLATE, LLAMA3_TEMPLATE])
+@pytest.mark.parametrize("chat", CHATS)
+def test_templates_match_transformers(template, chat):
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models
+
+    hf = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE()), bos_token=BOS, eos_token=EOS
+    )
+    expected = hf.apply_chat_template(chat, chat_template=template, tokenize=False,
+                                      add_generation_prompt=True)
+    assert render_chat(chat, template=template, bos_token=BOS, eos_token=EOS) == expected
+
+
+def test_template_helpers():
+    raising = "{% if messages|length > 1 %}{{ raise_exception('only one message') }}{% endif %}ok"
+    assert render_chat(CHATS[0], template=raising, bos_token=BOS, eos_token=EOS) == "ok"
+    with pytest.raises(ChatFormatError, match="only one message"):
+        render_chat(CHATS[1], template=raising, bos_token=BOS, eos_token=EOS)
+    dated = "{{ strftime_now('%Y') }}"
+    year = render_chat(CHATS[0], template=dated, bos_token=BOS, eos_token=EOS)
+    assert year.isdigit() and len(year) == 4
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{{ ''.__class__.__mro__ }}", "unsafe"),
+        ("{% for x in %}", "invalid chat template"),
+        ("{{ messages[5]['content'] | trim }}", "chat template"),
+        ("{{ messages.append(1) }}", "unsafe"),
+    ],
+)
+def test_bad_or_hostile_templates(template, message):
+    with pytest.raises(ChatFormatError, match=message):
+        render_chat(CHATS[0], template=template, bos_token=BOS, eos_token=EOS)
+
+
+def test_private_attributes_render_as_undefined():
+    probe = "[{% for m in messages %}{{ m.content.__globals__ }}{{ m.__class__ }}{% endfor %}]"
+    assert render_chat(CHATS[0], template=probe, bos_token=BOS, eos_token=EOS) == "[]"
+
+
+@pytest.mark.parametrize(
+    "messages, message",
+    [
+        ([], "at least one message"),
+        ([{"role": "tool", "content": "x"}], "role 'tool'"),
+        ([{"content": "x"}], "role None"),
+        (["hello"], "must be an object"),
+        ([{"role": "user", "content": 5}], "content must be a string"),
+        ([{"role": "user", "content": [{"type": "image_url"}]}], "text content"),
+    ],
+)
+def test_invalid_messages(messages, message):
+    with pytest.raises(ChatFormatError, match=message) as info:
+        render_chat(messages, template=None, bos_token=BOS, eos_token=EOS)
+    assert isinstance(info.value, NeuroError) and "\n" not in str(info.value)
+
+
+def test_content_parts_and_none():
+    chat = [
+        {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": None},
+    ]
+    assert render_chat(chat, template=None, bos_token="", eos_token=EOS) == (
+        "User: Hi there<|eot_id|>Assistant: <|eot_id|>Assistant: "
+    )
