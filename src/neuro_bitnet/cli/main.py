@@ -21,6 +21,12 @@ COMMAND_MODULES: list[str] = [
     "neuro_bitnet.cli.model_cmd",
     "neuro_bitnet.cli.config_cmd",
     "neuro_bitnet.cli.doctor_cmd",
+    "neuro_bitnet.cli.serve_cmd",
+    "neuro_bitnet.cli.daemon_cmd",
+    "neuro_bitnet.cli.mcp_cmd",
+    "neuro_bitnet.cli.index_cmd",
+    "neuro_bitnet.cli.search_cmd",
+    "neuro_bitnet.cli.stats_cmd",
 ]
 
 

@@ -3,6 +3,7 @@ folders, `.gitignore` rules and symlink loops."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,14 @@ class Discovery:
     skipped: list[Skipped] = field(default_factory=list)  # problems worth listing
     filtered: Counter = field(default_factory=Counter)  # quiet skips by reason (hidden, gitignored...)
     roots: list[Path] = field(default_factory=list)  # absolute directories that were walked
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    return f"unreadable ({exc.strerror or exc})"
 
 
 def _spec(globs: list[str]) -> pathspec.PathSpec | None:
@@ -109,7 +118,7 @@ def discover(
         try:
             is_dir = path.is_dir()
         except OSError as exc:  # e.g. a symlink loop on the path itself
-            found.skipped.append(Skipped(str(raw), f"unreadable ({exc.strerror or exc})"))
+            found.skipped.append(Skipped(str(raw), _reason(exc)))
             continue
         if not is_dir:
             if not path.exists():
@@ -165,7 +174,7 @@ def _walk(
             is_dir = entry.is_dir()  # follows symlinks
             is_file = entry.is_file()
         except OSError as exc:
-            found.skipped.append(Skipped(str(path), f"unreadable ({exc.strerror or exc})"))
+            found.skipped.append(Skipped(str(path), _reason(exc)))
             continue
         if entry.name.startswith(".") and not hidden:
             found.filtered["hidden"] += 1
@@ -187,7 +196,7 @@ def _walk(
                 try:
                     os.stat(path)
                 except OSError as exc:
-                    reason = "symlink loop" if exc.errno == 40 else "broken symlink"
+                    reason = "symlink loop" if exc.errno == errno.ELOOP else "broken symlink"
                     found.skipped.append(Skipped(str(path), reason))
             else:
                 found.filtered["not a regular file"] += 1

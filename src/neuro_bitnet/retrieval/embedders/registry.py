@@ -83,6 +83,7 @@ def load_embedder(name_or_dir: str | None = None, *, download: bool = True) -> O
 def ensure_downloaded(spec: EmbedderSpec) -> Path:
     """The local folder of a catalog embedder, downloading missing files (verified, resumable)."""
     directory = embedders_dir() / spec.name
+    # A file is complete once it is in place: the downloader moves it there only after verifying.
     missing = [f for f in spec.files if not (directory / Path(f).name).is_file()]
     if missing:
         directory.mkdir(parents=True, exist_ok=True)
@@ -96,22 +97,17 @@ def ensure_downloaded(spec: EmbedderSpec) -> Path:
 
 
 def _download(spec: EmbedderSpec, repo_file: str, dest: Path, sha256: str | None, size: int | None) -> None:
-    """Fetch one file through the model manager's downloader."""
+    """Fetch one file through the model manager's downloader (verified, resumable, locked)."""
     from neuro_bitnet.config import load_settings
-    from neuro_bitnet.models import download as downloader
-    from neuro_bitnet.models.hub import resolve_url
+    from neuro_bitnet.models.download import download_file
+    from neuro_bitnet.models.hub import auth_headers, resolve_url
+    from neuro_bitnet.models.progress import make_progress
 
     settings = load_settings()
     url = resolve_url(settings.hf_endpoint, spec.repo, repo_file, spec.revision)
-    try:
-        downloader.download_file(url, dest, sha256=sha256, size=size, settings=settings,
-                                 label=f"{spec.name}/{Path(repo_file).name}")
-    except EmbedderError:
-        raise
-    except Exception as exc:
-        if exc.__class__.__module__.startswith("neuro_bitnet"):
-            raise
-        raise EmbedderError(f"cannot download embedder {spec.name}: {exc}") from None
+    download_file(url, dest, sha256=sha256, size=size, headers=auth_headers(settings.hf_token),
+                  timeout=settings.timeout, retries=settings.retries, progress=make_progress(),
+                  label=f"embedder {spec.name}: {Path(repo_file).name}")
 
 
 def _assemble_minilm() -> Path:
