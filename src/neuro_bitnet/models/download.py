@@ -148,7 +148,7 @@ def _download_with_retries(
                 hint = f"; {format_size(kept)} kept, run the same command again to resume" if kept else ""
                 raise DownloadError(f"{label}: {exc}{hint}") from None
             attempt += 1
-            delay = min(0.5 * 2**attempt, 10.0)
+            delay = min(0.5 * 2 ** (attempt - 1), 10.0)
             progress.note(f"{label}: {exc}; retrying in {delay:g}s ({attempt}/{retries})")
             time.sleep(delay)
 

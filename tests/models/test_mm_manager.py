@@ -1,0 +1,108 @@
+"""ModelManager seams: resolve, ensure_model, remove, cache info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import filelock
+import pytest
+
+from hubserver import HubServer, hub_env, tiny_model
+from neuro_bitnet.config import load_settings
+from neuro_bitnet.errors import ModelNotFoundError, NeuroError
+from neuro_bitnet.models.catalog import CatalogEntry
+from neuro_bitnet.models.manager import ModelManager, ModelUnavailableError
+
+
+@pytest.fixture
+def mm(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelManager:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for key, value in hub_env(hub, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    tiny_model(hub, tmp_path)
+    return ModelManager(load_settings())
+
+
+def test_resolve_ids_aliases_and_paths(mm: ModelManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(mm.resolve("TINY"), CatalogEntry)
+    assert mm.resolve("2b-4t").id == "2b"
+    local = tmp_path / "my model.gguf"
+    local.write_bytes(b"GGUF")
+    assert mm.resolve(str(local)) == local
+    assert mm.resolve(local) == local
+    monkeypatch.chdir(tmp_path)
+    assert mm.resolve("my model.gguf") == local
+    with pytest.raises(ModelNotFoundError, match="model file not found"):
+        mm.resolve("missing.gguf")
+    with pytest.raises(ModelNotFoundError, match="not a model file"):
+        mm.resolve(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="unknown model 'nope'"):
+        mm.resolve("nope")
+
+
+def test_ensure_model_returns_local_files_as_is(mm: ModelManager, tmp_path: Path, hub: HubServer) -> None:
+    local = tmp_path / "x.gguf"
+    local.write_bytes(b"GGUF")
+    assert mm.ensure_model(str(local), assume_yes=False, interactive=False) == local
+    assert hub.gets() == []
+
+
+def test_ensure_model_without_terminal_refuses_with_a_hint(mm: ModelManager, hub: HubServer) -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        mm.ensure_model("tiny", assume_yes=False, interactive=False)
+    assert "neuro model download tiny" in str(info.value) and "--yes" in str(info.value)
+    assert "262.1 kB" in str(info.value)
+    assert hub.gets() == []
+
+
+def test_ensure_model_asks_on_a_terminal(mm: ModelManager, hub: HubServer) -> None:
+    questions: list[str] = []
+    mm.confirm = lambda q: questions.append(q) or False
+    with pytest.raises(ModelNotFoundError, match="not downloaded"):
+        mm.ensure_model("tiny", assume_yes=False, interactive=True)
+    assert "262.1 kB" in questions[0] and hub.gets() == []
+    mm.confirm = lambda q: True
+    path = mm.ensure_model("tiny", assume_yes=False, interactive=True)
+    assert path.is_file() and mm.local_path(mm.entry("tiny")) == path
+
+
+def test_ensure_model_with_yes_downloads_then_reuses(mm: ModelManager, hub: HubServer) -> None:
+    path = mm.ensure_model("tiny", assume_yes=True, interactive=False)
+    assert mm.ensure_model("tiny", assume_yes=False, interactive=False) == path
+    assert len(hub.gets()) == 1
+
+
+def test_models_without_gguf_explain_instead_of_404(mm: ModelManager, hub: HubServer) -> None:
+    for name in ("large", "3b", "8b"):
+        with pytest.raises(ModelUnavailableError, match="no official GGUF.*not available in neuro-bitnet yet"):
+            mm.ensure_model(name, assume_yes=True, interactive=False)
+    assert hub.requests == []
+
+
+def test_remove_deletes_file_record_and_part(mm: ModelManager) -> None:
+    entry = mm.entry("tiny")
+    mm.download(entry, progress=False)
+    files = mm.files(entry)
+    files.part.write_bytes(b"leftover")
+    removed = mm.remove(entry)
+    assert set(removed) == {files.model, files.record, files.part}
+    assert not files.dir.exists()
+    assert mm.status(entry).state == "absent"
+
+
+def test_remove_refuses_while_a_download_holds_the_lock(mm: ModelManager) -> None:
+    entry = mm.entry("tiny")
+    mm.download(entry, progress=False)
+    with filelock.FileLock(mm.files(entry).lock):
+        with pytest.raises(NeuroError, match="being downloaded by another process"):
+            mm.remove(entry)
+    assert mm.local_path(entry) is not None
+
+
+def test_cache_info_lists_files_and_disk_use(mm: ModelManager) -> None:
+    assert mm.cache_info().files == []
+    mm.download("tiny", progress=False)
+    info = mm.cache_info()
+    names = sorted(f.path.name for f in info.files)
+    assert names == ["tiny.gguf", "tiny.gguf.sha256"]
+    assert info.total_bytes == sum(f.size for f in info.files) and info.free_bytes
