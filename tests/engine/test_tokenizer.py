@@ -197,11 +197,11 @@ def small(llama3_path) -> Tokenizer:
     return Tokenizer.from_gguf_metadata(gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000))
 
 
-def test_vocab_limit_builds_a_tiny_real_tokenizer(llama3_path, small):
+def test_vocab_limit_builds_a_tiny_real_tokenizer(llama3_path, llama3_meta, small):
     meta = gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000)
     assert len(meta["tokenizer.ggml.tokens"]) == 1000 + 256
     kept = set(meta["tokenizer.ggml.tokens"][:1000])
-    full_merges = gguf_metadata_from_hf_tokenizer(llama3_path)["tokenizer.ggml.merges"]
+    full_merges = llama3_meta["tokenizer.ggml.merges"]
     # Llama-3 token ids are not exactly merge ranks: keep, in order, the merges among kept tokens
     expected = [m for m in full_merges if {*m.split(" "), m.replace(" ", "")} <= kept]
     assert meta["tokenizer.ggml.merges"] == expected
@@ -228,25 +228,63 @@ def test_vocab_limit_too_small_is_an_error(llama3_path):
 
 
 # ------------------------------------------------------------------------ bad metadata
+def _byte_vocab_meta(**extra) -> dict:
+    """A minimal valid byte-level BPE: the 256 byte characters, 'ab' made by one merge."""
+    from neuro_bitnet.engine.tokenizer import _BYTE_TO_CHAR
+
+    tokens = list(_BYTE_TO_CHAR.values()) + ["ab", "<|eot_id|>"]
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [1] * 257 + [3],
+        "tokenizer.ggml.merges": ["a b"],
+    }
+    meta.update(extra)
+    return meta
+
+
+def test_minimal_byte_vocab_works():
+    tok = Tokenizer.from_gguf_metadata(_byte_vocab_meta())
+    ab = tok.tokens.index("ab")
+    assert tok.encode("xab<|eot_id|>", add_bos=False) == [tok.tokens.index("x"), ab, 257]
+    assert tok.stop_ids == {257} and tok.eot_id == 257 and tok.bos_id is None
+    assert tok.encode("ab") == [ab]  # no BOS id: nothing to add
+    assert tok.decode([ab, 257], skip_special=True) == "ab"
+
+
 @pytest.mark.parametrize(
     "meta, message",
     [
         ({}, "tokenizer.ggml.model"),
         ({"tokenizer.ggml.model": "gpt2"}, "tokens"),
+        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", 5]}, "strings"),
         ({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]}, "unsupported"),
         ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]}, "merges"),
+        (_byte_vocab_meta(**{"tokenizer.ggml.pre": "qwen2"}), "pre-tokenizer"),
+        (_byte_vocab_meta(**{"tokenizer.ggml.merges": ["ab"]}), "malformed"),
+        (_byte_vocab_meta(**{"tokenizer.ggml.merges": [7]}), "malformed"),
+        (_byte_vocab_meta(**{"tokenizer.ggml.merges": ["b a"]}), "not in the vocab"),
+        (_byte_vocab_meta(**{"tokenizer.ggml.token_type": [1]}), "token_type"),
+        (_byte_vocab_meta(**{"tokenizer.ggml.token_type": ["x"] * 258}), "integers"),
         ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"],
-          "tokenizer.ggml.merges": ["a b"], "tokenizer.ggml.pre": "qwen2"}, "pre-tokenizer"),
-        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"],
-          "tokenizer.ggml.merges": ["ab"]}, "merge"),
-        ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"],
-          "tokenizer.ggml.merges": [], "tokenizer.ggml.token_type": [1]}, "token_type"),
+          "tokenizer.ggml.merges": ["a b"]}, "byte tokens"),
         ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"]}, "scores"),
+        ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"],
+          "tokenizer.ggml.scores": [0.0, 1.0]}, "scores"),
+        ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"],
+          "tokenizer.ggml.scores": ["high"]}, "numbers"),
     ],
 )
 def test_bad_metadata_raises_engine_error(meta, message):
     with pytest.raises(EngineError, match=message):
         Tokenizer.from_gguf_metadata(meta)
+
+
+def test_out_of_range_special_ids_are_ignored():
+    tok = Tokenizer.from_gguf_metadata(_byte_vocab_meta(**{
+        "tokenizer.ggml.bos_token_id": 999999, "tokenizer.ggml.eos_token_id": -1,
+    }))
+    assert tok.bos_id is None and tok.eos_id is None
 
 
 def test_bad_tokenizer_json(tmp_path):

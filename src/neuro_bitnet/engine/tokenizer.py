@@ -53,7 +53,7 @@ LLAMA3_SPLIT_REGEX = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _LLAMA3_PRE_NAMES = {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral"}
-_GPT2_PRE_NAMES = {"gpt2", "default"}
+_GPT2_PRE_NAMES = {"gpt2"}
 
 # Token texts llama.cpp treats as end-of-turn / end-of-generation (llama-vocab.cpp).
 _EOT_TEXTS = (
@@ -158,20 +158,27 @@ class Tokenizer:
         kind = meta.get("tokenizer.ggml.model")
         if kind is None:
             raise EngineError("GGUF has no tokenizer (missing tokenizer.ggml.model)")
-        tokens = meta.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, Sequence) or isinstance(tokens, (str, bytes)) or not tokens:
-            raise EngineError("GGUF has no tokenizer.ggml.tokens list")
-        tokens = list(tokens)
+        if kind not in ("gpt2", "llama"):
+            raise EngineError(f"unsupported tokenizer model {kind!r} (supported: gpt2, llama)")
+        tokens = _read_tokens(meta)
         n_vocab = len(tokens)
-        types = meta.get("tokenizer.ggml.token_type")
-        if types is None:
-            types = _guess_token_types(tokens, kind)
-        else:
-            types = [int(t) for t in types]
-            if len(types) != n_vocab:
-                raise EngineError(
-                    f"tokenizer.ggml.token_type has {len(types)} entries for {n_vocab} tokens"
-                )
+        types = _read_token_types(meta, tokens, kind)
+
+        bos_id = _optional_id(meta, "tokenizer.ggml.bos_token_id", n_vocab)
+        eos_id = _optional_id(meta, "tokenizer.ggml.eos_token_id", n_vocab)
+        pad_id = _optional_id(meta, "tokenizer.ggml.padding_token_id", n_vocab)
+        eot_id = _optional_id(meta, "tokenizer.ggml.eot_token_id", n_vocab)
+        eom_id = _optional_id(meta, "tokenizer.ggml.eom_token_id", n_vocab)
+        eog_by_text: dict[str, int] = {}
+        for i, t in enumerate(tokens):
+            if t in _EOG_TEXTS and t not in eog_by_text:
+                eog_by_text[t] = i
+        if eot_id is None:
+            eot_id = next((eog_by_text[t] for t in _EOT_TEXTS if t in eog_by_text), None)
+        stop_ids = set(eog_by_text.values())
+        stop_ids.update(i for i in (eos_id, eot_id, eom_id) if i is not None)
+        for i in stop_ids:  # llama.cpp forces end-of-generation tokens to be control tokens
+            types[i] = TOKEN_CONTROL
 
         if kind == "gpt2":
             pre = _meta_get(meta, "tokenizer.ggml.pre", "llama-bpe")
@@ -179,8 +186,8 @@ class Tokenizer:
             if merges is None:
                 raise EngineError("GGUF byte-level BPE tokenizer has no tokenizer.ggml.merges")
             hf = _build_bpe(tokens, types, merges, pre)
-            add_bos_default, add_space_default = pre in _LLAMA3_PRE_NAMES, False
-        elif kind == "llama":
+            add_bos_default, add_space_prefix = pre in _LLAMA3_PRE_NAMES, False
+        else:
             scores = meta.get("tokenizer.ggml.scores")
             if scores is None:
                 raise EngineError("GGUF SentencePiece tokenizer has no tokenizer.ggml.scores")
@@ -191,32 +198,9 @@ class Tokenizer:
             unk_id = _optional_id(meta, "tokenizer.ggml.unknown_token_id", n_vocab)
             if unk_id is None and TOKEN_UNKNOWN in types:
                 unk_id = types.index(TOKEN_UNKNOWN)
-            add_space_default = True
-            add_space = bool(_meta_get(meta, "tokenizer.ggml.add_space_prefix", add_space_default))
-            hf = _build_spm(tokens, types, scores, unk_id, add_space)
+            add_space_prefix = bool(_meta_get(meta, "tokenizer.ggml.add_space_prefix", True))
+            hf = _build_spm(tokens, types, scores, unk_id, add_space_prefix)
             add_bos_default = True
-        else:
-            raise EngineError(f"unsupported tokenizer model {kind!r} (supported: gpt2, llama)")
-
-        add_space_prefix = bool(
-            _meta_get(meta, "tokenizer.ggml.add_space_prefix", add_space_default)
-        )
-        bos_id = _optional_id(meta, "tokenizer.ggml.bos_token_id", n_vocab)
-        eos_id = _optional_id(meta, "tokenizer.ggml.eos_token_id", n_vocab)
-        pad_id = _optional_id(meta, "tokenizer.ggml.padding_token_id", n_vocab)
-        eot_id = _optional_id(meta, "tokenizer.ggml.eot_token_id", n_vocab)
-        eom_id = _optional_id(meta, "tokenizer.ggml.eom_token_id", n_vocab)
-
-        text_to_id: dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            if t in _EOG_TEXTS and t not in text_to_id:
-                text_to_id[t] = i
-        if eot_id is None:
-            eot_id = next((text_to_id[t] for t in _EOT_TEXTS if t in text_to_id), None)
-        stop_ids = set(text_to_id.values())
-        stop_ids.update(i for i in (eos_id, eot_id, eom_id) if i is not None)
-        for i in stop_ids:  # llama.cpp forces end-of-generation tokens to be control tokens
-            types[i] = TOKEN_CONTROL
 
         return cls(
             kind=kind,
@@ -330,10 +314,35 @@ class StreamDecoder:
         """Return what is left (an incomplete UTF-8 tail becomes U+FFFD) and reset."""
         text = self._utf8.decode(b"", final=True)
         self._utf8.reset()
+        self._strip_space = [self.tok.kind == "llama" and self.tok.add_space_prefix]
         return text
 
 
 # -------------------------------------------------------------------------- runtime builders
+def _read_tokens(meta: dict) -> list[str]:
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, (list, tuple)) or not tokens:
+        raise EngineError("GGUF has no tokenizer.ggml.tokens list")
+    if not all(isinstance(t, str) for t in tokens):
+        raise EngineError("tokenizer.ggml.tokens must hold strings")
+    return list(tokens)
+
+
+def _read_token_types(meta: dict, tokens: list[str], kind: str) -> list[int]:
+    types = meta.get("tokenizer.ggml.token_type")
+    if types is None:
+        return _guess_token_types(tokens, kind)
+    if len(types) != len(tokens):
+        raise EngineError(
+            f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
+        )
+    try:
+        # 0 (undefined) and unknown values are read as normal tokens
+        return [t if TOKEN_NORMAL <= t <= TOKEN_BYTE else TOKEN_NORMAL for t in map(int, types)]
+    except (TypeError, ValueError):
+        raise EngineError("tokenizer.ggml.token_type must hold integers") from None
+
+
 def _guess_token_types(tokens: list[str], kind: str) -> list[int]:
     if kind == "llama":
         return [TOKEN_BYTE if _BYTE_TOKEN_RE.fullmatch(t) else TOKEN_NORMAL for t in tokens]
@@ -341,10 +350,9 @@ def _guess_token_types(tokens: list[str], kind: str) -> list[int]:
 
 
 def _vocab_dict(tokens: list[str]) -> dict[str, int]:
-    vocab: dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        vocab.setdefault(t, i)  # a duplicated text keeps its first id, as llama.cpp does
-    return vocab
+    # Built from the end so that a duplicated text keeps its first id, as llama.cpp does.
+    n = len(tokens)
+    return dict(zip(reversed(tokens), range(n - 1, -1, -1)))
 
 
 def _add_special_tokens(hf: _HFTokenizer, tokens: list[str], types: list[int]) -> None:
@@ -358,15 +366,19 @@ def _add_special_tokens(hf: _HFTokenizer, tokens: list[str], types: list[int]) -
         hf.add_tokens(user)
 
 
-def _build_bpe(tokens: list[str], types: list[int], merges: Sequence[str], pre: str) -> _HFTokenizer:
-    vocab = _vocab_dict(tokens)
+def _split_merges(merges: Sequence[str]) -> list[tuple[str, str]]:
     pairs = []
+    append = pairs.append
     for m in merges:
         # llama.cpp splits at the first space after the first character.
-        cut = m.find(" ", 1)
+        cut = m.find(" ", 1) if isinstance(m, str) else -1
         if cut < 0:
             raise EngineError(f"malformed BPE merge {m!r} (expected 'left right')")
-        pairs.append((m[:cut], m[cut + 1:]))
+        append((m[:cut], m[cut + 1:]))
+    return pairs
+
+
+def _build_bpe(tokens: list[str], types: list[int], merges: Sequence[str], pre: str) -> _HFTokenizer:
     if pre in _LLAMA3_PRE_NAMES:
         pre_tok = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
@@ -380,9 +392,20 @@ def _build_bpe(tokens: list[str], types: list[int], merges: Sequence[str], pre: 
         raise EngineError(
             f"unsupported BPE pre-tokenizer {pre!r} (supported: llama-bpe, gpt2)"
         )
+    vocab = _vocab_dict(tokens)
+    missing = [b for b, c in _BYTE_TO_CHAR.items() if c not in vocab]
+    if missing:
+        raise EngineError(
+            f"byte-level BPE vocab lacks {len(missing)} of the 256 byte tokens (e.g. byte {missing[0]})"
+        )
+    pairs = _split_merges(merges)
+    bad = next((p for p in pairs if p[0] not in vocab or p[1] not in vocab
+                or p[0] + p[1] not in vocab), None)
+    if bad is not None:
+        raise EngineError(f"BPE merge {' '.join(bad)!r} uses a token that is not in the vocab")
     try:
         model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore_merges)
-    except Exception as exc:  # the Rust side reports merges that reference unknown tokens
+    except Exception as exc:
         raise EngineError(f"invalid BPE tokenizer data: {exc}") from None
     hf = _HFTokenizer(model)
     hf.pre_tokenizer = pre_tok
@@ -410,6 +433,10 @@ def _spm_merges(tokens: list[str], types: list[int], scores: Sequence[float],
 
 def _build_spm(tokens: list[str], types: list[int], scores: Sequence[float],
                unk_id: int | None, add_space_prefix: bool) -> _HFTokenizer:
+    try:
+        scores = [float(x) for x in scores]
+    except (TypeError, ValueError):
+        raise EngineError("tokenizer.ggml.scores must hold numbers") from None
     vocab = _vocab_dict(tokens)
     merges = _spm_merges(tokens, types, scores, vocab)
     has_bytes = TOKEN_BYTE in types
