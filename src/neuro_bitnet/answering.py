@@ -8,12 +8,9 @@ from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
 from neuro_bitnet.language import Detection, detect_language, language_name, translate_with_backend
+from neuro_bitnet.retrieval.grounding import GroundedContext
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
-CITE_INSTRUCTION = (
-    "Use the numbered sources below when they are relevant and cite them as [1], [2]. "
-    "If they do not contain the answer, say so and answer from what you know."
-)
 
 
 @dataclass
@@ -44,14 +41,15 @@ def prepare_ask(
     backend: Backend,
     request: AskRequest,
     *,
-    retrieve: Callable[[str, int], tuple[str, list[dict], list[str]]] | None = None,
+    retrieve: Callable[[str, int], GroundedContext] | None = None,
 ) -> PreparedAsk:
     """Build the chat messages for ``request``.
 
-    ``retrieve(question, budget)`` returns (context block, sources, notes); it is given when
-    ``--storage`` or ``--web`` asks for context.
+    ``retrieve(question, budget)`` returns the numbered sources for the question (in the user's
+    own words: search is multilingual and the web provider picks its language from them); it is
+    given when ``--storage`` or ``--web`` asks for context.
     """
-    question = request.question.strip()
+    original = question = request.question.strip()
     prepared = PreparedAsk(messages=[])
     system = request.system or DEFAULT_SYSTEM_PROMPT
 
@@ -70,11 +68,11 @@ def prepare_ask(
 
     user = question
     if retrieve is not None:
-        block, sources, notes = retrieve(question, request.context_budget)
-        prepared.sources, prepared.notes = sources, notes
-        if block:
-            system += " " + CITE_INSTRUCTION
-            user = f"Sources:\n{block}\n\nQuestion: {question}"
+        context = retrieve(original, request.context_budget)
+        prepared.sources = context.sources
+        prepared.notes = [context.note] if context.note else []
+        if not context.is_empty():
+            user = f"{context.instructions}\n\nSources:\n{context.prompt_block}\n\nQuestion: {question}"
 
     prepared.messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return prepared

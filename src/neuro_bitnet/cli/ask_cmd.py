@@ -136,13 +136,12 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
 
 
 def _print_sources(sources: list[dict]) -> None:
-    if not sources:
-        return
-    click.echo("\nSources:")
-    for src in sources:
-        where = src.get("url") or src.get("path", "")
-        location = f" ({src['location']})" if src.get("location") else ""
-        click.echo(f"  [{src.get('n', '?')}] {where}{location}")
+    from neuro_bitnet.retrieval.grounding import source_header
+
+    if sources:
+        click.echo("\nSources:")
+        for src in sources:
+            click.echo("  " + source_header(src))
 
 
 def _json_result(answer, engine, prepared, stats, timer) -> dict:
