@@ -323,7 +323,8 @@ class GGUFFile:
             n_elements = 1
             for dim in ne:
                 n_elements *= dim
-            if n_elements > self.size * 8:  # no supported type stores more than 8 weights a byte
+            # No type stores more than 8 weights a byte; a zero dim must not hide a huge one.
+            if n_elements > self.size * 8 or max(ne, default=0) > self.size * 8:
                 raise EngineError(
                     f"{self.path.name}: tensor {name!r} claims dimensions {ne}, impossible in a "
                     f"{self.size}-byte file (corrupt file)"
@@ -487,22 +488,22 @@ class GGUFFile:
         """The tensor as a new float32 array of its shape (any type quants can decode)."""
         info = self.info(name)
         t = info.ggml_type
-        if t in (GGMLType.F32, GGMLType.F16, GGMLType.F64, GGMLType.I8, GGMLType.I16, GGMLType.I32):
+        if t in PLAIN_DTYPES and t != GGMLType.BF16:
             return self.array(name).astype(np.float32)
         data = self._bytes(info)
-        n = info.n_elements
-        if t == GGMLType.BF16:
-            flat = quants.dequantize_bf16(data)
-        elif t == GGMLType.Q8_0:
-            flat = quants.dequantize_q8_0(data, n)
-        elif t == GGMLType.TQ2_0:
-            flat = quants.dequantize_tq2_0(data, n)
-        elif t == GGMLType.TQ1_0:
-            flat = quants.dequantize_tq1_0(data, n)
-        elif t == GGMLType.I2_S:
-            flat = quants.dequantize_i2s(data, n)
-        else:
+        decoders = {
+            GGMLType.BF16: lambda: quants.dequantize_bf16(data),
+            GGMLType.Q8_0: lambda: quants.dequantize_q8_0(data, info.n_elements),
+            GGMLType.TQ2_0: lambda: quants.dequantize_tq2_0(data, info.n_elements),
+            GGMLType.TQ1_0: lambda: quants.dequantize_tq1_0(data, info.n_elements),
+            GGMLType.I2_S: lambda: quants.dequantize_i2s(data, info.n_elements),
+        }
+        if t not in decoders:
             raise EngineError(f"{self.path.name}: tensor {name!r}: cannot dequantize type {t.name}")
+        try:
+            flat = decoders[t]()
+        except ValueError as exc:
+            raise EngineError(f"{self.path.name}: tensor {name!r}: {exc}") from None
         return flat.reshape(info.shape)
 
     def close(self) -> None:

@@ -63,7 +63,8 @@ def dequantize_i2s(data: np.ndarray, n_weights: int) -> np.ndarray:
     if data.size < packed_len + 4:
         raise ValueError(f"I2_S data is {data.size} bytes, expected {packed_len + I2S_TRAILER}")
     scale = data[packed_len : packed_len + 4].view("<f4")[0]
-    return unpack_i2s_codes(data[:packed_len], n_weights).astype(np.float32) * np.float32(scale)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return unpack_i2s_codes(data[:packed_len], n_weights).astype(np.float32) * np.float32(scale)
 
 
 def repack_rows_i2s(codes_or_packed: np.ndarray, rows: int, cols: int, cols_padded: int) -> np.ndarray:
@@ -197,13 +198,15 @@ def unpack_tq1_0(data: np.ndarray, n_weights: int) -> tuple[np.ndarray, np.ndarr
 def dequantize_tq2_0(data: np.ndarray, n_weights: int) -> np.ndarray:
     """Float32 weights of TQ2_0 data (per-block scales honoured)."""
     values, d = unpack_tq2_0(data, n_weights)
-    return (values.reshape(-1, QK_K).astype(np.float32) * d[:, None]).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (values.reshape(-1, QK_K).astype(np.float32) * d[:, None]).reshape(-1)
 
 
 def dequantize_tq1_0(data: np.ndarray, n_weights: int) -> np.ndarray:
     """Float32 weights of TQ1_0 data (per-block scales honoured)."""
     values, d = unpack_tq1_0(data, n_weights)
-    return (values.reshape(-1, QK_K).astype(np.float32) * d[:, None]).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (values.reshape(-1, QK_K).astype(np.float32) * d[:, None]).reshape(-1)
 
 
 def _single_scale(values: np.ndarray, d: np.ndarray, fmt: str) -> float:
@@ -293,4 +296,5 @@ def dequantize_q8_0(data: np.ndarray, n_values: int) -> np.ndarray:
     blocks = np.asarray(data, dtype=np.uint8).reshape(-1)[: n_blocks * Q8_0_BYTES].reshape(n_blocks, Q8_0_BYTES)
     d = np.ascontiguousarray(blocks[:, :2]).view("<f2").astype(np.float32)
     q = np.ascontiguousarray(blocks[:, 2:]).view(np.int8).astype(np.float32)
-    return (q * d).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/nan scales stay inf/nan
+        return (q * d).reshape(-1)
