@@ -120,6 +120,12 @@ def test_llama3_parse_special_false_matches_reference(llama3, reference):
         ).ids
 
 
+def test_lone_surrogates_become_replacement_characters(llama3):
+    assert llama3.decode(llama3.encode("a\ud800b", add_bos=False)) == "a\ufffdb"
+    with pytest.raises(TypeError):
+        llama3.encode(b"bytes")  # type: ignore[arg-type]
+
+
 def test_llama3_stop_ids_and_specials(llama3):
     text_of = {llama3.tokens[i] for i in llama3.stop_ids}
     assert text_of == {"<|eot_id|>", "<|end_of_text|>"}  # Llama-3.0 has no <|eom_id|>

@@ -64,6 +64,7 @@ _EOG_TEXTS = frozenset(_EOT_TEXTS) | {"<|eom_id|>", "<|return|>", "<|call|>"}
 
 _SPM_SPACE = "\u2581"  # ▁
 _BYTE_TOKEN_RE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -229,7 +230,11 @@ class Tokenizer:
             raise TypeError(f"encode() needs a str, got {type(text).__name__}")
         with self._hf_lock:
             self._hf.encode_special_tokens = not parse_special
-            ids = self._hf.encode(text, add_special_tokens=False).ids
+            try:
+                ids = self._hf.encode(text, add_special_tokens=False).ids
+            except TypeError:  # lone surrogates (e.g. from JSON "\ud800") are not valid text
+                clean = _SURROGATE_RE.sub("\ufffd", text)
+                ids = self._hf.encode(clean, add_special_tokens=False).ids
         if add_bos and self.add_bos and self.bos_id is not None:
             if not ids or ids[0] != self.bos_id:
                 ids.insert(0, self.bos_id)
