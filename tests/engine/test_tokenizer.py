@@ -303,6 +303,12 @@ def test_bad_tokenizer_json(tmp_path):
     bad.write_text(json.dumps({"model": {"type": "WordPiece"}}))
     with pytest.raises(EngineError, match="WordPiece"):
         gguf_metadata_from_hf_tokenizer(bad)
+    bad.write_text(json.dumps({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                               "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": [{"x": 1}]}))
+    with pytest.raises(EngineError, match="malformed"):
+        gguf_metadata_from_hf_tokenizer(bad)
+    with pytest.raises(EngineError, match="vocab_limit"):
+        gguf_metadata_from_hf_tokenizer(bad, vocab_limit=0)
 
 
 # -------------------------------------------------------------- SentencePiece (Llama-2 style)

@@ -487,10 +487,14 @@ def _read_json(path: Path) -> dict:
 
 def _detect_kind(data: dict) -> tuple[str, str | None]:
     """('gpt2', pre) for byte-level BPE, ('llama', None) for SentencePiece-style BPE."""
+    if not isinstance(data, dict):
+        raise EngineError("tokenizer.json must hold a JSON object")
     model = data.get("model") or {}
     if model.get("type") != "BPE":
         raise EngineError(f"unsupported tokenizer.json model type {model.get('type')!r} (need BPE)")
-    text = json.dumps([data.get("pre_tokenizer"), data.get("normalizer"), data.get("decoder")])
+    text = json.dumps(
+        [data.get("pre_tokenizer"), data.get("normalizer"), data.get("decoder")], ensure_ascii=False
+    )
     if model.get("byte_fallback") or "\u2581" in text or "Metaspace" in text:
         return "llama", None
     pre = data.get("pre_tokenizer") or {}
@@ -531,6 +535,21 @@ def gguf_metadata_from_hf_tokenizer(
     data = _read_json(path)
     config_path = path.with_name("tokenizer_config.json")
     config = _read_json(config_path) if config_path.is_file() else {}
+    if vocab_limit is not None and vocab_limit < 1:
+        raise EngineError("vocab_limit must be a positive number of tokens")
+    try:
+        return _hf_to_gguf(data, config, vocab_limit, chat_template)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EngineError(f"malformed tokenizer file {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _looks_special(text: str) -> bool:
+    """Added tokens that convert_hf_to_gguf marks as control even when not flagged special."""
+    return (text.startswith("<|") and text.endswith("|>")) or text in ("<pad>", "<mask>")
+
+
+def _hf_to_gguf(data: dict, config: dict, vocab_limit: int | None,
+                chat_template: str | None) -> dict[str, Any]:
     kind, pre = _detect_kind(data)
     model = data["model"]
     vocab: dict[str, int] = model.get("vocab") or {}
@@ -540,8 +559,6 @@ def gguf_metadata_from_hf_tokenizer(
 
     regular = sorted(vocab.items(), key=lambda kv: kv[1])
     if vocab_limit is not None:
-        if vocab_limit < 1:
-            raise EngineError("vocab_limit must be a positive number of tokens")
         regular = regular[:vocab_limit]
     # Old id -> new id; regular tokens keep their order, then added tokens not already kept.
     new_id: dict[int, int] = {}
@@ -563,7 +580,8 @@ def gguf_metadata_from_hf_tokenizer(
     for t in added:
         i = new_id[t["id"]]
         tokens[i] = t["content"]
-        types[i] = TOKEN_CONTROL if t.get("special") else TOKEN_USER_DEFINED
+        special = t.get("special") or _looks_special(t["content"])
+        types[i] = TOKEN_CONTROL if special else TOKEN_USER_DEFINED
 
     kept = {tokens[i] for i in range(n_vocab) if types[i] == TOKEN_NORMAL}
     kept_merges = [(a, b) for a, b in merges if a in kept and b in kept and a + b in kept]
