@@ -34,6 +34,8 @@ class Faults:
     chunk_size: int = 16 * 1024
     require_token: str | None = None  # 401 unless `Authorization: Bearer <token>`
     redirect: bool = False  # like the real hub: 302 to /cdn/..., LFS headers on the 302 only
+    gate_after: int | None = None  # after this many body bytes, wait until `gate` is set
+    gate: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -184,28 +186,29 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if not body:
                 return
             cut = faults.cut_after if faults.cut_after is not None and hub._take("cut") else None
-            sent, pos, stalled = 0, start, False
+            sent, pos = 0, start
+            stall_at = faults.stall_after
+            gate_at = faults.gate_after
             try:
                 while pos < len(data):
                     if cut is not None and sent >= cut:
                         self._abort()
                         return
-                    if faults.stall_after is not None and sent >= faults.stall_after and not stalled:
-                        stalled = True
+                    if stall_at is not None and sent >= stall_at:
+                        stall_at = None
                         hub._stop.wait(faults.stall_seconds)
-                    n = faults.chunk_size
-                    if cut is not None:
-                        n = min(n, cut - sent)
-                    if faults.stall_after is not None and not stalled:
-                        n = min(n, max(faults.stall_after - sent, 1))
-                    chunk = data[pos:pos + n]
+                    if gate_at is not None and sent >= gate_at:
+                        gate_at = None
+                        while not faults.gate.wait(0.05) and not hub._stop.is_set():
+                            pass
+                    limits = [faults.chunk_size] + [b - sent for b in (cut, stall_at, gate_at) if b is not None]
+                    chunk = data[pos:pos + max(min(limits), 1)]
                     self.wfile.write(chunk)
                     self.wfile.flush()
                     sent += len(chunk)
                     pos += len(chunk)
-                    if faults.throttle:
-                        if hub._stop.wait(faults.throttle):
-                            return
+                    if faults.throttle and hub._stop.wait(faults.throttle):
+                        return
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 

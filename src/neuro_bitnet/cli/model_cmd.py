@@ -125,12 +125,7 @@ def download_cmd(ctx: click.Context, model_id: str, force: bool, assume_yes: boo
         return
     try:
         path = mm.download(entry, force=force)
-    except KeyboardInterrupt:
-        kept = mm.status(entry).partial_bytes
-        status(
-            f"download of {entry.id} interrupted; {format_size(kept)} kept, "
-            f"run `neuro model download {entry.id}` to resume"
-        )
+    except KeyboardInterrupt:  # the manager already said how to resume
         sys.exit(130)
     after = mm.status(entry)
     status(f"{entry.id}: sha256 {after.recorded_sha256} verified ({after.verified_by})", style="green")

@@ -170,18 +170,28 @@ class ModelManager:
         url = entry.download_url(self.settings.hf_endpoint)
         # The token goes to the hub only, never to a third-party URL from a user catalog.
         to_hub = url.startswith(self.settings.hf_endpoint + "/")
-        result = download_file(
-            url,
-            self.files(entry).model,
-            sha256=entry.sha256,
-            size=entry.size,
-            headers=auth_headers(self.settings.hf_token) if to_hub else {},
-            timeout=self.settings.timeout,
-            retries=self.settings.retries,
-            force=force,
-            progress=make_progress(progress),
-            label=entry.id,
-        )
+        reporter = make_progress(progress)
+        try:
+            result = download_file(
+                url,
+                self.files(entry).model,
+                sha256=entry.sha256,
+                size=entry.size,
+                headers=auth_headers(self.settings.hf_token) if to_hub else {},
+                timeout=self.settings.timeout,
+                retries=self.settings.retries,
+                force=force,
+                progress=reporter,
+                label=entry.id,
+            )
+        except KeyboardInterrupt:
+            kept = self.status(entry).partial_bytes
+            if kept:
+                reporter.note(
+                    f"download of {entry.id} interrupted; {format_size(kept)} kept, "
+                    f"run `neuro model download {entry.id}` to resume"
+                )
+            raise
         return result.path
 
     def ensure_model(
