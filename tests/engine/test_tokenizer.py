@@ -435,3 +435,29 @@ def test_spm_follows_llama_cpp_score_order(spm_pair):
     for _ in range(100):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
         assert tok.encode(text, add_bos=False) == _llama_cpp_spm(tok, scores, text), text
+
+
+# ----------------------------------------------------------------- through a real GGUF file
+@pytest.mark.parametrize("which", ["llama3-1000", "spm"])
+def test_metadata_survives_a_gguf_file(tmp_path, llama3_path, spm_pair, which):
+    import numpy as np
+
+    from neuro_bitnet.engine.gguf import GGUFFile
+    from neuro_bitnet.engine.gguf_writer import GGUFWriter
+
+    if which == "spm":
+        expected_tok, _, meta = spm_pair
+    else:
+        meta = gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000, chat_template="{{ x }}")
+        expected_tok = Tokenizer.from_gguf_metadata(meta)
+    writer = GGUFWriter(tmp_path / "tok.gguf", "bitnet-b1.58")
+    for key, value in meta.items():
+        writer.add(key, value)
+    writer.add_tensor("output_norm.weight", np.ones(4, dtype=np.float32))
+    path = writer.write()
+    with GGUFFile(path) as gguf:
+        loaded = dict(gguf.metadata)
+    assert {k: loaded[k] for k in meta} == meta
+    tok = Tokenizer.from_gguf_metadata(loaded)
+    for text in TEXTS + SPM_TEXTS:
+        assert tok.encode(text) == expected_tok.encode(text)
