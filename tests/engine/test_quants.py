@@ -99,6 +99,10 @@ def test_matches_ggml_reference(fmt: str) -> None:
     else:
         x = (RNG.standard_normal((4, 96)) * 3).astype(np.float32)
         x[1, :32] = 0
+        specials = np.array([0x7F800000, 0xFF800000, 0x7FC00000, 0xFFFFFFFF, 0x7F800001, 0x7F7FFFFF, 0x80000000, 1],
+                            dtype=np.uint32).view(np.float32)
+        if fmt == "BF16":
+            x[2, : specials.size] = specials
         ref = gguf.quants.quantize(x, qtype).reshape(-1)
         if fmt == "Q8_0":
             assert np.array_equal(quants.quantize_q8_0(x), ref)
@@ -107,7 +111,7 @@ def test_matches_ggml_reference(fmt: str) -> None:
             assert np.array_equal(quants.quantize_bf16(x), ref.view(np.uint16))
             ours = quants.dequantize_bf16(ref)
     expected = gguf.quants.dequantize(ref.reshape(x.shape[0], -1), qtype).reshape(-1)
-    assert np.array_equal(ours, expected.astype(np.float32))
+    assert np.array_equal(ours, expected.astype(np.float32), equal_nan=True)
 
 
 def test_tq1_0_packing_details() -> None:

@@ -21,7 +21,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from neuro_bitnet.engine.gguf import (
 )
 
 GGUF_VERSION = 3
+_CHUNK_BYTES = 16 << 20  # float tensors are converted and written this much at a time
 _INT_RANGES = {
     GGUFValueType.UINT8: (0, 2**8 - 1),
     GGUFValueType.INT8: (-(2**7), 2**7 - 1),
@@ -73,7 +74,7 @@ class _PendingTensor:
     shape: tuple[int, ...]
     ggml_type: GGMLType
     nbytes: int
-    produce: Callable[[], Any]  # returns a bytes-like object of exactly nbytes
+    produce: Callable[[], Iterable[Any]]  # yields bytes-like chunks, nbytes in all
 
 
 def _string_bytes(text: str) -> bytes:
@@ -227,14 +228,20 @@ class GGUFWriter:
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"tensor {name!r}: cannot convert {arr.dtype} to {ggml_type.name}")
 
-        def produce() -> Any:
-            if ggml_type == GGMLType.F32:
-                return np.ascontiguousarray(arr, dtype="<f4")
-            if ggml_type == GGMLType.F16:
-                return np.ascontiguousarray(arr, dtype="<f2")
-            if ggml_type == GGMLType.BF16:
-                return quants.quantize_bf16(arr)
-            return quants.quantize_q8_0(arr)
+        def produce() -> Iterator[Any]:
+            # Converted a slab of rows at a time, so no full-size copy is ever made.
+            rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
+            step = max(1, _CHUNK_BYTES // max(1, rows.shape[1] * 4))
+            for start in range(0, rows.shape[0], step):
+                slab = rows[start : start + step]
+                if ggml_type == GGMLType.F32:
+                    yield np.ascontiguousarray(slab, dtype="<f4")
+                elif ggml_type == GGMLType.F16:
+                    yield np.ascontiguousarray(slab, dtype="<f2")
+                elif ggml_type == GGMLType.BF16:
+                    yield quants.quantize_bf16(slab)
+                else:
+                    yield quants.quantize_q8_0(slab)
 
         shape = tuple(int(d) for d in arr.shape)
         nbytes = self._check(name, shape, ggml_type)
@@ -258,7 +265,7 @@ class GGUFWriter:
             data = quants.pack_tq2_0(vals, scale)
         else:
             data = quants.pack_tq1_0(vals, scale)
-        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: data)
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: (data,))
 
     def add_raw_tensor(self, name: str, shape: Iterable[int], ggml_type: GGMLType, data: Any) -> None:
         """Add a tensor whose bytes are already encoded (any type; e.g. copied from another GGUF)."""
@@ -268,7 +275,7 @@ class GGUFWriter:
         got = memoryview(data).nbytes
         if got != nbytes:
             raise ValueError(f"tensor {name!r}: {got} bytes given, {ggml_type.name} {shape} takes {nbytes}")
-        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: data)
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: (data,))
 
     # ----------------------------------------------------------------- output
     def _header(self) -> tuple[bytes, list[int]]:
@@ -294,12 +301,14 @@ class GGUFWriter:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(header)
                 for t in self._tensors.values():
-                    data = t.produce()
-                    view = memoryview(data).cast("B")
-                    if view.nbytes != t.nbytes:
-                        raise ValueError(f"tensor {t.name!r}: produced {view.nbytes} bytes, expected {t.nbytes}")
-                    fh.write(view)
-                    del view, data
+                    written = 0
+                    for chunk in t.produce():
+                        view = memoryview(chunk).cast("B")
+                        fh.write(view)
+                        written += view.nbytes
+                        del view, chunk
+                    if written != t.nbytes:
+                        raise ValueError(f"tensor {t.name!r}: produced {written} bytes, expected {t.nbytes}")
                     pad = align_up(t.nbytes, self.alignment) - t.nbytes
                     if pad:
                         fh.write(bytes(pad))

@@ -260,9 +260,10 @@ def quantize_bf16(values: np.ndarray) -> np.ndarray:
     """bfloat16 bits (uint16) of float values, round-to-nearest-even, NaN kept quiet (as ggml)."""
     bits = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint32)
     nan = (bits & 0x7FFFFFFF) > 0x7F800000
-    rounded = (bits.astype(np.uint64) + (0x7FFF + ((bits >> 16) & 1))) >> 16
-    quiet = ((bits >> 16) | 64).astype(np.uint64)
-    return np.where(nan, quiet, rounded).astype(np.uint16)
+    # uint32 cannot overflow here except in NaN lanes, which are replaced below.
+    rounded = ((bits + (np.uint32(0x7FFF) + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    rounded[nan] = ((bits[nan] >> 16) | 64).astype(np.uint16)
+    return rounded
 
 
 Q8_0_BLOCK = 32
