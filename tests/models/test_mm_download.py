@@ -249,3 +249,11 @@ def test_a_tampered_file_in_place_is_replaced(hub: HubServer, env: Path) -> None
     target.write_bytes(b"\0" * f.size)
     ok, actual = mm.verify(mm.entry("tiny"))
     assert not ok and actual == hashlib.sha256(b"\0" * f.size).hexdigest()
+
+
+def test_an_unwritable_models_dir_is_one_clear_error(hub: HubServer, env: Path) -> None:
+    tiny_model(hub, env)
+    blocker = env / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(DownloadError, match="tiny: cannot write the download .*not-a-dir"):
+        manager(models_dir=blocker / "models").download("tiny", progress=False)

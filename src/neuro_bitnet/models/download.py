@@ -80,9 +80,30 @@ def download_file(
     Raises DownloadError with a one-line message; KeyboardInterrupt leaves a resumable `.part`.
     """
     files = ModelFiles(dest)
-    files.dir.mkdir(parents=True, exist_ok=True)
     progress = progress or NullProgress()
     label = label or dest.name
+    try:
+        return _locked_download(url, files, sha256, size, headers or {}, timeout, retries, force, progress,
+                                label, transport)
+    except OSError as exc:  # disk full, read-only or missing directory, permissions
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise DownloadError(f"{label}: cannot write the download{where}: {exc.strerror or exc}") from None
+
+
+def _locked_download(
+    url: str,
+    files: ModelFiles,
+    sha256: str | None,
+    size: int | None,
+    headers: dict[str, str],
+    timeout: float,
+    retries: int,
+    force: bool,
+    progress: ProgressReporter,
+    label: str,
+    transport: httpx.BaseTransport | None,
+) -> DownloadResult:
+    files.dir.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(files.lock)
     try:
         lock.acquire(timeout=0)
@@ -99,7 +120,7 @@ def download_file(
         client = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
         with client:
             return _download_with_retries(
-                client, url, files, sha256, size, headers or {}, timeout, retries, progress, label
+                client, url, files, sha256, size, headers, retries, progress, label
             )
     finally:
         lock.release()
@@ -128,7 +149,6 @@ def _download_with_retries(
     sha256: str | None,
     size: int | None,
     headers: dict[str, str],
-    timeout: float,
     retries: int,
     progress: ProgressReporter,
     label: str,

@@ -220,7 +220,8 @@ class ModelManager:
                     f"model {entry.id} ({size}) is not downloaded; run `neuro model download "
                     f"{entry.id}` first, or pass --yes to download it now"
                 )
-            question = f"Model {entry.id} ({entry.name}, {size}) is not downloaded. Download it to {self.models_dir}?"
+            what = f"{entry.name}, {size}" if entry.name != entry.id else size
+            question = f"Model {entry.id} ({what}) is not downloaded. Download it to {self.models_dir}?"
             if not self.confirm(question):
                 raise ModelNotFoundError(
                     f"model {entry.id} is not downloaded; run `neuro model download {entry.id}` when ready"
