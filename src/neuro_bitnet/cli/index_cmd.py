@@ -12,7 +12,7 @@ import filelock
 from neuro_bitnet.cli.console import err_console, format_size, print_json
 from neuro_bitnet.errors import ConfigError
 from neuro_bitnet.retrieval.errors import StorageError
-from neuro_bitnet.retrieval.indexer import DEFAULT_MAX_FILE_BYTES, IndexOptions, IndexReport, ProgressEvent, index_paths
+from neuro_bitnet.retrieval.loaders import DEFAULT_MAX_FILE_BYTES
 from neuro_bitnet.retrieval.paths import resolve_storage
 
 SHOWN_SKIPS = 10
@@ -41,7 +41,7 @@ class _Bar:
             self.task = self.progress.add_task("index", total=None, chunks=0)
             self.progress.start()
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, event) -> None:
         if self.progress is not None:
             self.progress.update(self.task, total=event.files_total, completed=event.files_done,
                                  chunks=event.chunks_done)
@@ -51,8 +51,8 @@ class _Bar:
             self.progress.stop()
 
 
-def print_summary(report: IndexReport, storage: Path, verbose: bool) -> None:
-    """The end-of-run summary on stdout."""
+def print_summary(report, storage: Path, verbose: bool) -> None:
+    """The end-of-run summary (an `IndexReport`) on stdout."""
     click.echo(
         f"Indexed {report.indexed} file(s), {report.chunks_added} chunk(s) added; "
         f"{report.unchanged} unchanged, {report.removed} removed, {len(report.skipped)} skipped "
@@ -95,6 +95,7 @@ def command(paths, recursive, include, exclude, storage, embedder, reindex, max_
     """Index documents (Markdown, text, reST, HTML, PDF, DOCX, code) for `neuro search` and
     `neuro ask --storage`. Re-running only indexes what changed and forgets deleted files."""
     from neuro_bitnet.retrieval.embedders.registry import load_embedder
+    from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
     from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
 
     storage_dir = resolve_storage(storage)

@@ -96,7 +96,7 @@ def fit_sources(items: list[dict], budget_tokens: int, count_tokens: CountTokens
             used += cost
             continue
         room = budget_tokens - used - count(source_header(source)) - 2
-        if room >= MIN_TRUNCATED_TOKENS:
+        if room >= min(MIN_TRUNCATED_TOKENS, budget_tokens // 2):
             source["text"] = _truncate(source["text"], room, count)
             source["truncated"] = True
             kept.append(source)

@@ -14,10 +14,9 @@ from typing import Callable
 from neuro_bitnet.retrieval.chunker import Chunk, chunk_sections
 from neuro_bitnet.retrieval.embedders.base import Embedder
 from neuro_bitnet.retrieval.files import Skipped, discover
-from neuro_bitnet.retrieval.loaders import SkipFile, file_kind, parse_bytes, read_bytes
+from neuro_bitnet.retrieval.loaders import DEFAULT_MAX_FILE_BYTES, SkipFile, file_kind, parse_bytes, read_bytes
 from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, Store
 
-DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
 @dataclass

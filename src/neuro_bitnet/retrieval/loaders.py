@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 SNIFF_BYTES = 8192
+DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024  # larger files are skipped unless --max-file-size says otherwise
 
 MARKDOWN_EXT = {".md", ".markdown", ".mdx", ".mkd"}
 RST_EXT = {".rst", ".rest"}

@@ -1,0 +1,78 @@
+"""`neuro index`, `neuro search`, `neuro stats` as a user runs them (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def neuro(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "neuro_bitnet.cli.main", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "pets.md").write_text("# Pets\n\nThe dog barks loud at night.\n")
+    (docs / "sub" / "geo.txt").write_text("Paris is the capital of France.\n")
+    (docs / "blob.bin").write_bytes(b"\x00" * 64)
+    (docs / "sub" / "huge.txt").write_text("x" * 3000)
+    storage = tmp_path / "idx"
+
+    first = neuro("index", str(docs), "--recursive", "--storage", str(storage), "--embedder", str(tiny_embedder_dir),
+                  "--max-file-size", "2KB")
+    assert first.returncode == 0, first.stderr
+    assert "Indexed 2 file(s)" in first.stdout and "2 skipped" in first.stdout
+    assert "1 binary file" in first.stdout and "1 too large" in first.stdout
+
+    again = neuro("index", str(docs), "-r", "--storage", str(storage), "--max-file-size", "2KB", "--json")
+    summary = json.loads(again.stdout)
+    assert summary["indexed"] == 0 and summary["unchanged"] == 2 and summary["embedder"] == str(tiny_embedder_dir)
+
+    found = neuro("search", "perro ladra", "--storage", str(storage), "--top-k", "1", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert len(hits) == 1 and hits[0]["path"].endswith("pets.md")
+    assert {"path", "score", "text", "location"} <= set(hits[0])
+
+    text = neuro("search", "capital of France", "--storage", str(storage))
+    assert "geo.txt (line 1)" in text.stdout and "score" in text.stdout
+
+    stats = neuro("stats", "--storage", str(storage), "--json")
+    data = json.loads(stats.stdout)
+    assert data["documents"] == 2 and data["chunks"] == 2 and data["embedder_dim"] == 16
+    assert "documents:" in neuro("stats", "--storage", str(storage)).stdout
+
+
+def test_embedder_mismatch_and_reindex(tmp_path: Path, tiny_embedder_dir: Path, other_embedder_dir: Path) -> None:
+    (tmp_path / "a.md").write_text("dog")
+    storage = str(tmp_path / "idx")
+    assert neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(tiny_embedder_dir)).returncode == 0
+    mixed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(other_embedder_dir))
+    assert mixed.returncode == 6
+    assert "cannot mix" in mixed.stderr and "--reindex" in mixed.stderr and "Traceback" not in mixed.stderr
+    rebuilt = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(other_embedder_dir),
+                    "--reindex")
+    assert rebuilt.returncode == 0 and "Indexed 1 file(s)" in rebuilt.stdout
+
+
+def test_clear_errors_for_missing_and_corrupt_storage(tmp_path: Path) -> None:
+    missing = neuro("search", "x", "--storage", str(tmp_path / "nope"))
+    assert missing.returncode == 6 and "no index in" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "index.sqlite3").write_bytes(b"garbage" * 1000)
+    corrupt = neuro("stats", "--storage", str(tmp_path / "bad"))
+    assert corrupt.returncode == 6 and "corrupt" in corrupt.stderr and "Traceback" not in corrupt.stderr
+
+
+def test_unknown_embedder_and_bad_size(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("dog")
+    unknown = neuro("index", str(tmp_path / "a.md"), "--storage", str(tmp_path / "i"), "--embedder", "no-such-model")
+    assert unknown.returncode == 7 and "unknown embedder" in unknown.stderr
+    bad = neuro("index", str(tmp_path / "a.md"), "--storage", str(tmp_path / "i"), "--max-file-size", "lots")
+    assert bad.returncode == 2 and "max-file-size" in bad.stderr

@@ -1,0 +1,120 @@
+"""Incremental indexing, skip reporting, and consistency after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neuro_bitnet.retrieval.embedders import OnnxEmbedder
+from neuro_bitnet.retrieval.errors import EmbedderMismatchError
+from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
+from neuro_bitnet.retrieval.sqlite_store import SQLiteStore, database_path
+
+
+def write(root: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def test_incremental_changes_and_deletions(tmp_path: Path, tiny_embedder) -> None:
+    docs = tmp_path / "docs"
+    write(docs, {"a.md": "# Dogs\n\nThe dog barks.", "b.txt": "The cat meows.", "sub/c.py": "print('code')"})
+    events = []
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        first = index_paths([docs], store, tiny_embedder, IndexOptions(recursive=True), progress=events.append)
+        assert (first.indexed, first.unchanged, first.removed, first.documents_total) == (3, 0, 0, 3)
+        assert events[-1].files_done == events[-1].files_total == 3 and events[-1].chunks_done == first.chunks_added
+
+        again = index_paths([docs], store, tiny_embedder, IndexOptions(recursive=True))
+        assert (again.indexed, again.unchanged, again.chunks_added) == (0, 3, 0)
+
+        os.utime(docs / "b.txt", ns=(1, 1))  # touched, same content: hash says unchanged
+        (docs / "a.md").write_text("# Dogs\n\nThe puppy barks loudly.")
+        (docs / "sub" / "c.py").unlink()
+        write(docs, {"d.md": "River water flows."})
+        third = index_paths([docs], store, tiny_embedder, IndexOptions(recursive=True))
+        assert (third.indexed, third.unchanged, third.removed) == (2, 1, 1)
+        assert set(store.documents()) == {str(docs / "a.md"), str(docs / "b.txt"), str(docs / "d.md")}
+        assert any("puppy" in t for t in store.iter_chunk_texts())
+        assert not any("code" in t for t in store.iter_chunk_texts())
+        assert store.check() == []
+
+
+def test_documents_outside_this_run_are_kept(tmp_path: Path, tiny_embedder) -> None:
+    write(tmp_path, {"one/a.md": "dog", "two/b.md": "cat"})
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        index_paths([tmp_path / "one"], store, tiny_embedder)
+        report = index_paths([tmp_path / "two"], store, tiny_embedder)
+        assert report.removed == 0 and report.documents_total == 2
+
+
+def test_skips_are_counted_with_reasons(tmp_path: Path, tiny_embedder) -> None:
+    docs = tmp_path / "docs"
+    write(docs, {"ok.md": "dog", "big.txt": "x " * 5000, "bin.dat": b"\x00\x01" * 100,
+                 "latin.txt": "olé".encode("latin-1"), "pic.png": b"\x89PNG"})
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        report = index_paths([docs], store, tiny_embedder, IndexOptions(max_file_bytes=2000))
+    assert report.indexed == 1
+    assert dict(report.skip_counts()) == {"too large": 1, "binary file": 2, "not UTF-8 text": 1}
+
+
+def test_reindex_switches_embedder(tmp_path: Path, tiny_embedder, other_embedder_dir) -> None:
+    write(tmp_path, {"d/a.md": "dog"})
+    other = OnnxEmbedder(other_embedder_dir)
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        index_paths([tmp_path / "d"], store, tiny_embedder)
+        with pytest.raises(EmbedderMismatchError):
+            index_paths([tmp_path / "d"], store, other)
+        report = index_paths([tmp_path / "d"], store, other, IndexOptions(reindex=True))
+        assert report.indexed == 1 and store.embedder().fingerprint == other.fingerprint
+
+
+def test_chunking_change_rechunks(tmp_path: Path, tiny_embedder) -> None:
+    write(tmp_path, {"d/a.md": "dog " * 300})
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        first = index_paths([tmp_path / "d"], store, tiny_embedder, IndexOptions(chunk_tokens=100, overlap=0))
+        second = index_paths([tmp_path / "d"], store, tiny_embedder, IndexOptions(chunk_tokens=50, overlap=0))
+        assert second.indexed == 1 and second.chunks_total > first.chunks_total
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_leaves_a_consistent_index_that_the_next_run_completes(tmp_path: Path, tiny_embedder_dir) -> None:
+    docs = tmp_path / "docs"
+    paragraph = "The dog barks at the moon while the river flows to the sea. " * 12
+    write(docs, {f"f{i:04d}.md": f"# Note {i}\n\n{paragraph}\n\n{paragraph}\n" for i in range(800)})
+    storage = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "neuro_bitnet.cli.main", "index", str(docs), "--storage", str(storage),
+           "--embedder", str(tiny_embedder_dir), "--chunk-tokens", "32", "--overlap", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while _count(database_path(storage)) < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "indexing finished before it could be killed"
+    with SQLiteStore(storage) as store:
+        assert store.check() == []
+        partial = len(store.documents())
+    assert 0 < partial < 800
+    done = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with SQLiteStore(storage) as store:
+        assert store.check() == []
+        assert len(store.documents()) == 800
+    assert f'"unchanged": {partial}' in done.stdout

