@@ -1,0 +1,260 @@
+"""Synthetic BitNet b1.58 GGUF files: the official 2B-4T layout filled with random weights.
+
+The file has the architecture, metadata keys, tensor names, types and shapes of Microsoft's
+``ggml-model-i2_s.gguf`` (F16 ``token_embd``, F32 norms, I2_S ternary projections with one scale
+per tensor, the real Llama-3 tokenizer), so engines do exactly the work they do on the real model.
+Weights are random but well-conditioned: embeddings ~ N(0, 0.02), ternary weights uniform over
+{-1, 0, +1} (a third zeros) with a scale that keeps every projection's output near unit variance,
+so activations stay finite and non-degenerate through all layers.
+
+The 2B file (~1.2 GB) is for benchmarks; tests use the ``tiny`` shapes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any, Callable
+
+import numpy as np
+from filelock import FileLock
+
+from neuro_bitnet.engine import quants
+from neuro_bitnet.engine.gguf import GGMLType, tensor_nbytes
+from neuro_bitnet.engine.gguf_writer import GGUFWriter, _PendingTensor
+from neuro_bitnet.engine.tokenizer import gguf_metadata_from_hf_tokenizer, llama3_tokenizer_json
+from neuro_bitnet.errors import ConfigError
+
+ARCH = "bitnet-b1.58"
+LLAMA3_VOCAB = 128256
+LLAMA3_ADDED_TOKENS = 256  # special tokens after the 128,000 regular ones
+FILE_TYPE_MOSTLY_I2_S = 40  # general.file_type of the official file (bitnet.cpp's llama.h)
+FORMAT_VERSION = 1  # bump when the generated content changes, so caches rebuild
+
+SYNTHETIC_SHAPES: dict[str, dict[str, Any]] = {
+    "2b": dict(n_vocab=LLAMA3_VOCAB, n_embd=2560, n_ff=6912, n_layer=30, n_head=20,
+               n_head_kv=5, ctx=4096, rope_theta=500000.0, rms_eps=1e-5),
+    # Same structure, a real but truncated Llama-3 vocabulary (1,000 regular + 256 special).
+    "tiny": dict(n_vocab=1000 + LLAMA3_ADDED_TOKENS, n_embd=256, n_ff=768, n_layer=2, n_head=4,
+                 n_head_kv=2, ctx=512, rope_theta=500000.0, rms_eps=1e-5),
+}
+
+# The chat template of microsoft/bitnet-b1.58-2B-4T (tokenizer_config.json):
+# "<|begin_of_text|>System: ...<|eot_id|>User: ...<|eot_id|>Assistant: ".
+BITNET_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+
+EMBED_STD = 0.02
+EMBED_CHUNK_ROWS = 4096  # rows of token_embd generated at a time (bounded float32 scratch)
+PACKED_CHUNK_BYTES = 1 << 24  # I2_S bytes generated at a time
+
+# All 81 bytes whose four 2-bit fields are valid ternary codes (0, 1, 2): a uniform pick among
+# them is four independent uniform ternary weights, already in I2_S's packed form.
+_TERNARY_BYTES = np.array(
+    [(a << 6) | (b << 4) | (c << 2) | d for a in range(3) for b in range(3) for c in range(3) for d in range(3)],
+    dtype=np.uint8,
+)
+
+Progress = Callable[[str, int, int], None]  # (tensor name, index, total)
+
+
+def _shape(name: str) -> dict[str, Any]:
+    try:
+        return SYNTHETIC_SHAPES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown synthetic model {name!r}; choose one of: {', '.join(SYNTHETIC_SHAPES)}"
+        ) from None
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    """An independent generator per tensor, so content does not depend on generation order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+@lru_cache(maxsize=1)
+def _normal_f16_table() -> np.ndarray:
+    """65,536 float16 quantiles of N(0, EMBED_STD): indexing it with uniform random uint16 values
+    samples the normal distribution (to 1/65536 resolution) far faster than drawing floats."""
+    dist = NormalDist(0.0, EMBED_STD)
+    return np.array([dist.inv_cdf((i + 0.5) / 65536) for i in range(65536)], dtype=np.float16)
+
+
+def _embedding(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """N(0, EMBED_STD) float16 matrix, generated a block of rows at a time."""
+    table = _normal_f16_table()
+    out = np.empty((rows, cols), dtype=np.float16)
+    flat = out.reshape(-1)
+    step = EMBED_CHUNK_ROWS * cols
+    for lo in range(0, flat.size, step):
+        hi = min(lo + step, flat.size)
+        idx = np.frombuffer(rng.bytes(2 * (hi - lo)), dtype="<u2")
+        np.take(table, idx, out=flat[lo:hi])
+    return out
+
+
+def _ternary_i2s(rng: np.random.Generator, n_weights: int, scale: float) -> np.ndarray:
+    """I2_S bytes (packed weights, float32 scale, padding) of uniform random ternary weights."""
+    nbytes = quants.i2s_nbytes(n_weights)
+    packed_len = nbytes - quants.I2S_TRAILER
+    out = np.zeros(nbytes, dtype=np.uint8)
+    for lo in range(0, packed_len, PACKED_CHUNK_BYTES):
+        hi = min(lo + PACKED_CHUNK_BYTES, packed_len)
+        out[lo:hi] = _TERNARY_BYTES[rng.integers(0, _TERNARY_BYTES.size, hi - lo, dtype=np.uint8)]
+    tail = n_weights % quants.I2S_BLOCK
+    if tail:  # weights past the end of a partial last block are zeros (code 1), as the packer does
+        codes = quants.unpack_i2s_codes(out[packed_len - quants.I2S_BLOCK // 4 : packed_len], quants.I2S_BLOCK)
+        codes[tail:] = 0
+        out[packed_len - quants.I2S_BLOCK // 4 : packed_len] = quants.pack_i2s_codes(codes)
+    out[packed_len : packed_len + 4] = np.frombuffer(np.float32(scale).tobytes(), dtype=np.uint8)
+    return out
+
+
+def _norm(rng: np.random.Generator, n: int) -> np.ndarray:
+    """RMSNorm gains around 1, as in a trained model."""
+    return (1.0 + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def _ternary_scale(rng: np.random.Generator, n_in: int) -> float:
+    """Scale giving unit output variance for unit-variance inputs (2/3 of weights are +-1)."""
+    return float(rng.uniform(0.8, 1.2) / np.sqrt(2.0 * n_in / 3.0))
+
+
+class _SyntheticWriter(GGUFWriter):
+    """GGUFWriter plus tensors whose bytes are produced only while the file is written.
+
+    The writer's public ``add_tensor``/``add_ternary`` need the data up front, which for the 2B
+    model would hold the whole ~1.2 GB in memory; producing each tensor on demand keeps peak
+    memory at the largest single tensor (token_embd, ~0.66 GB).
+    """
+
+    def add_lazy(self, name: str, shape: tuple[int, ...], ggml_type: GGMLType, produce: Callable[[], Any]) -> None:
+        nbytes = self._check(name, shape, ggml_type)
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, produce)
+
+
+def _tensor_plan(s: dict[str, Any]) -> list[tuple[str, tuple[int, ...], GGMLType, str, int]]:
+    """(name, numpy shape, type, kind, input width) for every tensor, in file order."""
+    n_embd, n_ff = s["n_embd"], s["n_ff"]
+    n_kv = s["n_head_kv"] * (n_embd // s["n_head"])
+    plan: list[tuple[str, tuple[int, ...], GGMLType, str, int]] = [
+        ("token_embd.weight", (s["n_vocab"], n_embd), GGMLType.F16, "embed", 0),
+    ]
+    for i in range(s["n_layer"]):
+        b = f"blk.{i}."
+        plan += [
+            (b + "attn_norm.weight", (n_embd,), GGMLType.F32, "norm", 0),
+            (b + "attn_q.weight", (n_embd, n_embd), GGMLType.I2_S, "ternary", n_embd),
+            (b + "attn_k.weight", (n_kv, n_embd), GGMLType.I2_S, "ternary", n_embd),
+            (b + "attn_v.weight", (n_kv, n_embd), GGMLType.I2_S, "ternary", n_embd),
+            (b + "attn_sub_norm.weight", (n_embd,), GGMLType.F32, "norm", 0),
+            (b + "attn_output.weight", (n_embd, n_embd), GGMLType.I2_S, "ternary", n_embd),
+            (b + "ffn_norm.weight", (n_embd,), GGMLType.F32, "norm", 0),
+            (b + "ffn_gate.weight", (n_ff, n_embd), GGMLType.I2_S, "ternary", n_embd),
+            (b + "ffn_up.weight", (n_ff, n_embd), GGMLType.I2_S, "ternary", n_embd),
+            (b + "ffn_sub_norm.weight", (n_ff,), GGMLType.F32, "norm", 0),
+            (b + "ffn_down.weight", (n_embd, n_ff), GGMLType.I2_S, "ternary", n_ff),
+        ]
+    plan.append(("output_norm.weight", (n_embd,), GGMLType.F32, "norm", 0))
+    return plan
+
+
+def _metadata(name: str, s: dict[str, Any]) -> dict[str, Any]:
+    n_embd, n_head = s["n_embd"], s["n_head"]
+    if n_embd % n_head:
+        raise ConfigError(f"synthetic shape {name!r}: n_embd {n_embd} is not a multiple of n_head {n_head}")
+    p = ARCH + "."
+    meta: dict[str, Any] = {
+        "general.name": f"bitnet-b1.58 synthetic {name}",
+        "general.file_type": FILE_TYPE_MOSTLY_I2_S,
+        "general.quantization_version": 2,
+        p + "vocab_size": s["n_vocab"],
+        p + "context_length": s["ctx"],
+        p + "embedding_length": n_embd,
+        p + "block_count": s["n_layer"],
+        p + "feed_forward_length": s["n_ff"],
+        p + "rope.dimension_count": n_embd // n_head,
+        p + "attention.head_count": n_head,
+        p + "attention.head_count_kv": s["n_head_kv"],
+        p + "attention.layer_norm_rms_epsilon": float(s["rms_eps"]),
+        p + "rope.freq_base": float(s["rope_theta"]),
+    }
+    limit = None if s["n_vocab"] == LLAMA3_VOCAB else s["n_vocab"] - LLAMA3_ADDED_TOKENS
+    tok = _tokenizer_metadata(limit)
+    if len(tok["tokenizer.ggml.tokens"]) != s["n_vocab"]:
+        raise ConfigError(
+            f"synthetic shape {name!r}: tokenizer has {len(tok['tokenizer.ggml.tokens'])} tokens, "
+            f"not n_vocab={s['n_vocab']}"
+        )
+    meta.update(tok)
+    return meta
+
+
+@lru_cache(maxsize=2)
+def _tokenizer_metadata(vocab_limit: int | None) -> dict[str, Any]:
+    """The Llama-3 tokenizer keys (slow to derive, so kept for the next build; read-only)."""
+    return gguf_metadata_from_hf_tokenizer(
+        llama3_tokenizer_json(), vocab_limit=vocab_limit, chat_template=BITNET_CHAT_TEMPLATE
+    )
+
+
+def build_synthetic_model(name: str, path: Path, *, seed: int = 0, progress: Progress | None = None) -> Path:
+    """Write the synthetic model ``name`` (a key of SYNTHETIC_SHAPES) to ``path``; returns it.
+
+    Deterministic for a given ``seed``. ``progress(tensor_name, index, total)`` is called as each
+    tensor is generated. The file appears atomically (written beside ``path``, then renamed).
+    """
+    s = _shape(name)
+    writer = _SyntheticWriter(path, ARCH)
+    for key, value in _metadata(name, s).items():
+        writer.add(key, value)
+    plan = _tensor_plan(s)
+    for index, (tname, shape, ggml_type, kind, n_in) in enumerate(plan):
+        writer.add_lazy(tname, shape, ggml_type, _producer(seed, index, len(plan), tname, shape, kind, n_in, progress))
+    return writer.write()
+
+
+def _producer(seed: int, index: int, total: int, name: str, shape: tuple[int, ...], kind: str,
+              n_in: int, progress: Progress | None) -> Callable[[], Any]:
+    def produce() -> Any:
+        if progress is not None:
+            progress(name, index, total)
+        rng = _rng(seed, index)
+        if kind == "embed":
+            return _embedding(rng, shape[0], shape[1])
+        if kind == "norm":
+            return _norm(rng, shape[0])
+        return _ternary_i2s(rng, int(np.prod(shape)), _ternary_scale(rng, n_in))
+
+    return produce
+
+
+def synthetic_model_path(name: str, cache_dir: Path) -> Path:
+    """Path of the synthetic model ``name`` (seed 0) in ``cache_dir``, built on first use.
+
+    Concurrent callers wait on a file lock; only one builds, and a half-written file is never
+    visible under the final name.
+    """
+    _shape(name)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"synthetic-bitnet-b1.58-{name}-v{FORMAT_VERSION}.gguf"
+    if path.is_file():
+        return path
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            build_synthetic_model(name, path)
+    return path
+
+
+def expected_size(name: str) -> int:
+    """Bytes of tensor data in the synthetic model ``name`` (without header and padding)."""
+    return sum(tensor_nbytes(t, int(np.prod(shape))) for _, shape, t, _, _ in _tensor_plan(_shape(name)))
+
+
+__all__ = ["SYNTHETIC_SHAPES", "BITNET_CHAT_TEMPLATE", "build_synthetic_model", "synthetic_model_path"]

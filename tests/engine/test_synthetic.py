@@ -1,0 +1,178 @@
+"""The synthetic BitNet b1.58 model: official layout, realistic random weights, caching.
+
+Only the "tiny" shapes are built here; the 2B file is for benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuro_bitnet.engine import load_model
+from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
+from neuro_bitnet.engine.quants import unpack_i2s_codes
+from neuro_bitnet.engine.synthetic import (
+    ARCH,
+    BITNET_CHAT_TEMPLATE,
+    SYNTHETIC_SHAPES,
+    build_synthetic_model,
+    synthetic_model_path,
+)
+from neuro_bitnet.errors import ConfigError, NeuroError
+
+TINY = SYNTHETIC_SHAPES["tiny"]
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_synthetic_model("tiny", tmp_path_factory.mktemp("synthetic") / "tiny.gguf")
+
+
+def test_2b_shapes_are_the_official_model() -> None:
+    s = SYNTHETIC_SHAPES["2b"]
+    assert (s["n_vocab"], s["n_embd"], s["n_ff"], s["n_layer"]) == (128256, 2560, 6912, 30)
+    assert (s["n_head"], s["n_head_kv"], s["ctx"]) == (20, 5, 4096)
+    assert (s["rope_theta"], s["rms_eps"]) == (500000.0, 1e-5)
+
+
+def test_metadata_has_the_official_keys(tiny: Path) -> None:
+    with GGUFFile(tiny) as f:
+        meta = f.metadata
+    p = ARCH + "."
+    assert meta["general.architecture"] == ARCH
+    assert meta["general.file_type"] == 40
+    n_embd, n_head = TINY["n_embd"], TINY["n_head"]
+    assert meta[p + "vocab_size"] == TINY["n_vocab"]
+    assert meta[p + "context_length"] == TINY["ctx"]
+    assert meta[p + "embedding_length"] == n_embd
+    assert meta[p + "block_count"] == TINY["n_layer"]
+    assert meta[p + "feed_forward_length"] == TINY["n_ff"]
+    assert meta[p + "rope.dimension_count"] == n_embd // n_head
+    assert meta[p + "attention.head_count"] == n_head
+    assert meta[p + "attention.head_count_kv"] == TINY["n_head_kv"]
+    assert meta[p + "attention.layer_norm_rms_epsilon"] == pytest.approx(TINY["rms_eps"])
+    assert meta[p + "rope.freq_base"] == pytest.approx(TINY["rope_theta"])
+    assert meta["tokenizer.ggml.model"] == "gpt2"
+    assert len(meta["tokenizer.ggml.tokens"]) == TINY["n_vocab"]
+    assert meta["tokenizer.ggml.tokens"][meta["tokenizer.ggml.bos_token_id"]] == "<|begin_of_text|>"
+    assert "<|eot_id|>" in meta["tokenizer.ggml.tokens"]
+    assert meta["tokenizer.chat_template"] == BITNET_CHAT_TEMPLATE
+
+
+def test_tensors_have_the_official_names_types_and_shapes(tiny: Path) -> None:
+    n_embd, n_ff = TINY["n_embd"], TINY["n_ff"]
+    n_kv = TINY["n_head_kv"] * n_embd // TINY["n_head"]
+    with GGUFFile(tiny) as f:
+        tensors = f.tensors
+    assert len(tensors) == 2 + 11 * TINY["n_layer"]
+    assert tensors["token_embd.weight"].ggml_type == GGMLType.F16
+    assert tensors["token_embd.weight"].shape == (TINY["n_vocab"], n_embd)
+    assert tensors["output_norm.weight"].ggml_type == GGMLType.F32
+    assert "output.weight" not in tensors  # tied embeddings
+    expected = {
+        "attn_q": (n_embd, n_embd), "attn_k": (n_kv, n_embd), "attn_v": (n_kv, n_embd),
+        "attn_output": (n_embd, n_embd), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_ff, n_embd),
+        "ffn_down": (n_embd, n_ff),
+        "attn_norm": (n_embd,), "attn_sub_norm": (n_embd,), "ffn_norm": (n_embd,), "ffn_sub_norm": (n_ff,),
+    }
+    for i in range(TINY["n_layer"]):
+        for kind, shape in expected.items():
+            info = tensors[f"blk.{i}.{kind}.weight"]
+            assert info.shape == shape, info.name
+            assert info.ggml_type == (GGMLType.I2_S if kind in PROJECTIONS else GGMLType.F32), info.name
+
+
+def test_ternary_weights_are_realistic(tiny: Path) -> None:
+    with GGUFFile(tiny) as f:
+        scales = []
+        for i in range(TINY["n_layer"]):
+            for kind in PROJECTIONS:
+                name = f"blk.{i}.{kind}.weight"
+                packed, scale = f.ternary(name)
+                values = unpack_i2s_codes(packed, f.info(name).n_elements)  # raises on code 3
+                zeros = np.mean(values == 0)
+                assert 0.30 < zeros < 0.37, (name, zeros)
+                assert abs(np.mean(values)) < 0.02, name
+                assert np.isfinite(scale) and scale > 0, name
+                scales.append(scale)
+    assert len(set(scales)) == len(scales)  # one scale per tensor, not a constant
+
+
+def test_embeddings_and_norms_are_well_conditioned(tiny: Path) -> None:
+    with GGUFFile(tiny) as f:
+        emb = f.array("token_embd.weight").astype(np.float32)
+        assert np.isfinite(emb).all()
+        assert emb.std() == pytest.approx(0.02, rel=0.05)
+        assert abs(emb.mean()) < 1e-3
+        assert len(np.unique(emb[0])) > emb.shape[1] // 4  # not a constant row
+        for i in range(TINY["n_layer"]):
+            for kind in NORMS:
+                gain = f.array(f"blk.{i}.{kind}.weight")
+                assert np.all((gain > 0.5) & (gain < 1.5)), kind
+
+
+def test_engine_runs_it_with_finite_varied_logits(tiny: Path) -> None:
+    model = load_model(tiny, threads=1, ctx_size=64)
+    try:
+        logits = model.logits([1, 50, 300, 700, 999])
+    finally:
+        model.close()
+    assert np.isfinite(logits).all()
+    spread = logits.std(axis=1)
+    # Tied head on unit-RMS activations: logit spread ~ 0.02 * sqrt(n_embd), never collapsed.
+    assert np.all(spread > 0.25 * 0.02 * np.sqrt(TINY["n_embd"]))
+    assert len(set(logits.argmax(axis=1).tolist())) > 1
+
+
+def test_same_seed_same_file_other_seed_other_weights(tiny: Path, tmp_path: Path) -> None:
+    again = build_synthetic_model("tiny", tmp_path / "again.gguf")
+    other = build_synthetic_model("tiny", tmp_path / "other.gguf", seed=1)
+    assert _sha256(again) == _sha256(tiny)
+    with GGUFFile(tiny) as a, GGUFFile(other) as b:
+        assert a.metadata == b.metadata
+        assert bytes(a.raw("blk.0.attn_q.weight")) != bytes(b.raw("blk.0.attn_q.weight"))
+
+
+def test_progress_reports_every_tensor(tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    build_synthetic_model("tiny", tmp_path / "p.gguf", progress=lambda *a: seen.append(a))
+    total = 2 + 11 * TINY["n_layer"]
+    assert [i for _, i, _ in seen] == list(range(total))
+    assert {t for _, _, t in seen} == {total}
+    assert seen[0][0] == "token_embd.weight"
+
+
+def test_cached_path_builds_once_atomically(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(synthetic_model_path("tiny", cache))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and results[0] == results[1]
+    path = results[0]
+    mtime = path.stat().st_mtime_ns
+    assert synthetic_model_path("tiny", cache) == path
+    assert path.stat().st_mtime_ns == mtime
+    assert not [p for p in cache.iterdir() if p.name.endswith(".part")]
+    with GGUFFile(path) as f:
+        assert f.metadata["general.architecture"] == ARCH
+
+
+def test_unknown_name_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown synthetic model 'huge'"):
+        build_synthetic_model("huge", tmp_path / "x.gguf")
+    with pytest.raises(NeuroError):
+        synthetic_model_path("huge", tmp_path)
+    assert not list(tmp_path.iterdir())
