@@ -31,7 +31,6 @@ FUZZ_SCRIPT = textwrap.dedent(
     w.add("tokenizer.ggml.tokens", ["<s>", "a", "bc", "\u0120d", "é"])
     w.add("tokenizer.ggml.token_type", [3, 1, 1, 1, 1])
     w.add("tokenizer.ggml.scores", [0.0, -1.0, -2.0, -3.0, -4.0])
-    w.add("nested", [[1, 2], ["x"]])
     w.add("flag", True)
     w.add("small", 3, GGUFValueType.UINT8)
     w.add_tensor("token_embd.weight", rng.standard_normal((5, 32)).astype(np.float32), GGMLType.F16)

@@ -144,18 +144,13 @@ def _encode_scalar(vtype: GGUFValueType, value: Any, key: str) -> bytes:
     return struct.pack(SCALAR_FORMATS[vtype], float(value))
 
 
-def _encode_array(etype: GGUFValueType, values: Any, key: str, depth: int = 0) -> bytes:
+def _encode_array(etype: GGUFValueType, values: Any, key: str) -> bytes:
     if etype == GGUFValueType.STRING:
         parts = [struct.pack("<IQ", etype, len(values))]
         parts.extend(_string_bytes(v) if isinstance(v, str) else _encode_scalar(etype, v, key) for v in values)
         return b"".join(parts)
     if etype == GGUFValueType.ARRAY:
-        if depth >= 3:
-            raise ValueError(f"{key}: arrays nested too deep")
-        parts = [struct.pack("<IQ", etype, len(values))]
-        for inner in values:
-            parts.append(_encode_array(_infer_element_type(inner), inner, key, depth + 1))
-        return b"".join(parts)
+        raise TypeError(f"{key}: arrays of arrays are not accepted by llama.cpp; flatten the value")
     dtype = np.dtype(SCALAR_DTYPES[etype])
     if etype in _INT_RANGES and not isinstance(values, np.ndarray):
         if any(isinstance(v, (float, np.floating)) for v in values):
