@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from filelock import FileLock
@@ -50,7 +50,7 @@ BITNET_CHAT_TEMPLATE = (
 )
 
 EMBED_STD = 0.02
-EMBED_CHUNK_ROWS = 4096  # rows of token_embd generated at a time (bounded float32 scratch)
+EMBED_CHUNK_ROWS = 4096  # rows of token_embd generated at a time
 PACKED_CHUNK_BYTES = 1 << 24  # I2_S bytes generated at a time
 
 # All 81 bytes whose four 2-bit fields are valid ternary codes (0, 1, 2): a uniform pick among
@@ -85,34 +85,26 @@ def _normal_f16_table() -> np.ndarray:
     return np.array([dist.inv_cdf((i + 0.5) / 65536) for i in range(65536)], dtype=np.float16)
 
 
-def _embedding(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """N(0, EMBED_STD) float16 matrix, generated a block of rows at a time."""
+def _embedding(rng: np.random.Generator, rows: int, cols: int) -> Iterator[np.ndarray]:
+    """N(0, EMBED_STD) float16 matrix, yielded a block of rows at a time."""
     table = _normal_f16_table()
-    out = np.empty((rows, cols), dtype=np.float16)
-    flat = out.reshape(-1)
-    step = EMBED_CHUNK_ROWS * cols
-    for lo in range(0, flat.size, step):
-        hi = min(lo + step, flat.size)
-        idx = np.frombuffer(rng.bytes(2 * (hi - lo)), dtype="<u2")
-        np.take(table, idx, out=flat[lo:hi])
-    return out
+    for lo in range(0, rows, EMBED_CHUNK_ROWS):
+        n = (min(lo + EMBED_CHUNK_ROWS, rows) - lo) * cols
+        yield table[np.frombuffer(rng.bytes(2 * n), dtype="<u2")]
 
 
-def _ternary_i2s(rng: np.random.Generator, n_weights: int, scale: float) -> np.ndarray:
-    """I2_S bytes (packed weights, float32 scale, padding) of uniform random ternary weights."""
-    nbytes = quants.i2s_nbytes(n_weights)
-    packed_len = nbytes - quants.I2S_TRAILER
-    out = np.zeros(nbytes, dtype=np.uint8)
+def _ternary_i2s(rng: np.random.Generator, n_weights: int, scale: float) -> Iterator[np.ndarray]:
+    """I2_S bytes (packed weights, float32 scale, padding) of uniform random ternary weights,
+    yielded in chunks."""
+    if n_weights % quants.I2S_BLOCK:
+        raise ValueError(f"synthetic ternary tensors hold whole 128-weight blocks, not {n_weights}")
+    packed_len = n_weights // 4
     for lo in range(0, packed_len, PACKED_CHUNK_BYTES):
         hi = min(lo + PACKED_CHUNK_BYTES, packed_len)
-        out[lo:hi] = _TERNARY_BYTES[rng.integers(0, _TERNARY_BYTES.size, hi - lo, dtype=np.uint8)]
-    tail = n_weights % quants.I2S_BLOCK
-    if tail:  # weights past the end of a partial last block are zeros (code 1), as the packer does
-        codes = quants.unpack_i2s_codes(out[packed_len - quants.I2S_BLOCK // 4 : packed_len], quants.I2S_BLOCK)
-        codes[tail:] = 0
-        out[packed_len - quants.I2S_BLOCK // 4 : packed_len] = quants.pack_i2s_codes(codes)
-    out[packed_len : packed_len + 4] = np.frombuffer(np.float32(scale).tobytes(), dtype=np.uint8)
-    return out
+        yield _TERNARY_BYTES[rng.integers(0, _TERNARY_BYTES.size, hi - lo, dtype=np.uint8)]
+    trailer = np.zeros(quants.I2S_TRAILER, dtype=np.uint8)
+    trailer[:4] = np.frombuffer(np.float32(scale).tobytes(), dtype=np.uint8)
+    yield trailer
 
 
 def _norm(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -126,14 +118,16 @@ def _ternary_scale(rng: np.random.Generator, n_in: int) -> float:
 
 
 class _SyntheticWriter(GGUFWriter):
-    """GGUFWriter plus tensors whose bytes are produced only while the file is written.
+    """GGUFWriter plus tensors whose bytes are generated only while the file is written.
 
-    The writer's public ``add_tensor``/``add_ternary`` need the data up front, which for the 2B
-    model would hold the whole ~1.2 GB in memory; producing each tensor on demand keeps peak
-    memory at the largest single tensor (token_embd, ~0.66 GB).
+    The writer's public ``add_tensor``/``add_ternary`` need each tensor's data up front, which for
+    the 2B model would hold ~1.2 GB in memory; generating chunks on demand keeps peak memory to
+    one chunk. ``produce()`` returns an iterator of bytes-like chunks (the writer's own protocol).
     """
 
-    def add_lazy(self, name: str, shape: tuple[int, ...], ggml_type: GGMLType, produce: Callable[[], Any]) -> None:
+    def add_lazy(
+        self, name: str, shape: tuple[int, ...], ggml_type: GGMLType, produce: Callable[[], Iterator[Any]]
+    ) -> None:
         nbytes = self._check(name, shape, ggml_type)
         self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, produce)
 
@@ -220,15 +214,15 @@ def build_synthetic_model(name: str, path: Path, *, seed: int = 0, progress: Pro
 
 
 def _producer(seed: int, index: int, total: int, name: str, shape: tuple[int, ...], kind: str,
-              n_in: int, progress: Progress | None) -> Callable[[], Any]:
-    def produce() -> Any:
+              n_in: int, progress: Progress | None) -> Callable[[], Iterator[np.ndarray]]:
+    def produce() -> Iterator[np.ndarray]:
         if progress is not None:
             progress(name, index, total)
         rng = _rng(seed, index)
         if kind == "embed":
             return _embedding(rng, shape[0], shape[1])
         if kind == "norm":
-            return _norm(rng, shape[0])
+            return iter([_norm(rng, shape[0])])
         return _ternary_i2s(rng, int(np.prod(shape)), _ternary_scale(rng, n_in))
 
     return produce
