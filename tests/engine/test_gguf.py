@@ -69,6 +69,8 @@ def test_metadata_round_trip_and_type_inference(tmp_path: Path) -> None:
     w.add("floats", [0.5, 2.0])
     w.add("bools", [True, False])
     w.add("empty", [])
+    w.add("wide", [-1, 2**63 - 1])
+    w.add("huge", [2**64 - 1])
     w.add("np_u16", np.array([1, 2, 65535], dtype=np.uint16))
     explicit = {
         GGUFValueType.UINT8: 200, GGUFValueType.INT8: -100, GGUFValueType.UINT16: 60000,
@@ -91,6 +93,7 @@ def test_metadata_round_trip_and_type_inference(tmp_path: Path) -> None:
         assert m["strs"] == ["a", "", "ü"] and m["ints"] == [1, -2, 3]
         assert m["floats"] == [0.5, 2.0] and m["bools"] == [True, False] and m["empty"] == []
         assert m["np_u16"] == [1, 2, 65535]
+        assert m["wide"] == [-1, 2**63 - 1] and m["huge"] == [2**64 - 1]
         for vtype, value in explicit.items():
             assert m[f"explicit.{vtype.name}"] == value
         assert m["explicit.f64_list"] == [1e300, -1.0]
@@ -292,12 +295,18 @@ def test_writer_is_atomic_and_rejects_bad_input(tmp_path: Path) -> None:
         w.add("nested", [[1], [2]])
     with pytest.raises(ValueError, match="does not fit"):
         w.add("small", 300, GGUFValueType.UINT8)
+    with pytest.raises(ValueError, match="do not fit"):
+        w.add("small_list", np.array([1, 300]), GGUFValueType.UINT8)
+    with pytest.raises(TypeError, match="not integers"):
+        w.add("mixed", [1, 2.5], GGUFValueType.INT32)
     with pytest.raises(ValueError, match="multiple of 256"):
         w.add_ternary("t", np.zeros((2, 100), dtype=np.int8), 1.0, GGMLType.TQ2_0)
     with pytest.raises(ValueError, match="ternary"):
         w.add_ternary("t", np.full((1, 128), 2, dtype=np.int8), 1.0)
     with pytest.raises(ValueError, match="multiple of 32"):
         w.add_tensor("q", np.zeros((2, 10), dtype=np.float32), GGMLType.Q8_0)
+    with pytest.raises(ValueError, match="longer than"):
+        w.add_tensor("n" * 64, np.zeros(4, dtype=np.float32))
     with pytest.raises(ValueError, match="bytes given"):
         w.add_raw_tensor("r", (4,), GGMLType.F32, b"\0" * 15)
     w.add_tensor("ok", np.zeros(4, dtype=np.float32))
@@ -378,7 +387,7 @@ def test_tensor_offsets(tmp_path: Path) -> None:
     misaligned = raw_gguf([], [tensor_info("w", [4], GGMLType.F32, 8)], bytes(64))
     assert "not a multiple of the alignment 32" in load_error(write(tmp_path, misaligned))
     past_end = raw_gguf([], [tensor_info("w", [4], GGMLType.F32, 2**40)], bytes(64))
-    assert "'w'" in load_error(write(tmp_path, past_end))
+    assert "data offset of tensor 'w'" in load_error(write(tmp_path, past_end))
     too_many_dims = raw_gguf([], [tensor_info("w", [1] * 5, GGMLType.F32, 0)], bytes(64))
     assert "5 dimensions" in load_error(write(tmp_path, too_many_dims))
     bad_row = raw_gguf([], [tensor_info("w", [33], GGMLType.Q8_0, 0)], bytes(64))

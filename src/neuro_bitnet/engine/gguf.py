@@ -347,6 +347,12 @@ class GGUFFile:
         for name, info in list(self.tensors.items()):
             start = self.data_offset + info.offset
             end = start + info.nbytes
+            if start > self.size:
+                raise EngineError(
+                    f"{self.path.name}: data offset of tensor {name!r} (byte {start}) is past the end "
+                    f"of the {self.size}-byte file: the file looks truncated (incomplete download?) "
+                    "or corrupt"
+                )
             if end > self.size:
                 raise EngineError(
                     f"{self.path.name}: data of tensor {name!r} ends at byte {end} but the file has "

@@ -40,6 +40,7 @@ from neuro_bitnet.engine.gguf import (
 )
 
 GGUF_VERSION = 3
+GGML_MAX_NAME = 64  # ggml keeps tensor names in a 64-byte buffer, NUL included
 _CHUNK_BYTES = 16 << 20  # float tensors are converted and written this much at a time
 _INT_RANGES = {
     GGUFValueType.UINT8: (0, 2**8 - 1),
@@ -152,13 +153,15 @@ def _encode_array(etype: GGUFValueType, values: Any, key: str) -> bytes:
     if etype == GGUFValueType.ARRAY:
         raise TypeError(f"{key}: arrays of arrays are not accepted by llama.cpp; flatten the value")
     dtype = np.dtype(SCALAR_DTYPES[etype])
-    if etype in _INT_RANGES and not isinstance(values, np.ndarray):
-        if any(isinstance(v, (float, np.floating)) for v in values):
-            raise TypeError(f"{key}: float in an integer array")
-        lo, hi = _INT_RANGES[etype]
-        if len(values) and (min(values) < lo or max(values) > hi):
-            raise ValueError(f"{key}: array values do not fit in {etype.name}")
     data = np.asarray(values)
+    if etype in _INT_RANGES and data.size:
+        if data.dtype.kind not in "iu" and not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in data.reshape(-1).tolist()
+        ):
+            raise TypeError(f"{key}: {etype.name} array holds values that are not integers")
+        lo, hi = _INT_RANGES[etype]
+        if int(data.min()) < lo or int(data.max()) > hi:
+            raise ValueError(f"{key}: array values do not fit in {etype.name}")
     if etype == GGUFValueType.BOOL:
         data = data.astype(np.bool_)
     data = data.astype(dtype)
@@ -202,6 +205,8 @@ class GGUFWriter:
         """Validate a new tensor; returns its size in bytes."""
         if name in self._tensors:
             raise ValueError(f"tensor {name!r} added twice")
+        if len(name.encode("utf-8")) >= GGML_MAX_NAME:
+            raise ValueError(f"tensor name {name!r} is longer than ggml's {GGML_MAX_NAME - 1} bytes")
         if not 1 <= len(shape) <= MAX_DIMS:
             raise ValueError(f"tensor {name!r}: {len(shape)} dimensions, GGUF allows 1..{MAX_DIMS}")
         block = BLOCK_LAYOUT[ggml_type][0]
