@@ -1,0 +1,36 @@
+"""`neuro mcp` (alias `neuro-mcp`): the model as Model Context Protocol tools over stdio."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("mcp")
+@click.option("--model", "-m", "model_name", default=None, metavar="NAME|PATH",
+              help="Catalog id/alias or .gguf path. [env NEURO_BITNET_MODEL; default 2b]")
+@click.option("--threads", "-t", type=click.IntRange(1, 512), default=None, help="Compute threads.")
+@click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=4096, show_default=True)
+@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="NEURO_BITNET_STORAGE", help="Index directory: adds the search_documents tool.")
+@click.option("--embedder", default=None, help="Embedder for the index (default: the one it was built with).")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Download the model on first use if missing.")
+def command(model_name: str | None, threads: int | None, ctx_size: int, storage: Path | None,
+            embedder: str | None, assume_yes: bool) -> None:
+    """Serve MCP over stdio for editors (tools: ask, generate, translate, summarize, search_documents)."""
+    from neuro_bitnet.server.errors import DaemonError
+    from neuro_bitnet.server.mcp_server import MCPSettings, run_stdio
+
+    if storage is not None and not storage.is_dir():
+        raise DaemonError(f"--storage {storage}: no such directory")
+    run_stdio(MCPSettings(model=model_name, threads=threads, ctx_size=ctx_size, storage=storage,
+                          embedder=embedder, assume_yes=assume_yes))
+
+
+def main() -> None:
+    """Console script `neuro-mcp`: the same as `neuro mcp`."""
+    from neuro_bitnet.cli.main import main as neuro_main
+
+    neuro_main(["mcp", *sys.argv[1:]])

@@ -1,0 +1,199 @@
+"""Running the server in the background: pid files, start with --detach, status and stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from neuro_bitnet.server.errors import DaemonError
+
+STATE_DIR_NAME = "neuro-bitnet"
+
+
+def state_dir() -> Path:
+    """Where the default pid and log files live."""
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir(STATE_DIR_NAME))
+
+
+def default_pid_file() -> Path:
+    return state_dir() / "daemon.pid"
+
+
+def default_log_file(pid_file: Path) -> Path:
+    return pid_file.with_suffix(".log")
+
+
+def _info_file(pid_file: Path) -> Path:
+    return pid_file.with_name(pid_file.name + ".json")
+
+
+@dataclass
+class DaemonRecord:
+    """What a running daemon wrote about itself."""
+
+    pid: int
+    url: str | None = None
+    model: str | None = None
+    started: float | None = None
+
+
+def write_pid_file(pid_file: Path, url: str, model: str) -> None:
+    """Record this process (pid file: just the pid; ``<pid file>.json``: url, model, start)."""
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    info = {"pid": os.getpid(), "url": url, "model": model, "started": time.time()}
+    _atomic_write(_info_file(pid_file), json.dumps(info))
+    _atomic_write(pid_file, f"{os.getpid()}\n")
+
+
+def remove_pid_file(pid_file: Path) -> None:
+    """Remove the pid file if it still names this process."""
+    record = read_pid_file(pid_file)
+    if record is not None and record.pid != os.getpid():
+        return
+    for path in (pid_file, _info_file(pid_file)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def read_pid_file(pid_file: Path) -> DaemonRecord | None:
+    """The record in ``pid_file``, or None if there is none or it is unreadable."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    record = DaemonRecord(pid=pid)
+    try:
+        info = json.loads(_info_file(pid_file).read_text())
+        if info.get("pid") == pid:
+            record.url, record.model, record.started = info.get("url"), info.get("model"), info.get("started")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return record
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def is_alive(pid: int) -> bool:
+    """True if ``pid`` is a running process (and, on Linux, looks like a neuro server)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return True
+        if "zombie" in _proc_state(pid):
+            return False
+        return "neuro" in text
+    return True
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("State:"):
+                return line.lower()
+    except OSError:
+        pass
+    return ""
+
+
+def running_record(pid_file: Path) -> DaemonRecord | None:
+    """The record of a live daemon in ``pid_file``; stale files are removed."""
+    record = read_pid_file(pid_file)
+    if record is None:
+        return None
+    if not is_alive(record.pid):
+        for path in (pid_file, _info_file(pid_file)):
+            path.unlink(missing_ok=True)
+        return None
+    return record
+
+
+def start_detached(args: list[str], pid_file: Path, log_file: Path, env: dict[str, str],
+                   timeout: float = 300.0) -> DaemonRecord:
+    """Start ``python -m neuro_bitnet.server ARGS`` in its own session; wait until it serves."""
+    from neuro_bitnet.server.client import is_running
+
+    existing = running_record(pid_file)
+    if existing is not None:
+        raise DaemonError(f"a daemon is already running (pid {existing.pid}, {existing.url or 'url unknown'}); "
+                          f"stop it with `neuro daemon stop`")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "neuro_bitnet.server", *args],
+            stdin=devnull, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    api_key = env.get("NEURO_DAEMON_API_KEY")
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise DaemonError(f"the daemon exited with status {code} while starting; see {log_file}:\n"
+                              + _tail(log_file))
+        record = read_pid_file(pid_file)
+        if record is not None and record.pid == proc.pid and record.url and is_running(record.url, api_key=api_key):
+            return record
+        time.sleep(0.1)
+    proc.terminate()
+    raise DaemonError(f"the daemon did not answer within {timeout:.0f}s; see {log_file}")
+
+
+def stop(pid_file: Path, timeout: float = 60.0, force: bool = False) -> DaemonRecord | None:
+    """SIGTERM the daemon and wait for it to exit; SIGKILL after ``timeout`` if ``force``.
+
+    Returns the stopped daemon's record, or None if none was running.
+    """
+    record = running_record(pid_file)
+    if record is None:
+        return None
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(record.pid):
+            _cleanup(pid_file, record.pid)
+            return record
+        time.sleep(0.1)
+    if not force:
+        raise DaemonError(f"the daemon (pid {record.pid}) is still finishing after {timeout:.0f}s; "
+                          "use --force to kill it")
+    os.kill(record.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _cleanup(pid_file, record.pid)
+    return record
+
+
+def _cleanup(pid_file: Path, pid: int) -> None:
+    record = read_pid_file(pid_file)
+    if record is not None and record.pid == pid:
+        for path in (pid_file, _info_file(pid_file)):
+            path.unlink(missing_ok=True)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

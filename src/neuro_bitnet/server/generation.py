@@ -1,0 +1,168 @@
+"""What the model thread does for one request: prompt tokens, generation, optional translation.
+
+Everything here runs on the worker thread (see :mod:`neuro_bitnet.server.worker`), because
+tokenizing, translating and generating all use the one model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from neuro_bitnet.server.errors import APIError
+from neuro_bitnet.server.worker import Job
+
+log = logging.getLogger("neuro_bitnet.server")
+
+
+@dataclass
+class GenerationSpec:
+    """A validated request, ready for the model."""
+
+    max_tokens: int
+    sampling: dict[str, Any]
+    stop: list[str] = field(default_factory=list)
+    translate: bool = False
+
+
+@dataclass
+class GenerationResult:
+    """The finished answer and its accounting (token counts are the engine's own)."""
+
+    text: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    language: str | None = None  # the user's language when the answer was translated
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+def chat_prompt_ids(model: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of the chat prompt, with BOS added only if the template did not write it."""
+    prompt = model.render_chat(messages)
+    bos_id = getattr(model.tokenizer, "bos_id", None)
+    has_bos = bos_id is not None and prompt.startswith(model.detokenize([bos_id]))
+    return model.tokenize(prompt, add_bos=not has_bos)
+
+
+def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: GenerationSpec) -> GenerationResult:
+    """Answer a conversation, streaming pieces through ``job`` (translated answers come whole)."""
+    language = None
+    if spec.translate:
+        language, messages = _translate_question(model, job, messages)
+    ids = chat_prompt_ids(model, messages)
+    result = _generate(model, job, ids, spec, stream=language is None)
+    if language is not None:
+        result.text = _translate(model, result.text, source="en", target=language)
+        result.language = language
+        job.emit(result.text)
+    return result
+
+
+def run_completion(model: Any, job: Job, prompt: str | list[int], spec: GenerationSpec) -> GenerationResult:
+    """Continue a raw prompt (text, tokenized with BOS, or token ids used as given)."""
+    language = None
+    if spec.translate and isinstance(prompt, str):
+        language = _detect(prompt)
+        if language != "en":
+            prompt = _translate(model, prompt, source=language, target="en")
+        else:
+            language = None
+    ids = model.tokenize(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
+    result = _generate(model, job, ids, spec, stream=language is None)
+    if language is not None:
+        result.text = _translate(model, result.text, source="en", target=language)
+        result.language = language
+        job.emit(result.text)
+    return result
+
+
+def check_prompt_fits(n_prompt: int, ctx_size: int) -> None:
+    """A prompt must leave room for at least one answer token."""
+    if n_prompt == 0:
+        raise APIError(400, "the prompt is empty", param="prompt")
+    if n_prompt >= ctx_size:
+        raise APIError(
+            400,
+            f"the prompt has {n_prompt} tokens but the model's context holds {ctx_size} "
+            "(including the answer); shorten the prompt or restart the server with a larger --ctx-size",
+            code="context_length_exceeded",
+            param="messages",
+        )
+
+
+def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *, stream: bool) -> GenerationResult:
+    check_prompt_fits(len(ids), model.ctx_size)
+    max_tokens = min(spec.max_tokens, model.ctx_size - len(ids))
+    job.check()
+    pieces: list[str] = []
+    tokens = model.generate(list(ids), max_tokens=max_tokens, stop=spec.stop or None, **spec.sampling)
+    try:
+        for piece in tokens:
+            pieces.append(piece)
+            if stream:
+                job.emit(piece)
+            else:
+                job.check()
+    finally:
+        tokens.close()
+    stats = model.last_stats
+    return GenerationResult(
+        text="".join(pieces),
+        prompt_tokens=stats.prompt_tokens,
+        cached_tokens=stats.cached_tokens,
+        completion_tokens=stats.generated_tokens,
+        finish_reason="length" if stats.finish_reason == "length" else "stop",
+    )
+
+
+# -- translation --------------------------------------------------------------------------------
+def _detect(text: str) -> str:
+    from neuro_bitnet.language import detect_language
+
+    return detect_language(text).language
+
+
+def _translate(model: Any, text: str, *, source: str, target: str) -> str:
+    from neuro_bitnet.language import translate_with_backend
+
+    return translate_with_backend(_EngineBackend(model), text, source, target)
+
+
+def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
+    """Translate the last user message to English; returns (user language or None, messages)."""
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if last_user is None:
+        return None, messages
+    language = _detect(messages[last_user]["content"])
+    if language == "en":
+        return None, messages
+    job.check()
+    english = _translate(model, messages[last_user]["content"], source=language, target="en")
+    log.info("translated a %s question to English", language)
+    messages = [dict(m) for m in messages]
+    messages[last_user]["content"] = english
+    return language, messages
+
+
+class _EngineBackend:
+    """The little of the Backend interface that translation needs, over a loaded model."""
+
+    name = "daemon-worker"
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.model_name = getattr(model, "name", "model")
+        self.ctx_size = model.ctx_size
+
+    def chat(self, messages: list[dict[str, str]], options: Any):
+        return self.model.chat(messages, **options.engine_kwargs())

@@ -1,0 +1,207 @@
+"""The MCP server (``neuro mcp``): the model as tools for editors and agents, over stdio.
+
+Tools: ``ask``, ``generate``, ``translate``, ``summarize`` and, when an index is configured,
+``search_documents``. The model loads on the first tool call (so the editor's handshake is
+instant) and runs on the same FIFO worker as the HTTP daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion
+from neuro_bitnet.server.schemas import DEFAULT_SAMPLING
+from neuro_bitnet.server.worker import DONE, ERROR, Job, ModelWorker
+
+MAX_TOOL_TOKENS = 2048
+SEARCH_CONTEXT_CHARS = 6000
+
+
+@dataclass
+class MCPSettings:
+    """How ``neuro mcp`` finds its model and index."""
+
+    model: str | None = None
+    threads: int | None = None
+    ctx_size: int = 4096
+    storage: Path | None = None
+    embedder: str | None = None
+    assume_yes: bool = False
+
+
+class ModelRunner:
+    """Loads the model once, on first use, and runs requests on a FIFO worker."""
+
+    def __init__(self, settings: MCPSettings) -> None:
+        self.settings = settings
+        self._worker: ModelWorker | None = None
+        self._lock = asyncio.Lock()
+        self.model_id: str | None = None
+        self._resolved: tuple[Path, Any] | None = None
+
+    def resolve(self) -> None:
+        """Find (or download, with ``assume_yes``) the model file now, so errors show at start."""
+        from neuro_bitnet.server.model_loader import resolve_model
+
+        self._resolved = resolve_model(self.settings.model, assume_yes=self.settings.assume_yes)
+
+    async def _ensure(self) -> ModelWorker:
+        async with self._lock:
+            if self._worker is None:
+                self._worker = await asyncio.to_thread(self._load)
+        return self._worker
+
+    def _load(self) -> ModelWorker:
+        from neuro_bitnet.server.model_loader import load
+
+        if self._resolved is None:
+            self.resolve()
+        assert self._resolved is not None
+        path, info = self._resolved
+        model = load(path, info, threads=self.settings.threads, ctx_size=self.settings.ctx_size)
+        self.model_id = info.id
+        return ModelWorker(model)
+
+    async def run(self, fn: Callable[[Any, Job], GenerationResult]) -> GenerationResult:
+        """Run ``fn(model, job)`` on the worker; cancelling the caller cancels the generation."""
+        worker = await self._ensure()
+        job = worker.submit(fn)
+        try:
+            async for kind, value in job.events():
+                if kind == DONE:
+                    return value
+                if kind == ERROR:
+                    raise _tool_error(value)
+        except asyncio.CancelledError:
+            worker.cancel(job)
+            raise
+        raise RuntimeError("the model worker stopped")
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+
+def _tool_error(exc: BaseException) -> Exception:
+    from neuro_bitnet.server.errors import APIError
+
+    if isinstance(exc, APIError):
+        return ValueError(exc.message)
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+def _spec(max_tokens: int, temperature: float, **extra: Any) -> GenerationSpec:
+    if not 1 <= max_tokens <= MAX_TOOL_TOKENS:
+        raise ValueError(f"max_tokens must be between 1 and {MAX_TOOL_TOKENS}")
+    if not 0 <= temperature <= 2:
+        raise ValueError("temperature must be between 0 and 2")
+    sampling = dict(DEFAULT_SAMPLING, temperature=temperature, seed=None)
+    return GenerationSpec(max_tokens=max_tokens, sampling=sampling, **extra)
+
+
+def build_server(settings: MCPSettings) -> Any:
+    """The MCPServer with its tools (``search_documents`` only when an index is configured)."""
+    from mcp.server.mcpserver import MCPServer
+
+    from neuro_bitnet import __version__
+
+    runner = ModelRunner(settings)
+    retrieval = None
+    if settings.storage is not None:
+        from neuro_bitnet.server.retrieval_service import RetrievalService
+
+        retrieval = RetrievalService(storage=settings.storage, embedder=settings.embedder)
+
+    server = MCPServer(
+        name="neuro-bitnet",
+        version=__version__,
+        instructions="A local BitNet b1.58 language model running on this machine's CPU. Small model: "
+        "keep requests short and concrete; use search_documents (when present) for the user's files.",
+        log_level="WARNING",
+    )
+
+    async def chat(messages: list[dict[str, str]], max_tokens: int, temperature: float, translate: bool = False) -> str:
+        spec = _spec(max_tokens, temperature, translate=translate)
+        result = await runner.run(lambda model, job: run_chat(model, job, messages, spec))
+        return result.text.strip()
+
+    @server.tool(description="Answer a question with the local model. With an index configured, the answer "
+                             "is grounded on the best matching document passages (use_documents).")
+    async def ask(question: str, max_tokens: int = 256, temperature: float = 0.3, use_documents: bool = True,
+                  translate: bool = False) -> str:
+        system = "You are a helpful, concise assistant."
+        if retrieval is not None and use_documents:
+            hits = await retrieval.search(question, 4)
+            if hits:
+                system += " Answer from these passages when they are relevant, citing [n]:\n\n" + _passages(hits)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return await chat(messages, max_tokens, temperature, translate)
+
+    @server.tool(description="Continue a raw text prompt (plain completion, no chat formatting).")
+    async def generate(prompt: str, max_tokens: int = 128, temperature: float = 0.7,
+                       stop: list[str] | None = None) -> str:
+        spec = _spec(max_tokens, temperature, stop=[s for s in stop or [] if s])
+        result = await runner.run(lambda model, job: run_completion(model, job, prompt, spec))
+        return result.text
+
+    @server.tool(description="Translate text into another language (ISO code such as en, es, fr, de).")
+    async def translate(text: str, target_language: str = "en", source_language: str | None = None) -> str:
+        from neuro_bitnet.language import detect_language, translate_with_backend
+        from neuro_bitnet.server.generation import _EngineBackend
+
+        source = source_language or detect_language(text).language
+        target = target_language.strip().lower()
+
+        def work(model: Any, job: Job) -> GenerationResult:
+            out = translate_with_backend(_EngineBackend(model), text, source, target)
+            return GenerationResult(out, 0, 0, 0, "stop")
+
+        return (await runner.run(work)).text
+
+    @server.tool(description="Summarize a text in a few sentences.")
+    async def summarize(text: str, max_words: int = 80) -> str:
+        if not text.strip():
+            raise ValueError("text is empty")
+        messages = [
+            {"role": "system", "content": "You summarize texts accurately and briefly."},
+            {"role": "user", "content": f"Summarize the following text in at most {max_words} words:\n\n{text}"},
+        ]
+        return await chat(messages, min(MAX_TOOL_TOKENS, max(32, 2 * max_words)), 0.2)
+
+    if retrieval is not None:
+        @server.tool(description="Search the indexed documents; returns the best matching passages with "
+                                 "their file paths and locations.")
+        async def search_documents(query: str, top_k: int = 5) -> str:
+            if not 1 <= top_k <= 50:
+                raise ValueError("top_k must be between 1 and 50")
+            hits = await retrieval.search(query, top_k)
+            return _passages(hits) if hits else "No matching passages."
+
+    server.neuro_runner = runner  # type: ignore[attr-defined]
+    return server
+
+
+def _passages(hits: list[dict[str, Any]]) -> str:
+    """Numbered passages with their sources, within a size budget."""
+    parts, used = [], 0
+    for n, hit in enumerate(hits, 1):
+        where = f"{hit['path']}" + (f" ({hit['location']})" if hit.get("location") else "")
+        block = f"[{n}] {where}\n{hit['text'].strip()}"
+        if used + len(block) > SEARCH_CONTEXT_CHARS and parts:
+            break
+        parts.append(block)
+        used += len(block)
+    return "\n\n".join(parts)
+
+
+def run_stdio(settings: MCPSettings) -> None:
+    """Serve MCP over stdin/stdout until the client closes the pipe."""
+    server = build_server(settings)
+    server.neuro_runner.resolve()
+    try:
+        server.run("stdio")
+    finally:
+        server.neuro_runner.close()

@@ -1,0 +1,188 @@
+"""Request bodies of the OpenAI-compatible API: parsing, type checks and limits.
+
+Fields the server does not implement but that clients send routinely (``user``,
+``presence_penalty``, ``logit_bias``...) are accepted and ignored; fields that would change the
+answer's shape in ways the server cannot honour (``n > 1``, ``best_of > 1``) are rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neuro_bitnet.server.errors import APIError, bad_request
+
+MAX_STOP_SEQUENCES = 16
+MAX_EMBEDDING_INPUTS = 256
+
+# Sampling defaults of the engine, used when a request leaves a field out.
+DEFAULT_SAMPLING: dict[str, Any] = {
+    "temperature": 0.7,
+    "top_k": 40,
+    "top_p": 0.95,
+    "min_p": 0.05,
+    "repeat_penalty": 1.1,
+}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Generation(_Body):
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, lt=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=10)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1)
+    translate: bool | None = None
+
+    def stop_list(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise bad_request(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed", "stop")
+        return [s for s in stops if s]
+
+    def sampling(self) -> dict[str, Any]:
+        """Engine keyword arguments: the request's values over the engine defaults."""
+        chosen = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty,
+        }
+        out = {k: (DEFAULT_SAMPLING[k] if v is None else v) for k, v in chosen.items()}
+        out["seed"] = self.seed
+        return out
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ContentPart(_Body):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        pieces = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise bad_request(f"content parts of type {part.type!r} are not supported (text only)", "messages")
+            pieces.append(part.text)
+        return "".join(pieces)
+
+
+class ChatRequest(_Generation):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    def plain_messages(self) -> list[dict[str, str]]:
+        """Messages as the engine takes them; ``developer`` is the newer name of ``system``."""
+        out = []
+        for message in self.messages:
+            role = "system" if message.role == "developer" else message.role
+            out.append({"role": role, "content": message.text()})
+        return out
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str] | list[int]
+    best_of: int | None = Field(None, ge=1, le=1)
+    echo: bool = False
+
+    def prompt_value(self) -> str | list[int]:
+        """The single prompt as text or token ids (batches of prompts are not supported)."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return prompt
+        if not prompt:
+            raise bad_request("prompt is empty", "prompt")
+        if all(isinstance(p, str) for p in prompt):
+            if len(prompt) != 1:
+                raise bad_request("send one prompt per request (prompt batches are not supported)", "prompt")
+            return prompt[0]  # type: ignore[return-value]
+        return list(prompt)  # type: ignore[arg-type]
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class EmbeddingRequest(_Body):
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    input_type: Literal["document", "query"] = "document"  # e5-style embedders prefix them differently
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else list(self.input)
+        if not texts:
+            raise bad_request("input is empty", "input")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise bad_request(f"at most {MAX_EMBEDDING_INPUTS} inputs per request", "input")
+        return texts
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1)
+    top_k: int = Field(5, ge=1, le=50)
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """Decode a JSON object body, or raise a 400."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON ({exc})", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def validate(model: type[BodyT], data: dict[str, Any]) -> BodyT:
+    """Check ``data`` against ``model``; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [str(p) for p in error.get("loc", ())]
+        param = loc[0] if loc else None
+        where = ".".join(p for p in loc if not _is_type_tag(p)) or "body"
+        msg = error.get("msg", "invalid value")
+        if error.get("type") == "missing":
+            msg = "is required"
+        raise bad_request(f"invalid '{where}': {msg}", param) from None
+
+
+def _is_type_tag(loc_part: str) -> bool:
+    """Pydantic names union branches (``str``, ``list[str]``) in error locations; hide them."""
+    return loc_part in {"str", "int", "float", "bool"} or "[" in loc_part or loc_part.startswith("function-")
