@@ -1,0 +1,123 @@
+/* Float / int8 vector kernels (head, attention, KV store): portable C and AVX2. */
+#include <stddef.h>
+
+#include "fp16.h"
+#include "kernels.h"
+
+float nb_dot_row_portable(const float *x, const void *row, int dtype, int n) {
+    float acc = 0.0f;
+    if (dtype == NB_F32) {
+        const float *r = row;
+        for (int i = 0; i < n; i++) acc += x[i] * r[i];
+    } else if (dtype == NB_F16) {
+        const uint16_t *r = row;
+        for (int i = 0; i < n; i++) acc += x[i] * nb_f16_to_f32(r[i]);
+    } else {
+        const uint16_t *r = row;
+        for (int i = 0; i < n; i++) acc += x[i] * nb_bf16_to_f32(r[i]);
+    }
+    return acc;
+}
+
+int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n) {
+    int32_t acc = 0;
+    for (int i = 0; i < n; i++) acc += (int32_t)a[i] * b[i];
+    return acc;
+}
+
+void nb_axpy_f16_portable(float *y, float a, const uint16_t *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * nb_f16_to_f32(x[i]);
+}
+
+void nb_to_f16_portable(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+NB_AVX2 static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+NB_AVX2 static inline __m256 load_row8(const void *row, int dtype, int i) {
+    if (dtype == NB_F32) return _mm256_loadu_ps((const float *)row + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + i));
+    if (dtype == NB_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+NB_AVX2 float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_row8(row, dtype, i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_row8(row, dtype, i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_row8(row, dtype, i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load_row8(row, dtype, i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_row8(row, dtype, i), a0);
+    float acc = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    if (i < n) {
+        size_t esz = dtype == NB_F32 ? 4 : 2;
+        acc += nb_dot_row_portable(x + i, (const char *)row + (size_t)i * esz, dtype, n - i);
+    }
+    return acc;
+}
+
+/* int8 x int8 via maddubs(|b|, sign(a, b)); exact while |a|, |b| <= 127. */
+NB_AVX2 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m256i va0 = _mm256_loadu_si256((const __m256i *)(a + i));
+        __m256i vb0 = _mm256_loadu_si256((const __m256i *)(b + i));
+        __m256i va1 = _mm256_loadu_si256((const __m256i *)(a + i + 32));
+        __m256i vb1 = _mm256_loadu_si256((const __m256i *)(b + i + 32));
+        __m256i p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(vb0, vb0), _mm256_sign_epi8(va0, vb0));
+        __m256i p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(vb1, vb1), _mm256_sign_epi8(va1, vb1));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+    }
+    for (; i + 32 <= n; i += 32) {
+        __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
+        __m256i vb = _mm256_loadu_si256((const __m256i *)(b + i));
+        __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(vb, vb), _mm256_sign_epi8(va, vb));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p, ones));
+    }
+    acc0 = _mm256_add_epi32(acc0, acc1);
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc0), _mm256_extracti128_si256(acc0, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    int32_t acc = _mm_cvtsi128_si32(s);
+    for (; i < n; i++) acc += (int32_t)a[i] * b[i];
+    return acc;
+}
+
+NB_AVX2 void nb_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, vx, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * nb_f16_to_f32(x[i]);
+}
+
+NB_AVX2 void nb_to_f16_avx2(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
+}
+
+#endif

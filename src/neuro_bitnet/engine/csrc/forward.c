@@ -1,0 +1,356 @@
+/* The forward pass (W1.58A8 BitNet, as Hugging Face BitNetForCausalLM computes it). */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "model_internal.h"
+
+/* ---- per-row float math (the caller's thread or one task) ---- */
+
+static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
+
+/* 1 / sqrt(mean(x^2) + eps); the sum of squares in double so its order does not matter. */
+static float rms_inv(const float *x, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float ms = (float)(ss / n);
+    return 1.0f / sqrtf(ms + eps);
+}
+
+/* Per-token absmax int8: s = 127 / max(max|v|, 1e-5), q = clamp(round_half_even(v * s)). */
+static void quantize_row(const float *v, int n, int8_t *q, int32_t *qsum, float *s_out) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(v[i]));
+    float s = 127.0f / fmaxf(amax, 1e-5f);
+    int32_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        float r = round_even(v[i] * s);
+        r = r > 127.0f ? 127.0f : r;
+        r = r < -128.0f ? -128.0f : r;
+        q[i] = (int8_t)r;
+        sum += q[i];
+    }
+    *qsum = sum;
+    *s_out = s;
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    float inv = rms_inv(x, n, eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+/* ---- parallel helpers ---- */
+
+typedef void (*token_op)(nb_model *m, int t, int ith);
+
+typedef struct {
+    nb_model *m;
+    token_op op;
+    int n;
+    atomic_int next;
+} token_job;
+
+static void token_task(void *arg, int ith, int nth) {
+    (void)nth;
+    token_job *job = arg;
+    for (int t; (t = atomic_fetch_add(&job->next, 1)) < job->n;) job->op(job->m, t, ith);
+}
+
+/* Runs op for tokens 0..n-1, in parallel when there are several. */
+static void run_tokens(nb_model *m, token_op op, int n) {
+    if (n == 1 || nb_pool_size(m->pool) == 1) {
+        for (int t = 0; t < n; t++) op(m, t, 0);
+        return;
+    }
+    token_job job = {.m = m, .op = op, .n = n};
+    atomic_init(&job.next, 0);
+    nb_pool_run(m->pool, token_task, &job);
+}
+
+typedef struct {
+    const nb_tmat *w;
+    float *y;
+    int accumulate;
+    int chunk0; /* first chunk index of this matrix */
+    float fac[NB_UBATCH];
+} mm_part;
+
+typedef struct {
+    nb_model *m;
+    int nparts, ntok, chunk_rows, total;
+    mm_part parts[3];
+    atomic_int next;
+} mm_job;
+
+static void mm_task(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    mm_job *job = arg;
+    nb_model *m = job->m;
+    for (int c; (c = atomic_fetch_add(&job->next, 1)) < job->total;) {
+        int p = job->nparts - 1;
+        while (c < job->parts[p].chunk0) p--;
+        const mm_part *part = &job->parts[p];
+        const nb_tmat *w = part->w;
+        int r0 = (c - part->chunk0) * job->chunk_rows;
+        int r1 = r0 + job->chunk_rows < w->rows ? r0 + job->chunk_rows : w->rows;
+        m->k->ternary(w->data, w->cols, r0, r1, m->qa, m->qsum, part->fac, job->ntok, part->y,
+                      w->rows, part->accumulate);
+    }
+}
+
+/* y_i (+)= W_i . qa for up to three matrices sharing the quantized input in m->qa. */
+static void matmul(nb_model *m, int n, int nparts, const nb_tmat *const *w, float *const *y,
+                   int accumulate) {
+    mm_job job = {.m = m, .nparts = nparts, .ntok = n, .chunk_rows = n == 1 ? 32 : 16};
+    atomic_init(&job.next, 0);
+    int total = 0;
+    for (int p = 0; p < nparts; p++) {
+        mm_part *part = &job.parts[p];
+        part->w = w[p];
+        part->y = y[p];
+        part->accumulate = accumulate;
+        part->chunk0 = total;
+        for (int t = 0; t < n; t++) part->fac[t] = w[p]->scale / m->qs[t];
+        total += (w[p]->rows + job.chunk_rows - 1) / job.chunk_rows;
+    }
+    job.total = total;
+    nb_pool_run(m->pool, mm_task, &job);
+}
+
+/* ---- the steps of a layer ---- */
+
+static void op_attn_in(nb_model *m, int t, int ith) {
+    (void)ith;
+    const int E = m->cfg.n_embd;
+    const float *x = m->x + (size_t)t * E;
+    float *h = m->hn + (size_t)t * E;
+    rmsnorm(h, x, m->layers[m->il].attn_norm, E, m->cfg.rms_eps);
+    quantize_row(h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+}
+
+static void op_ffn_in(nb_model *m, int t, int ith) {
+    (void)ith;
+    const int E = m->cfg.n_embd;
+    const float *x = m->x + (size_t)t * E;
+    float *h = m->hn + (size_t)t * E;
+    rmsnorm(h, x, m->layers[m->il].ffn_norm, E, m->cfg.rms_eps);
+    quantize_row(h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+}
+
+static void rope(float *v, int nh, int hd, int neox, const float *c, const float *s) {
+    const int half = hd / 2;
+    for (int h = 0; h < nh; h++, v += hd) {
+        for (int i = 0; i < half; i++) {
+            int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+            float a = v[i0], b = v[i1];
+            v[i0] = a * c[i] - b * s[i];
+            v[i1] = a * s[i] + b * c[i];
+        }
+    }
+}
+
+static void op_rope_store(nb_model *m, int t, int ith) {
+    (void)ith;
+    const nb_config *cfg = &m->cfg;
+    const int HD = cfg->head_dim, half = HD / 2, nkv = cfg->n_head_kv;
+    const size_t D = (size_t)cfg->n_head * HD, KV = (size_t)nkv * HD;
+    const float *c = m->rope_cos + (size_t)t * half, *s = m->rope_sin + (size_t)t * half;
+    float *k = m->kb + t * KV;
+    rope(m->qb + t * D, cfg->n_head, HD, cfg->rope_neox, c, s);
+    rope(k, nkv, HD, cfg->rope_neox, c, s);
+    const int pos = m->p0 + t;
+    for (int g = 0; g < nkv; g++) {
+        size_t off = (((size_t)m->il * nkv + g) * cfg->ctx_size + pos) * HD;
+        m->k->to_f16(m->kcache + off, k + (size_t)g * HD, HD);
+        m->k->to_f16(m->vcache + off, m->vb + t * KV + (size_t)g * HD, HD);
+    }
+}
+
+typedef struct {
+    nb_model *m;
+    int total;
+    atomic_int next;
+} attn_job;
+
+/* One (token, head) pair: causal softmax attention over positions 0..pos of the f16 cache. */
+static void attend(nb_model *m, int t, int h, int ith) {
+    const nb_config *cfg = &m->cfg;
+    const int HD = cfg->head_dim, pos = m->p0 + t;
+    const int g = h / (cfg->n_head / cfg->n_head_kv);
+    const size_t D = (size_t)cfg->n_head * HD;
+    const size_t base = ((size_t)m->il * cfg->n_head_kv + g) * cfg->ctx_size * HD;
+    const uint16_t *K = m->kcache + base, *V = m->vcache + base;
+    const float *q = m->qb + t * D + (size_t)h * HD;
+    float *out = m->attn + t * D + (size_t)h * HD;
+    float *sc = m->scores + (size_t)ith * cfg->ctx_size;
+    const float scale = 1.0f / sqrtf((float)HD);
+    float mx = -INFINITY;
+    for (int j = 0; j <= pos; j++) {
+        sc[j] = m->k->dot_row(q, K + (size_t)j * HD, NB_F16, HD) * scale;
+        mx = fmaxf(mx, sc[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j <= pos; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    memset(out, 0, sizeof(float) * HD);
+    for (int j = 0; j <= pos; j++) m->k->axpy_f16(out, sc[j], V + (size_t)j * HD, HD);
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < HD; i++) out[i] *= inv;
+}
+
+static void attn_task(void *arg, int ith, int nth) {
+    (void)nth;
+    attn_job *job = arg;
+    const int nh = job->m->cfg.n_head;
+    for (int c; (c = atomic_fetch_add(&job->next, 1)) < job->total;) attend(job->m, c / nh, c % nh, ith);
+}
+
+static void op_attn_out(nb_model *m, int t, int ith) {
+    (void)ith;
+    const int D = m->cfg.n_head * m->cfg.head_dim;
+    float *a = m->attn + (size_t)t * D;
+    if (m->cfg.sub_norms) rmsnorm(a, a, m->layers[m->il].attn_sub_norm, D, m->cfg.rms_eps);
+    quantize_row(a, D, m->qa + (size_t)t * D, &m->qsum[t], &m->qs[t]);
+}
+
+static void op_ffn_act(nb_model *m, int t, int ith) {
+    (void)ith;
+    const int F = m->cfg.n_ff;
+    float *g = m->g + (size_t)t * F;
+    const float *u = m->u + (size_t)t * F;
+    if (m->cfg.act == NB_RELU2) {
+        for (int i = 0; i < F; i++) {
+            float r = g[i] > 0.0f ? g[i] : 0.0f;
+            g[i] = (r * r) * u[i];
+        }
+    } else {
+        for (int i = 0; i < F; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+    }
+    if (m->cfg.sub_norms) rmsnorm(g, g, m->layers[m->il].ffn_sub_norm, F, m->cfg.rms_eps);
+    quantize_row(g, F, m->qa + (size_t)t * F, &m->qsum[t], &m->qs[t]);
+}
+
+static void layer(nb_model *m, int il, int n) {
+    const nb_layer *L = &m->layers[il];
+    m->il = il;
+    run_tokens(m, op_attn_in, n);
+    const nb_tmat *qkv[3] = {&L->q, &L->k, &L->v};
+    float *qkv_out[3] = {m->qb, m->kb, m->vb};
+    matmul(m, n, 3, qkv, qkv_out, 0);
+    run_tokens(m, op_rope_store, n);
+    attn_job aj = {.m = m, .total = n * m->cfg.n_head};
+    atomic_init(&aj.next, 0);
+    nb_pool_run(m->pool, attn_task, &aj);
+    run_tokens(m, op_attn_out, n);
+    const nb_tmat *o[1] = {&L->o};
+    float *x_out[1] = {m->x};
+    matmul(m, n, 1, o, x_out, 1);
+    run_tokens(m, op_ffn_in, n);
+    const nb_tmat *gu[2] = {&L->gate, &L->up};
+    float *gu_out[2] = {m->g, m->u};
+    matmul(m, n, 2, gu, gu_out, 0);
+    run_tokens(m, op_ffn_act, n);
+    const nb_tmat *down[1] = {&L->down};
+    matmul(m, n, 1, down, x_out, 1);
+}
+
+static void embed(nb_model *m, const int32_t *tokens, int n) {
+    const nb_config *cfg = &m->cfg;
+    const size_t E = cfg->n_embd;
+    for (int t = 0; t < n; t++) {
+        float *x = m->x + t * E;
+        const size_t base = (size_t)tokens[t] * E;
+        if (cfg->tok_embd_type == NB_F32) {
+            memcpy(x, (const float *)cfg->tok_embd + base, E * sizeof(float));
+        } else {
+            const uint16_t *row = (const uint16_t *)cfg->tok_embd + base;
+            for (size_t i = 0; i < E; i++)
+                x[i] = cfg->tok_embd_type == NB_F16 ? nb_f16_to_f32(row[i]) : nb_bf16_to_f32(row[i]);
+        }
+    }
+}
+
+static void rope_tables(nb_model *m, int n) {
+    const int half = m->cfg.head_dim / 2;
+    for (int t = 0; t < n; t++) {
+        const double pos = (double)(m->p0 + t);
+        for (int i = 0; i < half; i++) {
+            double a = pos * m->rope_freq[i];
+            m->rope_cos[(size_t)t * half + i] = (float)cos(a);
+            m->rope_sin[(size_t)t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+/* ---- the head ---- */
+
+typedef struct {
+    nb_model *m;
+    int ntok;
+    float *logits;
+    atomic_int next;
+} head_job;
+
+#define HEAD_CHUNK 64
+
+static void head_task(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    head_job *job = arg;
+    nb_model *m = job->m;
+    const int E = m->cfg.n_embd, V = m->cfg.n_vocab;
+    const size_t esz = m->cfg.output_type == NB_F32 ? 4 : 2;
+    for (;;) {
+        int r0 = atomic_fetch_add(&job->next, HEAD_CHUNK);
+        if (r0 >= V) break;
+        int r1 = r0 + HEAD_CHUNK < V ? r0 + HEAD_CHUNK : V;
+        for (int r = r0; r < r1; r++) {
+            for (int t = 0; t < job->ntok; t++) {
+                float *dst = &job->logits[(size_t)t * V + r];
+                if (m->head_q) {
+                    int32_t d = m->k->dot_i8(m->qa + (size_t)t * E, m->head_q + (size_t)r * E, E);
+                    *dst = (float)d * (m->head_scale[r] / m->qs[t]);
+                } else {
+                    const char *row = (const char *)m->cfg.output + (size_t)r * E * esz;
+                    *dst = m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
+                }
+            }
+        }
+    }
+}
+
+/* Logits of batch tokens t0..t0+ntok-1 into logits[0 .. ntok*n_vocab). */
+static void head(nb_model *m, int t0, int ntok, float *logits) {
+    const int E = m->cfg.n_embd;
+    for (int t = 0; t < ntok; t++) {
+        float *h = m->hn + (size_t)t * E;
+        rmsnorm(h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E, m->cfg.rms_eps);
+        if (m->head_q) quantize_row(h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+    }
+    head_job job = {.m = m, .ntok = ntok, .logits = logits};
+    atomic_init(&job.next, 0);
+    nb_pool_run(m->pool, head_task, &job);
+}
+
+int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
+                     int all_logits) {
+    if (atomic_exchange(&m->busy, 1)) return -1;
+    const size_t V = m->cfg.n_vocab;
+    for (int b = 0; b < n; b += NB_UBATCH) {
+        int nb = n - b < NB_UBATCH ? n - b : NB_UBATCH;
+        m->p0 = n_past + b;
+        embed(m, tokens + b, nb);
+        rope_tables(m, nb);
+        for (int il = 0; il < m->cfg.n_layer; il++) layer(m, il, nb);
+        if (all_logits)
+            head(m, 0, nb, logits + (size_t)b * V);
+        else if (b + nb == n)
+            head(m, nb - 1, 1, logits);
+    }
+    atomic_store(&m->busy, 0);
+    return 0;
+}

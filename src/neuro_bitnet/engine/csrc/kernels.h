@@ -1,0 +1,48 @@
+/* The compute kernels, as a table chosen once per model: portable C or AVX2 (runtime dispatch). */
+#ifndef NB_KERNELS_H
+#define NB_KERNELS_H
+
+#include <stdint.h>
+
+enum nb_dtype { NB_F32 = 0, NB_F16 = 1, NB_BF16 = 2 };
+
+typedef struct {
+    const char *name;
+    /* I2_S rows [r0, r1) of a matrix with `cols` columns (cols % 128 == 0) times ntok int8
+     * activation rows (q + t*cols, qsum[t] = their sum):
+     *   y[t*ys + r] (+)= (float)(sum_k code[r][k] * q[t][k] - qsum[t]) * fac[t]. */
+    void (*ternary)(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
+                    const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
+                    int accumulate);
+    /* sum_i x[i] * row[i] with f32 accumulation; row is f32, f16 or bf16. */
+    float (*dot_row)(const float *x, const void *row, int dtype, int n);
+    /* sum_i a[i] * b[i] over int8 (|values| <= 127), n % 32 == 0 for the fast path. */
+    int32_t (*dot_i8)(const int8_t *a, const int8_t *b, int n);
+    /* y[i] += a * x[i], x in f16. */
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
+    /* dst[i] = f16(src[i]), round to nearest even. */
+    void (*to_f16)(uint16_t *dst, const float *src, int n);
+} nb_kernels;
+
+const nb_kernels *nb_kernels_portable(void);
+/* NULL when this build or CPU has no AVX2/FMA/F16C. */
+const nb_kernels *nb_kernels_avx2(void);
+
+/* The implementations behind the tables (kernels.c). */
+#define NB_TERNARY_ARGS                                                                        \
+    const uint8_t *w, int cols, int r0, int r1, const int8_t *q, const int32_t *qsum,         \
+        const float *fac, int ntok, float *y, int ys, int accumulate
+void nb_ternary_portable(NB_TERNARY_ARGS);
+float nb_dot_row_portable(const float *x, const void *row, int dtype, int n);
+int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n);
+void nb_axpy_f16_portable(float *y, float a, const uint16_t *x, int n);
+void nb_to_f16_portable(uint16_t *dst, const float *src, int n);
+#if defined(__x86_64__) || defined(__i386__)
+void nb_ternary_avx2(NB_TERNARY_ARGS);
+float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n);
+int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n);
+void nb_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n);
+void nb_to_f16_avx2(uint16_t *dst, const float *src, int n);
+#endif
+
+#endif

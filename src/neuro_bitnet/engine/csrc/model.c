@@ -1,0 +1,148 @@
+/* Model construction: validation of the C config, buffers, thread pool and the int8 head. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "model_internal.h"
+
+static void *alloc_aligned(size_t n) {
+    void *p = NULL;
+    if (n == 0) n = 64;
+    if (posix_memalign(&p, 64, (n + 63) / 64 * 64) != 0) return NULL;
+    return p;
+}
+
+static float embd_value(const void *rows, int dtype, size_t i) {
+    if (dtype == NB_F32) return ((const float *)rows)[i];
+    if (dtype == NB_F16) return nb_f16_to_f32(((const uint16_t *)rows)[i]);
+    return nb_bf16_to_f32(((const uint16_t *)rows)[i]);
+}
+
+static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
+
+typedef struct {
+    nb_model *m;
+    atomic_int next;
+} q8_job;
+
+#define Q8_CHUNK 256
+
+/* Row r of the head: scale = max|row| / 127, q = round(w / scale). */
+static void q8_task(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    q8_job *job = arg;
+    nb_model *m = job->m;
+    const int E = m->cfg.n_embd, V = m->cfg.n_vocab, dt = m->cfg.output_type;
+    for (;;) {
+        int r0 = atomic_fetch_add(&job->next, Q8_CHUNK);
+        if (r0 >= V) break;
+        int r1 = r0 + Q8_CHUNK < V ? r0 + Q8_CHUNK : V;
+        for (int r = r0; r < r1; r++) {
+            size_t base = (size_t)r * E;
+            float amax = 0.0f;
+            for (int i = 0; i < E; i++) amax = fmaxf(amax, fabsf(embd_value(m->cfg.output, dt, base + i)));
+            float scale = amax / 127.0f;
+            m->head_scale[r] = scale;
+            int8_t *q = m->head_q + base;
+            for (int i = 0; i < E; i++) {
+                float v = scale > 0.0f ? round_even(embd_value(m->cfg.output, dt, base + i) / scale) : 0.0f;
+                v = v > 127.0f ? 127.0f : v;
+                v = v < -127.0f ? -127.0f : v;
+                q[i] = (int8_t)v;
+            }
+        }
+    }
+}
+
+void nb_model_free(nb_model *m) {
+    if (!m) return;
+    nb_pool_destroy(m->pool);
+    free(m->layers);
+    free(m->kcache);
+    free(m->vcache);
+    free(m->head_q);
+    free(m->head_scale);
+    free(m->rope_freq);
+    free(m->x);
+    free(m->qb);
+    free(m->kb);
+    free(m->vb);
+    free(m->attn);
+    free(m->g);
+    free(m->u);
+    free(m->hn);
+    free(m->qa);
+    free(m->qsum);
+    free(m->qs);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free(m->scores);
+    free(m);
+}
+
+const char *nb_model_isa(const nb_model *m) { return m->k->name; }
+
+nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const char **err) {
+    nb_model *m = calloc(1, sizeof(*m));
+    if (!m) goto oom;
+    m->cfg = *cfg;
+    m->k = kernels;
+    atomic_init(&m->busy, 0);
+    const size_t UB = NB_UBATCH, E = cfg->n_embd, F = cfg->n_ff, HD = cfg->head_dim;
+    const size_t D = (size_t)cfg->n_head * HD, KV = (size_t)cfg->n_head_kv * HD;
+    size_t maxdim = E > F ? E : F;
+    if (D > maxdim) maxdim = D;
+
+    m->layers = malloc(sizeof(nb_layer) * (size_t)cfg->n_layer);
+    if (!m->layers) goto oom;
+    memcpy(m->layers, cfg->layers, sizeof(nb_layer) * (size_t)cfg->n_layer);
+    m->cfg.layers = m->layers;
+
+    size_t kv_elems = (size_t)cfg->n_layer * KV * (size_t)cfg->ctx_size;
+    m->kcache = calloc(kv_elems, sizeof(uint16_t));
+    m->vcache = calloc(kv_elems, sizeof(uint16_t));
+    m->rope_freq = malloc(sizeof(double) * (HD / 2));
+    m->x = alloc_aligned(UB * E * 4);
+    m->qb = alloc_aligned(UB * D * 4);
+    m->kb = alloc_aligned(UB * KV * 4);
+    m->vb = alloc_aligned(UB * KV * 4);
+    m->attn = alloc_aligned(UB * D * 4);
+    m->g = alloc_aligned(UB * F * 4);
+    m->u = alloc_aligned(UB * F * 4);
+    m->hn = alloc_aligned(UB * E * 4);
+    m->qa = alloc_aligned(UB * maxdim);
+    m->qsum = alloc_aligned(UB * 4);
+    m->qs = alloc_aligned(UB * 4);
+    m->rope_cos = alloc_aligned(UB * (HD / 2) * 4);
+    m->rope_sin = alloc_aligned(UB * (HD / 2) * 4);
+    m->scores = alloc_aligned((size_t)cfg->n_threads * (size_t)cfg->ctx_size * 4);
+    if (!m->kcache || !m->vcache || !m->rope_freq || !m->x || !m->qb || !m->kb || !m->vb ||
+        !m->attn || !m->g || !m->u || !m->hn || !m->qa || !m->qsum || !m->qs || !m->rope_cos ||
+        !m->rope_sin || !m->scores)
+        goto oom;
+    for (size_t i = 0; i < HD / 2; i++)
+        m->rope_freq[i] = pow((double)cfg->rope_theta, -2.0 * (double)i / (double)HD);
+
+    m->pool = nb_pool_create(cfg->n_threads);
+    if (!m->pool) {
+        *err = "could not start the worker threads";
+        nb_model_free(m);
+        return NULL;
+    }
+    if (cfg->head_q8) {
+        m->head_q = alloc_aligned((size_t)cfg->n_vocab * E);
+        m->head_scale = alloc_aligned((size_t)cfg->n_vocab * 4);
+        if (!m->head_q || !m->head_scale) goto oom;
+        q8_job job = {.m = m};
+        atomic_init(&job.next, 0);
+        nb_pool_run(m->pool, q8_task, &job);
+    }
+    return m;
+oom:
+    *err = "out of memory";
+    nb_model_free(m);
+    return NULL;
+}

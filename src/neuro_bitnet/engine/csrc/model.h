@@ -1,0 +1,53 @@
+/* The BitNet model in C: configuration (borrowed weight pointers), state, forward pass. */
+#ifndef NB_MODEL_H
+#define NB_MODEL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+enum nb_act { NB_RELU2 = 0, NB_SILU = 1 };
+
+/* Tokens processed together inside one forward call (longer inputs run in several batches). */
+#define NB_UBATCH 64
+
+typedef struct {
+    const uint8_t *data; /* I2_S packed, rows * cols / 4 bytes, row-major */
+    float scale;
+    int rows, cols;
+} nb_tmat;
+
+typedef struct {
+    const float *attn_norm, *ffn_norm, *attn_sub_norm, *ffn_sub_norm;
+    nb_tmat q, k, v, o, gate, up, down;
+} nb_layer;
+
+typedef struct {
+    int n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size, n_threads;
+    float rms_eps, rope_theta;
+    int rope_neox, sub_norms, act, head_q8;
+    const void *tok_embd;
+    int tok_embd_type;
+    const void *output; /* the head's rows: tok_embd when tied */
+    int output_type;
+    const float *output_norm;
+    const nb_layer *layers; /* n_layer entries, owned by the caller */
+} nb_config;
+
+typedef struct nb_model nb_model;
+
+/* Builds the model (KV cache, scratch, thread pool, int8 head if asked). On failure returns NULL
+ * and sets *err to a static message. The config's weights must outlive the model. */
+nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const char **err);
+void nb_model_free(nb_model *m);
+const char *nb_model_isa(const nb_model *m);
+
+/* Runs tokens[0..n) at positions n_past.. and writes logits (n_vocab floats, or n * n_vocab
+ * when all_logits). Arguments must already be validated. Returns 0, or -1 if the model is busy
+ * in another thread. */
+int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
+                     int all_logits);
+
+#endif

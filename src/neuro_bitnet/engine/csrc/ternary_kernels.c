@@ -1,0 +1,154 @@
+/* I2_S ternary x int8 matrix kernels: portable C and AVX2.
+ *
+ * A row of `cols` weights is cols/128 blocks of 32 bytes; byte j of a block holds the codes of
+ * weights j, 32+j, 64+j, 96+j in bits 7:6, 5:4, 3:2, 1:0. Code = w + 1, so the dot product with
+ * codes is corrected by subtracting the sum of the activations once per row.
+ */
+#include <stddef.h>
+
+#include "kernels.h"
+
+static inline void store_out(float *dst, int32_t dot, int32_t qsum, float fac, int accumulate) {
+    float v = (float)(dot - qsum) * fac;
+    *dst = accumulate ? *dst + v : v;
+}
+
+static int32_t row_dot_portable(const uint8_t *w, int nblk, const int8_t *q) {
+    int32_t acc = 0;
+    for (int b = 0; b < nblk; b++, w += 32, q += 128) {
+        for (int j = 0; j < 32; j++) {
+            int v = w[j];
+            acc += ((v >> 6) & 3) * q[j] + ((v >> 4) & 3) * q[32 + j] + ((v >> 2) & 3) * q[64 + j] +
+                   (v & 3) * q[96 + j];
+        }
+    }
+    return acc;
+}
+
+void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
+                         const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
+                         int accumulate) {
+    const int nblk = cols / 128;
+    const size_t row_bytes = (size_t)cols / 4;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = w + (size_t)r * row_bytes;
+        for (int t = 0; t < ntok; t++)
+            store_out(&y[(size_t)t * ys + r], row_dot_portable(wr, nblk, q + (size_t)t * cols),
+                      qsum[t], fac[t], accumulate);
+    }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define NB_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+NB_AVX2_INLINE int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* One weight row against NT activation rows: each 32-byte block is unpacked once and applied
+ * to all NT tokens. maddubs sums of one block stay far below the int16 limit
+ * (4 * 2 * 3 * 128 = 3072), so they are added as int16 before widening. */
+NB_AVX2_INLINE void row_tile(const uint8_t *w, int nblk, const int8_t *q, size_t qs, int NT,
+                             int32_t *out) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[8];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
+    for (int b = 0; b < nblk; b++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32));
+        __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+        __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+        __m256i c3 = _mm256_and_si256(v, mask);
+        for (int t = 0; t < NT; t++) {
+            const int8_t *a = q + (size_t)t * qs + (size_t)b * 128;
+            __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)a));
+            __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+            __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(a + 64)));
+            __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(a + 96)));
+            __m256i p = _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+            acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(p, ones));
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_i32(acc[t]);
+}
+
+/* Decode: two rows share each activation load. */
+NB_AVX2_INLINE void rows2_dot(const uint8_t *w0, const uint8_t *w1, int nblk, const int8_t *q,
+                              int32_t *out) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    for (int b = 0; b < nblk; b++) {
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)b * 32));
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + (size_t)b * 32));
+        const int8_t *a = q + (size_t)b * 128;
+        __m256i a0 = _mm256_loadu_si256((const __m256i *)a);
+        __m256i a1 = _mm256_loadu_si256((const __m256i *)(a + 32));
+        __m256i a2 = _mm256_loadu_si256((const __m256i *)(a + 64));
+        __m256i a3 = _mm256_loadu_si256((const __m256i *)(a + 96));
+        __m256i p0 = _mm256_add_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 6), mask), a0),
+                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), mask), a1)),
+            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 2), mask), a2),
+                             _mm256_maddubs_epi16(_mm256_and_si256(v0, mask), a3)));
+        __m256i p1 = _mm256_add_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 6), mask), a0),
+                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), mask), a1)),
+            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 2), mask), a2),
+                             _mm256_maddubs_epi16(_mm256_and_si256(v1, mask), a3)));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+    }
+    out[0] = hsum_i32(acc0);
+    out[1] = hsum_i32(acc1);
+}
+
+#define NB_TILE 8
+
+NB_AVX2 void nb_ternary_avx2(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
+                             const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
+                             int accumulate) {
+    const int nblk = cols / 128;
+    const size_t row_bytes = (size_t)cols / 4;
+    int32_t d[NB_TILE];
+    if (ntok == 1) {
+        int r = r0;
+        for (; r + 1 < r1; r += 2) {
+            rows2_dot(w + (size_t)r * row_bytes, w + (size_t)(r + 1) * row_bytes, nblk, q, d);
+            store_out(&y[r], d[0], qsum[0], fac[0], accumulate);
+            store_out(&y[r + 1], d[1], qsum[0], fac[0], accumulate);
+        }
+        if (r < r1) {
+            row_tile(w + (size_t)r * row_bytes, nblk, q, (size_t)cols, 1, d);
+            store_out(&y[r], d[0], qsum[0], fac[0], accumulate);
+        }
+        return;
+    }
+    for (int t0 = 0; t0 < ntok; t0 += NB_TILE) {
+        int nt = ntok - t0 < NB_TILE ? ntok - t0 : NB_TILE;
+        const int8_t *qt = q + (size_t)t0 * cols;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *wr = w + (size_t)r * row_bytes;
+            switch (nt) {
+            case 8: row_tile(wr, nblk, qt, (size_t)cols, 8, d); break;
+            case 7: row_tile(wr, nblk, qt, (size_t)cols, 7, d); break;
+            case 6: row_tile(wr, nblk, qt, (size_t)cols, 6, d); break;
+            case 5: row_tile(wr, nblk, qt, (size_t)cols, 5, d); break;
+            case 4: row_tile(wr, nblk, qt, (size_t)cols, 4, d); break;
+            case 3: row_tile(wr, nblk, qt, (size_t)cols, 3, d); break;
+            case 2: row_tile(wr, nblk, qt, (size_t)cols, 2, d); break;
+            default: row_tile(wr, nblk, qt, (size_t)cols, 1, d); break;
+            }
+            for (int t = 0; t < nt; t++)
+                store_out(&y[(size_t)(t0 + t) * ys + r], d[t], qsum[t0 + t], fac[t0 + t], accumulate);
+        }
+    }
+}
+#endif

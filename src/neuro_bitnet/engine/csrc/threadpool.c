@@ -1,0 +1,133 @@
+/* Persistent pthread pool. One job at a time; the caller takes part as thread 0. */
+#define _POSIX_C_SOURCE 200809L
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define nb_cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define nb_cpu_relax() __asm__ __volatile__("yield")
+#else
+#define nb_cpu_relax() ((void)0)
+#endif
+
+/* Iterations a worker polls for the next job before sleeping on the condition variable. */
+#define NB_SPIN_ITERS 20000
+
+typedef struct {
+    nb_pool *pool;
+    int ith;
+} nb_worker;
+
+struct nb_pool {
+    int n;
+    pthread_t *threads;
+    nb_worker *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint gen;
+    atomic_int done;
+    atomic_int stop;
+    nb_task_fn fn;
+    void *arg;
+};
+
+static void *worker_main(void *p) {
+    nb_worker *w = p;
+    nb_pool *pool = w->pool;
+    unsigned seen = 0; /* gen at creation: a job may be posted before this thread runs */
+    for (;;) {
+        int got = 0;
+        for (int i = 0; i < NB_SPIN_ITERS; i++) {
+            if (atomic_load_explicit(&pool->gen, memory_order_acquire) != seen) {
+                got = 1;
+                break;
+            }
+            nb_cpu_relax();
+        }
+        if (!got) {
+            pthread_mutex_lock(&pool->mu);
+            while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->cv, &pool->mu);
+            pthread_mutex_unlock(&pool->mu);
+        }
+        if (atomic_load(&pool->stop)) break;
+        seen = atomic_load(&pool->gen);
+        pool->fn(pool->arg, w->ith, pool->n);
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+nb_pool *nb_pool_create(int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    nb_pool *pool = calloc(1, sizeof(*pool));
+    if (!pool) return NULL;
+    pool->n = n_threads;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->cv, NULL);
+    atomic_init(&pool->gen, 0);
+    atomic_init(&pool->done, 0);
+    atomic_init(&pool->stop, 0);
+    if (n_threads == 1) return pool;
+    pool->threads = calloc((size_t)n_threads, sizeof(pthread_t));
+    pool->workers = calloc((size_t)n_threads, sizeof(nb_worker));
+    if (!pool->threads || !pool->workers) goto fail;
+    for (int i = 1; i < n_threads; i++) {
+        pool->workers[i].pool = pool;
+        pool->workers[i].ith = i;
+        if (pthread_create(&pool->threads[i], NULL, worker_main, &pool->workers[i]) != 0) {
+            pool->n = i; /* join only the started ones */
+            goto fail;
+        }
+    }
+    return pool;
+fail:
+    nb_pool_destroy(pool);
+    return NULL;
+}
+
+void nb_pool_destroy(nb_pool *pool) {
+    if (!pool) return;
+    if (pool->threads) {
+        pthread_mutex_lock(&pool->mu);
+        atomic_store(&pool->stop, 1);
+        atomic_fetch_add(&pool->gen, 1);
+        pthread_cond_broadcast(&pool->cv);
+        pthread_mutex_unlock(&pool->mu);
+        for (int i = 1; i < pool->n; i++) pthread_join(pool->threads[i], NULL);
+    }
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->cv);
+    free(pool->threads);
+    free(pool->workers);
+    free(pool);
+}
+
+int nb_pool_size(const nb_pool *pool) { return pool->n; }
+
+void nb_pool_run(nb_pool *pool, nb_task_fn fn, void *arg) {
+    if (pool->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->arg = arg;
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mu);
+    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
+    fn(arg, 0, pool->n);
+    for (unsigned i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != pool->n - 1; i++) {
+        if (i < 100000)
+            nb_cpu_relax();
+        else
+            sched_yield(); /* a worker was descheduled: let it run */
+    }
+}
