@@ -51,9 +51,15 @@ def llama3_meta(llama3_path):
     return gguf_metadata_from_hf_tokenizer(llama3_path)
 
 
+BUILD_SECONDS: dict[str, float] = {}
+
+
 @pytest.fixture(scope="module")
 def llama3(llama3_meta) -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(llama3_meta)
+    start = time.perf_counter()
+    tok = Tokenizer.from_gguf_metadata(llama3_meta)
+    BUILD_SECONDS["llama3"] = time.perf_counter() - start
+    return tok
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +118,12 @@ def test_llama3_bos_and_special_tokens(llama3):
 
 
 def test_llama3_parse_special_false_matches_reference(llama3, reference):
-    ref = HFTokenizer.from_str(reference.to_str())
-    ref.encode_special_tokens = True
-    for text in TEXTS:
-        assert llama3.encode(text, add_bos=False, parse_special=False) == ref.encode(
-            text, add_special_tokens=False
-        ).ids
+    reference.encode_special_tokens = True
+    try:
+        expected = [reference.encode(text, add_special_tokens=False).ids for text in TEXTS]
+    finally:
+        reference.encode_special_tokens = False
+    assert [llama3.encode(text, add_bos=False, parse_special=False) for text in TEXTS] == expected
 
 
 def test_lone_surrogates_become_replacement_characters(llama3):
@@ -181,12 +187,11 @@ def test_encode_is_thread_safe(llama3):
     assert not errors
 
 
-def test_full_vocab_load_time_is_reported(llama3_meta, capsys):
-    start = time.perf_counter()
-    Tokenizer.from_gguf_metadata(llama3_meta)
-    elapsed = time.perf_counter() - start
+def test_full_vocab_build_time_is_reported(llama3, capsys):
+    # a measurement for the log, never an assertion (shared, noisy machine)
     with capsys.disabled():
-        print(f"\n[tokenizer] Llama-3 128k vocab + 280k merges built in {elapsed:.2f}s")
+        print(f"\n[tokenizer] Llama-3 128k vocab + 280k merges built in "
+              f"{BUILD_SECONDS['llama3']:.2f}s")
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -199,12 +204,18 @@ def _is_utf8(data: bytes) -> bool:
 
 # ------------------------------------------------------------------------- small vocab
 @pytest.fixture(scope="module")
-def small(llama3_path) -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000))
+def small_meta(llama3_path) -> dict:
+    return gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000, chat_template="{{ x }}")
 
 
-def test_vocab_limit_builds_a_tiny_real_tokenizer(llama3_path, llama3_meta, small):
-    meta = gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000)
+@pytest.fixture(scope="module")
+def small(small_meta) -> Tokenizer:
+    return Tokenizer.from_gguf_metadata(small_meta)
+
+
+def test_vocab_limit_builds_a_tiny_real_tokenizer(small_meta, llama3_meta, small):
+    meta = small_meta
+    assert meta["tokenizer.chat_template"] == "{{ x }}"
     assert len(meta["tokenizer.ggml.tokens"]) == 1000 + 256
     kept = set(meta["tokenizer.ggml.tokens"][:1000])
     full_merges = llama3_meta["tokenizer.ggml.merges"]
@@ -442,7 +453,7 @@ def test_spm_follows_llama_cpp_score_order(spm_pair):
 
 # ----------------------------------------------------------------- through a real GGUF file
 @pytest.mark.parametrize("which", ["llama3-1000", "spm"])
-def test_metadata_survives_a_gguf_file(tmp_path, llama3_path, spm_pair, which):
+def test_metadata_survives_a_gguf_file(tmp_path, small_meta, small, spm_pair, which):
     import numpy as np
 
     from neuro_bitnet.engine.gguf import GGUFFile
@@ -451,8 +462,7 @@ def test_metadata_survives_a_gguf_file(tmp_path, llama3_path, spm_pair, which):
     if which == "spm":
         expected_tok, _, meta = spm_pair
     else:
-        meta = gguf_metadata_from_hf_tokenizer(llama3_path, vocab_limit=1000, chat_template="{{ x }}")
-        expected_tok = Tokenizer.from_gguf_metadata(meta)
+        meta, expected_tok = small_meta, small
     writer = GGUFWriter(tmp_path / "tok.gguf", "bitnet-b1.58")
     for key, value in meta.items():
         writer.add(key, value)
