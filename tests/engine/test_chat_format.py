@@ -17,6 +17,11 @@ BITNET_TEMPLATE = (
     "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
 )
 
+# The same template as quoted elsewhere without the BOS line (the caller's encode adds BOS).
+BITNET_TEMPLATE_NO_BOS = BITNET_TEMPLATE.replace(
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}", ""
+)
+
 # chat_template of Meta-Llama-3-8B-Instruct.
 LLAMA3_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -73,7 +78,13 @@ def test_llama3_template():
     )
 
 
-@pytest.mark.parametrize("template", [BITNET_TEMPLATE, LLAMA3_TEMPLATE])
+@pytest.mark.parametrize("chat", CHATS)
+def test_bitnet_template_without_bos_equals_builtin_after_bos(chat):
+    from_template = render_chat(chat, template=BITNET_TEMPLATE_NO_BOS, bos_token=BOS, eos_token=EOS)
+    assert BOS + from_template == render_chat(chat, template=None, bos_token=BOS, eos_token=EOS)
+
+
+@pytest.mark.parametrize("template", [BITNET_TEMPLATE, BITNET_TEMPLATE_NO_BOS, LLAMA3_TEMPLATE])
 @pytest.mark.parametrize("chat", CHATS)
 def test_templates_match_transformers(template, chat):
     transformers = pytest.importorskip("transformers")
