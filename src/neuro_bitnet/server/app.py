@@ -208,6 +208,7 @@ async def health(request: Request) -> JSONResponse:
         "ctx_size": state.info.ctx_size,
         "queue": {"waiting": state.worker.waiting, "busy": state.worker.busy},
         "completed": state.worker.completed,
+        "cancelled": state.worker.cancelled,
         "embeddings": bool(state.retrieval and state.retrieval.can_embed),
         "search": bool(state.retrieval and state.retrieval.can_search),
         "version": __version__,

@@ -115,6 +115,7 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
                 job.check()
     finally:
         tokens.close()
+    job.check()  # the engine stops quietly when cancelled; report it as a cancellation
     stats = model.last_stats
     return GenerationResult(
         text="".join(pieces),

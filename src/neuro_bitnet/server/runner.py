@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -77,15 +78,19 @@ def serve(model: Any, info: ModelInfo, config: ServerConfig, *, retrieval: Any =
             announce(f"neuro daemon: serving {info.id} on {url} (OpenAI API at {url}/v1)")
         await task
 
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
+    # installed before it: make that one a no-op so a graceful stop exits with status 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         asyncio.run(main())
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
         if config.pid_file is not None:
             remove_pid_file(config.pid_file)
     if not server.started:
         raise DaemonError("the server failed to start; see the messages above")
-    sys.stdout.flush()
+    announce(f"neuro daemon: stopped ({url})")
 
 
 def load_retrieval(storage: Path | None, embedder: str | None) -> Any:

@@ -87,6 +87,7 @@ class ModelWorker:
         self._current: Job | None = None
         self._closed = False
         self.completed = 0
+        self.cancelled = 0  # jobs stopped because their client went away (or at shutdown)
         self._thread = threading.Thread(target=self._run, name="neuro-model", daemon=True)
         self._thread.start()
 
@@ -139,12 +140,14 @@ class ModelWorker:
                 self._waiting -= 1
                 closed = self._closed
             if closed or job.cancelled.is_set():
+                self.cancelled += 1
                 job._put(ERROR, JobCancelled())
                 continue
             self._current = job
             try:
                 result = job.fn(self.model, job)
             except JobCancelled as exc:
+                self.cancelled += 1
                 job._put(ERROR, exc)
             except Exception as exc:  # delivered to the request, which turns it into a 4xx/5xx
                 job._put(ERROR, exc)

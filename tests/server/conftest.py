@@ -1,0 +1,41 @@
+"""Fixtures: real daemon processes serving a tiny real GGUF model on loopback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from daemon_proc import FIXTURE_MODEL, DaemonProcess  # noqa: E402
+
+API_KEY = "test-key-1234"
+CTX_SIZE = 512
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
+    """The shared server: fixture model, API key, small context and body limit."""
+    if not FIXTURE_MODEL.is_file():
+        pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
+    tmp = tmp_path_factory.mktemp("daemon")
+    proc = DaemonProcess(["--api-key", API_KEY, "--ctx-size", str(CTX_SIZE), "--max-body", str(MAX_BODY),
+                          "--max-tokens", "16"], tmp).wait_ready()
+    yield proc
+    code = proc.stop()
+    assert code == 0, proc.output()
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def openai_client(daemon):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=daemon.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)

@@ -1,0 +1,86 @@
+"""Many clients, one model: fair queueing, correct answers under load, cancellation on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+PROMPTS = ["Hello", "Once upon a time", "abc def ghi", "The list:"]
+N_CLIENTS = 32
+MAX_TOKENS = 6
+
+
+def _body(prompt: str, stream: bool) -> dict:
+    return {"model": "default", "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": stream}
+
+
+async def _one(client: httpx.AsyncClient, prompt: str, stream: bool) -> str:
+    if not stream:
+        response = await client.post("/v1/completions", json=_body(prompt, False))
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["text"]
+    pieces, done = [], False
+    async with client.stream("POST", "/v1/completions", json=_body(prompt, True)) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                assert "error" not in event, event
+                pieces += [c["text"] for c in event["choices"]]
+    assert done, "stream ended without [DONE]"
+    return "".join(pieces)
+
+
+def test_32_concurrent_clients_get_complete_correct_answers(daemon, auth) -> None:
+    async def run() -> tuple[dict[str, str], list[tuple[str, str]]]:
+        limits = httpx.Limits(max_connections=N_CLIENTS)
+        async with httpx.AsyncClient(base_url=daemon.url, headers=auth, timeout=300, limits=limits) as client:
+            reference = {p: await _one(client, p, False) for p in PROMPTS}  # one at a time
+            jobs = [(PROMPTS[i % len(PROMPTS)], i % 2 == 0) for i in range(N_CLIENTS)]
+            answers = await asyncio.gather(*(_one(client, p, s) for p, s in jobs))
+            return reference, [(p, a) for (p, _), a in zip(jobs, answers)]
+
+    reference, answers = asyncio.run(run())
+    assert len(answers) == N_CLIENTS
+    for prompt, answer in answers:
+        assert answer == reference[prompt]  # greedy answers do not depend on what else is queued
+
+
+def _health(daemon, auth) -> dict:
+    return httpx.get(daemon.url + "/health", headers=auth, timeout=30).json()
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_disconnects_cancels_its_generation(daemon, auth, stream) -> None:
+    before = _health(daemon, auth)["cancelled"]
+    # Long enough that it cannot finish before the client goes away (context 512, prompt ~3).
+    body = {"prompt": "Hello", "max_tokens": 500, "temperature": 0, "stream": stream}
+    with httpx.Client(base_url=daemon.url, headers=auth, timeout=120) as client:
+        if stream:
+            with client.stream("POST", "/v1/completions", json=body) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        break  # got the first chunk; now hang up
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post("/v1/completions", json=body, timeout=1.0)
+    assert _wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
+    assert _wait_for(lambda: not _health(daemon, auth)["queue"]["busy"])
+    ok = httpx.post(daemon.url + "/v1/completions", headers=auth, json={"prompt": "Hi", "max_tokens": 2})
+    assert ok.status_code == 200
