@@ -474,3 +474,18 @@ def test_metadata_survives_a_gguf_file(tmp_path, small_meta, small, spm_pair, wh
     tok = Tokenizer.from_gguf_metadata(loaded)
     for text in TEXTS + SPM_TEXTS:
         assert tok.encode(text) == expected_tok.encode(text)
+
+
+def test_spm_vocab_limit(tmp_path):
+    path = _llama2_style_tokenizer_json(tmp_path)
+    space_id = json.loads(path.read_text())["model"]["vocab"]["\u2581"]
+    with pytest.raises(EngineError, match="space"):
+        gguf_metadata_from_hf_tokenizer(path, vocab_limit=space_id)
+    limit = space_id + 20
+    tok = Tokenizer.from_gguf_metadata(gguf_metadata_from_hf_tokenizer(path, vocab_limit=limit))
+    assert tok.vocab_size == limit and tok.bos_id == 1
+    for text in SPM_TEXTS:
+        ids = tok.encode(text, add_bos=False)
+        assert all(0 <= i < limit for i in ids)
+        if "<s>" not in text:
+            assert tok.decode(ids) == text

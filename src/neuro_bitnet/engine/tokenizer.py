@@ -606,6 +606,8 @@ def _hf_to_gguf(data: dict, config: dict, vocab_limit: int | None,
                 f"vocab_limit={vocab_limit} drops {len(missing)} of the 256 byte tokens; "
                 "use a larger limit"
             )
+    elif _SPM_SPACE not in kept:
+        raise EngineError(f"vocab_limit={vocab_limit} drops the '\u2581' (space) token; use a larger limit")
 
     ids = {text: i for i, text in enumerate(tokens)}
     meta: dict[str, Any] = {"tokenizer.ggml.model": kind}
