@@ -1,0 +1,119 @@
+"""`neuro serve --detach`, `neuro daemon status|stop`, SIGTERM with answers in flight, bind errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
+from neuro_bitnet.server.daemon import is_alive
+
+pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
+
+
+def neuro(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neuro_bitnet.cli.main", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def test_detach_status_stop(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    env["NEURO_DAEMON_PORT"] = "0"  # the environment picks the port: 0 means any free one
+    env["NEURO_BITNET_MODEL"] = str(FIXTURE_MODEL)
+    pid_file = tmp_path / "run" / "neuro.pid"
+    started = neuro("serve", "--detach", "--pid-file", str(pid_file), "--threads", "1", "--ctx-size", "256",
+                    env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int(pid_file.read_text())
+    try:
+        assert "running" in started.stdout and str(pid) in started.stdout
+
+        status = neuro("daemon", "status", "--pid-file", str(pid_file), "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["running"] is True and report["pid"] == pid
+        assert report["health"]["model"] == "bitnet-b1.58"
+        url = report["url"]
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+        assert neuro("daemon", "status", "--pid-file", str(pid_file), env=env).returncode == 0
+
+        again = neuro("serve", "--detach", "--pid-file", str(pid_file), env=env)
+        assert again.returncode != 0 and "already running" in again.stderr
+
+        stopped = neuro("daemon", "stop", "--pid-file", str(pid_file), env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"pid {pid}" in stopped.stdout
+        assert not pid_file.exists()
+        assert not is_alive(pid)  # gone (or a zombie waiting for a reaper)
+    finally:
+        if pid_file.exists():
+            os.kill(pid, 9)
+    after = neuro("daemon", "status", "--pid-file", str(pid_file), "--url", url, env=env)
+    assert after.returncode == 1 and "not running" in after.stdout
+    assert "no daemon running" in neuro("daemon", "stop", "--pid-file", str(pid_file), env=env).stdout
+
+
+def test_sigterm_finishes_the_answer_in_flight_then_exits_cleanly(tmp_path: Path) -> None:
+    daemon = DaemonProcess(["--ctx-size", "512"], tmp_path).wait_ready()
+    lines: list[str] = []
+    first_chunk = threading.Event()
+
+    def client() -> None:
+        body = {"prompt": "Hello", "max_tokens": 120, "temperature": 0, "stream": True}
+        with httpx.stream("POST", daemon.url + "/v1/completions", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                    first_chunk.set()
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    assert first_chunk.wait(60)
+    daemon.terminate()
+    thread.join(120)
+    assert daemon.proc.wait(60) == 0, daemon.output()
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert lines[-1] == "data: [DONE]"
+    assert events[-1]["choices"][0]["finish_reason"] == "length"  # the whole answer, not cut short
+    assert "stopped" in daemon.output()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = neuro("serve", "--model", str(FIXTURE_MODEL), "--threads", "1", "--port", str(port),
+                       env=isolated_env(tmp_path))
+    assert result.returncode == 6
+    assert "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_non_loopback_bind_without_key_warns() -> None:
+    from neuro_bitnet.server.config import ServerConfig
+    from neuro_bitnet.server.runner import insecure_bind_warning
+
+    assert insecure_bind_warning(ServerConfig(host="127.0.0.1")) is None
+    assert insecure_bind_warning(ServerConfig(host="localhost")) is None
+    assert insecure_bind_warning(ServerConfig(host="::1")) is None
+    assert insecure_bind_warning(ServerConfig(host="0.0.0.0", api_key="k")) is None
+    assert "--api-key" in insecure_bind_warning(ServerConfig(host="0.0.0.0"))
+    assert "--api-key" in insecure_bind_warning(ServerConfig(host="192.168.1.5"))
+
+
+def test_neuro_daemon_alias_runs_serve() -> None:
+    result = subprocess.run([sys.executable, "-c", "import sys; sys.argv=['neuro-daemon','--help'];"
+                             "from neuro_bitnet.cli.serve_cmd import daemon_main; daemon_main()"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--api-key" in result.stdout and "--detach" in result.stdout
