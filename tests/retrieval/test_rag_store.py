@@ -106,3 +106,29 @@ def test_foreign_sqlite_file_is_not_an_index(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE other(x)")
     with pytest.raises(StorageError, match="not a neuro index"):
         SQLiteStore(tmp_path / "idx")
+
+
+def test_vector_cache_follows_writes_from_other_processes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    with SQLiteStore(tmp_path / "idx", create=True) as a:
+        a.set_embedder(EmbedderInfo("tiny", "fp1", DIM))
+        add(a, "/a.md", ["one", "two"], unit(rng, 2))
+        assert len(a.vector_search(unit(rng, 1)[0], 10)) == 2  # writes the cache
+    assert (tmp_path / "idx" / "vectors-cache.npz").is_file()
+    with SQLiteStore(tmp_path / "idx") as b:
+        add(b, "/b.md", ["three"], unit(rng, 1))
+        b.delete_documents(["/a.md"])
+    with SQLiteStore(tmp_path / "idx") as c:
+        hits = c.vector_search(unit(rng, 1)[0], 10)
+        assert [c.get_chunks([h])[h].path for h, _ in hits] == ["/b.md"]
+
+
+def test_common_terms_are_dropped_from_lexical_queries(store: SQLiteStore) -> None:
+    rng = np.random.default_rng(5)
+    for d in range(60):
+        extra = " zebra" if d == 7 else ""
+        add(store, f"/{d}.md", [f"the cat and the dog number{d}{extra}"], unit(rng, 1))
+    hits = store.lexical_search("the zebra", 100)
+    assert len(hits) == 1 and store.get_chunks([hits[0][0]])[hits[0][0]].path == "/7.md"
+    assert len(store.lexical_search("the and", 100)) == 60  # all common: the rarest still matches
+    assert store.lexical_search("unknownword", 5) == []

@@ -7,9 +7,12 @@ consistent: a document is either fully indexed with its hash, or absent/old and 
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
+import unicodedata
+import zipfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -21,6 +24,10 @@ from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo
 DB_NAME = "index.sqlite3"
 SCHEMA_VERSION = 1
 MAX_QUERY_TERMS = 32
+# Query terms found in more than this share of chunks are dropped (stopwords in any language),
+# unless every term is that common; keeps bm25 from ranking the whole index.
+COMMON_TERM_SHARE = 0.2
+CACHE_NAME = "vectors-cache.npz"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,10 +47,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL,
     heading TEXT NOT NULL,
     location TEXT NOT NULL,
-    context TEXT NOT NULL,
-    vector BLOB NOT NULL
+    context TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS vectors (chunk_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, context, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
 );
@@ -52,6 +60,7 @@ CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
 END;
 CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text, context) VALUES ('delete', old.id, old.text, old.context);
+    DELETE FROM vectors WHERE chunk_id = old.id;
 END;
 """
 
@@ -205,15 +214,21 @@ class SQLiteStore:
                 (doc.path, doc.sha256, doc.size, doc.mtime_ns, len(chunks), time.time()),
             )
             doc_id = cur.lastrowid
-            self.conn.executemany(
-                "INSERT INTO chunks(doc_id, ordinal, text, heading, location, context, vector) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (doc_id, c.ordinal, c.text, c.heading, c.location,
-                     f"{context} {c.heading}".strip(), vectors[i].tobytes())
-                    for i, c in enumerate(chunks)
-                ],
-            )
+            for i, c in enumerate(chunks):
+                chunk_id = self.conn.execute(
+                    "INSERT INTO chunks(doc_id, ordinal, text, heading, location, context) VALUES (?,?,?,?,?,?)",
+                    (doc_id, c.ordinal, c.text, c.heading, c.location, f"{context} {c.heading}".strip()),
+                ).lastrowid
+                self.conn.execute("INSERT INTO vectors(chunk_id, vector) VALUES (?, ?)", (chunk_id, vectors[i].tobytes()))
+            self._bump_generation()
         self._matrix = None
+
+    def _bump_generation(self) -> None:
+        """Count writes, so a cached vector matrix knows when it is stale (call inside a transaction)."""
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
 
     def touch_document(self, path: str, size: int, mtime_ns: int) -> None:
         with self._errors(), self._transaction():
@@ -231,6 +246,7 @@ class SQLiteStore:
         with self._errors(), self._transaction():
             for path in paths:
                 self._delete(path)
+            self._bump_generation()
         self._matrix = None
 
     def clear(self) -> None:
@@ -238,23 +254,54 @@ class SQLiteStore:
             self.conn.execute("DELETE FROM chunks")
             self.conn.execute("DELETE FROM documents")
             self.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
-            self.conn.execute("DELETE FROM meta WHERE key NOT IN ('schema_version', 'created_at')")
+            self.conn.execute("DELETE FROM vectors")
+            self.conn.execute("DELETE FROM meta WHERE key NOT IN ('schema_version', 'created_at', 'generation')")
+            self._bump_generation()
         self._matrix = None
 
     def _load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (n, dim) matrix and chunk ids: from the cache file when it matches the database's
+        write generation, else read from SQLite (and the cache rewritten)."""
         if self._matrix is None:
             info = self.embedder()
-            with self._errors():
-                rows = self.conn.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
             dim = info.dim if info else 0
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            blob = b"".join(r[1] for r in rows)
-            if rows and len(blob) != len(rows) * dim * 4:
-                raise StorageError(f"index {self.path} has vectors of the wrong size; rebuild it with --reindex")
-            self._matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
-            self._ids = ids
+            with self._errors():
+                generation = self._meta("generation") or "0"
+            cache = self.storage_dir / CACHE_NAME
+            loaded = self._read_cache(cache, generation, dim)
+            if loaded is None:
+                with self._errors():
+                    rows = self.conn.execute("SELECT chunk_id, vector FROM vectors ORDER BY chunk_id").fetchall()
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                blob = b"".join(r[1] for r in rows)
+                if rows and len(blob) != len(rows) * dim * 4:
+                    raise StorageError(f"index {self.path} has vectors of the wrong size; rebuild it with --reindex")
+                matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+                self._write_cache(cache, generation, matrix, ids)
+                loaded = matrix, ids
+            self._matrix, self._ids = loaded
         assert self._ids is not None
         return self._matrix, self._ids
+
+    @staticmethod
+    def _read_cache(cache: Path, generation: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                if str(data["generation"]) != generation or data["matrix"].shape[1:] != (dim,):
+                    return None
+                return data["matrix"], data["ids"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+
+    @staticmethod
+    def _write_cache(cache: Path, generation: str, matrix: np.ndarray, ids: np.ndarray) -> None:
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, generation=np.array(generation), matrix=matrix, ids=ids)
+            os.replace(tmp, cache)
+        except OSError:  # a read-only storage dir only loses the cache
+            tmp.unlink(missing_ok=True)
 
     def vector_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         matrix, ids = self._load_vectors()
@@ -270,13 +317,35 @@ class SQLiteStore:
         terms = list(dict.fromkeys(re.findall(r"\w+", query.lower())))[:MAX_QUERY_TERMS]
         if not terms or k <= 0:
             return []
-        expression = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         with self._errors():
+            terms = self._selective_terms(terms)
+            if not terms:
+                return []
+            expression = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
             rows = self.conn.execute(
                 "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
                 (expression, k),
             ).fetchall()
         return [(int(r[0]), -float(r[1])) for r in rows]
+
+    def _selective_terms(self, terms: list[str]) -> list[str]:
+        """Drop terms found in most chunks (the rarest one is kept if all are common)."""
+        total = self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        if total < 50:
+            return terms
+        marks = ",".join("?" * len(terms))
+        df = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
+        present = [t for t in terms if df.get(self._fold(t))]
+        keep = [t for t in present if df[self._fold(t)] <= COMMON_TERM_SHARE * total]
+        if not keep and present:
+            keep = [min(present, key=lambda t: df[self._fold(t)])]
+        return keep
+
+    @staticmethod
+    def _fold(term: str) -> str:
+        """How FTS5's unicode61 tokenizer (remove_diacritics 2) stores a lower-case term."""
+        decomposed = unicodedata.normalize("NFD", term)
+        return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
     def get_chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         if not ids:
@@ -333,6 +402,12 @@ class SQLiteStore:
             ).fetchone()[0]
             if orphans:
                 problems.append(f"{orphans} orphan chunks")
+            unpaired = self.conn.execute(
+                "SELECT (SELECT COUNT(*) FROM chunks WHERE id NOT IN (SELECT chunk_id FROM vectors)) + "
+                "(SELECT COUNT(*) FROM vectors WHERE chunk_id NOT IN (SELECT id FROM chunks))"
+            ).fetchone()[0]
+            if unpaired:
+                problems.append(f"{unpaired} chunks without vector or vectors without chunk")
             try:
                 self.conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
             except sqlite3.DatabaseError as exc:
