@@ -278,23 +278,22 @@ class GGUFWriter:
         self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: (data,))
 
     # ----------------------------------------------------------------- output
-    def _header(self) -> tuple[bytes, list[int]]:
+    def _header(self) -> bytes:
         parts = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(self._tensors), len(self._kv))]
         parts.extend(self._kv.values())
-        offsets, offset = [], 0
+        offset = 0
         for t in self._tensors.values():
-            offsets.append(offset)
             parts.append(_string_bytes(t.name))
             parts.append(struct.pack("<I", len(t.shape)))
             parts.append(struct.pack(f"<{len(t.shape)}Q", *reversed(t.shape)))
             parts.append(struct.pack("<IQ", t.ggml_type, offset))
             offset = align_up(offset + t.nbytes, self.alignment)
         header = b"".join(parts)
-        return header + bytes(align_up(len(header), self.alignment) - len(header)), offsets
+        return header + bytes(align_up(len(header), self.alignment) - len(header))
 
     def write(self) -> Path:
         """Write the file: to a temporary file in the same folder, then renamed over ``path``."""
-        header, _ = self._header()
+        header = self._header()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         try:
