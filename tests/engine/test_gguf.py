@@ -327,6 +327,22 @@ def test_writer_is_atomic_and_rejects_bad_input(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf"]
 
 
+def test_lazy_tensors_stream_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "lazy.gguf"
+    values = RNG.integers(-1, 2, size=(8, 512)).astype(np.int8)
+    full = np.frombuffer(quants.i2s_tensor_bytes(values, 0.5), dtype=np.uint8)
+    w = GGUFWriter(path, "x")
+    w.add_lazy("t", values.shape, GGMLType.I2_S, lambda: (full[i : i + 100] for i in range(0, full.size, 100)))
+    w.add_lazy("short", (4,), GGMLType.F32, lambda: iter([b"\0" * 8]))
+    with pytest.raises(ValueError, match="produced 8 bytes, expected 16"):
+        w.write()
+    assert not path.exists()
+    del w._tensors["short"]
+    w.write()
+    with GGUFFile(path) as g:
+        assert np.array_equal(g.dequantize("t"), values * np.float32(0.5))
+
+
 def test_writer_output_matches_layout_rules(tmp_path: Path) -> None:
     path = tmp_path / "layout.gguf"
     w = GGUFWriter(path, "x")

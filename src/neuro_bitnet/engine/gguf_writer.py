@@ -277,6 +277,16 @@ class GGUFWriter:
             raise ValueError(f"tensor {name!r}: {got} bytes given, {ggml_type.name} {shape} takes {nbytes}")
         self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, lambda: (data,))
 
+    def add_lazy(
+        self, name: str, shape: Iterable[int], ggml_type: GGMLType, produce: Callable[[], Iterable[Any]]
+    ) -> None:
+        """Add a tensor whose encoded bytes ``produce()`` yields in chunks while the file is written
+        (for tensors too big to hold; the total must equal the type's size for ``shape``)."""
+        shape = tuple(int(d) for d in shape)
+        ggml_type = GGMLType(ggml_type)
+        nbytes = self._check(name, shape, ggml_type)
+        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, produce)
+
     # ----------------------------------------------------------------- output
     def _header(self) -> bytes:
         parts = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(self._tensors), len(self._kv))]
