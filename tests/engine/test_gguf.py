@@ -381,11 +381,15 @@ def test_absurd_counts(tmp_path: Path) -> None:
 
 
 def test_array_and_string_overruns(tmp_path: Path) -> None:
-    huge_array = gstr("arr") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.UINT32, 2**62)
+    huge_array = gstr("arr") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.UINT32, 2**20)
     assert "array 'arr' claims" in load_error(write(tmp_path, raw_gguf([huge_array], [])))
-    huge_str = gstr("s") + struct.pack("<IQ", GGUFValueType.STRING, 2**40) + b"abc"
+    huge_str = gstr("s") + struct.pack("<IQ", GGUFValueType.STRING, 2**20) + b"abc"
     msg = load_error(write(tmp_path, raw_gguf([huge_str], [])))
     assert "value of key 's'" in msg and "truncated" in msg
+    absurd_str = gstr("s") + struct.pack("<IQ", GGUFValueType.STRING, 2**40) + b"abc"
+    assert "limit" in load_error(write(tmp_path, raw_gguf([absurd_str], [])))
+    absurd_array = gstr("arr") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.UINT8, 2**30)
+    assert "limit" in load_error(write(tmp_path, raw_gguf([absurd_array], [])))
     strs = gstr("toks") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, 3) + gstr("a") + struct.pack("<Q", 999)
     assert "string in array 'toks'" in load_error(write(tmp_path, raw_gguf([strs], [])))
     assert "not valid UTF-8" in load_error(write(tmp_path, raw_gguf([gstr(b"\xff\xfe") + struct.pack("<II", 4, 1)], [])))

@@ -27,6 +27,10 @@ SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 MAX_ARRAY_DEPTH = 4
+# Sanity limits well above any real model (vocabularies are < 1M entries, chat templates KBs):
+# they stop a corrupt length from turning into a multi-GB Python object.
+MAX_ARRAY_LEN = 1 << 24
+MAX_STRING_BYTES = 256 << 20
 
 
 class GGMLType(enum.IntEnum):
@@ -226,6 +230,11 @@ class _Cursor:
 
     def string(self, what: str) -> str:
         length = self.u64(f"length of {what}")
+        if length > MAX_STRING_BYTES:
+            raise EngineError(
+                f"{self.name}: {what} at byte {self.pos - 8} claims {length} bytes "
+                f"(limit {MAX_STRING_BYTES}): the file is corrupt"
+            )
         self.need(length, f"{what} ({length} bytes)")
         raw = self.buf[self.pos : self.pos + length]
         self.pos += length
@@ -383,6 +392,11 @@ class GGUFFile:
         min_size = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 12}.get(etype)
         if min_size is None:
             min_size = np.dtype(SCALAR_DTYPES[etype]).itemsize
+        if count > MAX_ARRAY_LEN:
+            raise EngineError(
+                f"{self.path.name}: array {key!r} claims {count} elements (limit {MAX_ARRAY_LEN}): "
+                "the file is corrupt"
+            )
         if count * min_size > self.size - cur.pos:
             raise EngineError(
                 f"{self.path.name}: array {key!r} claims {count} elements, more than the rest of the "
@@ -413,7 +427,12 @@ class GGUFFile:
                 (length,) = unpack(buf, pos)
                 pos += 8
                 end = pos + length
-                if end > size:
+                if end > size or length > MAX_STRING_BYTES:
+                    if length > MAX_STRING_BYTES:
+                        raise EngineError(
+                            f"{self.path.name}: a string in array {key!r} claims {length} bytes "
+                            f"(limit {MAX_STRING_BYTES}): the file is corrupt"
+                        )
                     cur.pos = pos
                     cur.need(length, f"string in array {key!r}")
                 append(buf[pos:end].decode("utf-8"))
