@@ -1,4 +1,5 @@
-"""Ternary weight layouts, packed and unpacked with numpy.
+"""Tensor formats, packed and unpacked with numpy (vectorised): I2_S, ggml's TQ2_0 and TQ1_0
+(see their section below), Q8_0, F16 and BF16.
 
 I2_S (Microsoft bitnet.cpp, ggml type 36): blocks of 128 weights = 32 bytes, running over the
 flattened tensor. Byte j of block b holds w[128b+j] in bits 7:6, w[128b+32+j] in 5:4,
@@ -70,9 +71,9 @@ def dequantize_i2s(data: np.ndarray, n_weights: int) -> np.ndarray:
 def repack_rows_i2s(codes_or_packed: np.ndarray, rows: int, cols: int, cols_padded: int) -> np.ndarray:
     """Row-padded I2_S: each row packed on its own, ``cols_padded`` weights long (zeros appended).
 
-    ``codes_or_packed`` is either signed ternary values (int8 or any signed/int dtype, -1..1,
-    ``rows * cols`` of them in C order) or uint8 I2_S bytes over the flattened tensor (as stored in
-    GGUF; a trailing scale is ignored). Returns uint8 of shape ``(rows, cols_padded // 4)``.
+    ``codes_or_packed`` is either ternary values -1..1 (any integer dtype but uint8, ``rows * cols``
+    of them in C order) or uint8 I2_S bytes over the flattened tensor (as stored in GGUF; a
+    trailing scale is ignored). Returns uint8 of shape ``(rows, cols_padded // 4)``.
     """
     if cols_padded % I2S_BLOCK or cols_padded < cols:
         raise ValueError(f"cols_padded {cols_padded} must be a multiple of {I2S_BLOCK} and >= cols {cols}")
