@@ -23,11 +23,25 @@ def daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
     if not FIXTURE_MODEL.is_file():
         pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
     tmp = tmp_path_factory.mktemp("daemon")
-    proc = DaemonProcess(["--api-key", API_KEY, "--ctx-size", str(CTX_SIZE), "--max-body", str(MAX_BODY),
-                          "--max-tokens", "16"], tmp).wait_ready()
+    args = ["--api-key", API_KEY, "--ctx-size", str(CTX_SIZE), "--max-body", str(MAX_BODY), "--max-tokens", "16"]
+    if _has_onnx():
+        from index_fixture import build_index
+
+        storage, embedder = build_index(tmp)
+        args += ["--storage", str(storage), "--embedder", str(embedder)]
+    proc = DaemonProcess(args, tmp).wait_ready()
     yield proc
     code = proc.stop()
     assert code == 0, proc.output()
+
+
+def _has_onnx() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.fixture

@@ -96,11 +96,6 @@ def test_unknown_route_and_method(daemon, auth) -> None:
     assert _error(httpx.get(daemon.url + CHAT, headers=auth), 405)["code"] == "method_not_allowed"
 
 
-def test_disabled_endpoints_say_how_to_enable_them(post) -> None:
-    assert "--embedder" in _error(post("/v1/embeddings", json={"input": "hi"}), 404)["message"]
-    assert "--storage" in _error(post("/v1/search", json={"query": "hi"}), 404)["message"]
-
-
 def test_server_still_answers_after_bad_input(post, daemon, auth) -> None:
     for _ in range(3):
         post(CHAT, content=b"]]]", headers={"content-type": "application/json"})

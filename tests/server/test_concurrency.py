@@ -65,21 +65,45 @@ def _wait_for(predicate, timeout: float = 120.0) -> bool:
     return False
 
 
+def _hang_up_while_queued(daemon, auth, body: dict) -> None:
+    """Queue a request behind others (raw socket), then close the socket before its turn."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit
+
+    def long_request(_: int) -> int:
+        return httpx.post(daemon.url + "/v1/completions", headers=auth, json=body, timeout=300).status_code
+
+    address = urlsplit(daemon.url)
+    payload = json.dumps(body).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            f"Authorization: {auth['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    submitted = _health(daemon, auth)["submitted"]
+    with ThreadPoolExecutor(12) as pool:
+        ahead = pool.map(long_request, range(12))  # keeps the model busy while ours waits
+        assert _wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 12, timeout=60)
+        with socket.create_connection((address.hostname, address.port)) as sock:
+            sock.sendall(head + payload)
+            assert _wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 13, timeout=60)
+            assert _health(daemon, auth)["queue"]["waiting"] >= 1  # ours has not started
+        assert list(ahead) == [200] * 12
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_disconnects_cancels_its_generation(daemon, auth, stream) -> None:
     before = _health(daemon, auth)["cancelled"]
-    # Long enough that it cannot finish before the client goes away (context 512, prompt ~3).
-    body = {"prompt": "Hello", "max_tokens": 500, "temperature": 0, "stream": stream}
-    with httpx.Client(base_url=daemon.url, headers=auth, timeout=120) as client:
-        if stream:
+    # As long as the context allows (512), so that it is still running when the client hangs up.
+    body = {"prompt": "Hello", "max_tokens": 505, "temperature": 0, "stream": stream}
+    if stream:  # running: stopped between two tokens
+        with httpx.Client(base_url=daemon.url, headers=auth, timeout=120) as client:
             with client.stream("POST", "/v1/completions", json=body) as response:
                 assert response.status_code == 200
                 for line in response.iter_lines():
                     if line.startswith("data: "):
                         break  # got the first chunk; now hang up
-        else:
-            with pytest.raises(httpx.ReadTimeout):
-                client.post("/v1/completions", json=body, timeout=1.0)
+    else:  # queued: dropped without running
+        _hang_up_while_queued(daemon, auth, body)
     assert _wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
     assert _wait_for(lambda: not _health(daemon, auth)["queue"]["busy"])
     ok = httpx.post(daemon.url + "/v1/completions", headers=auth, json={"prompt": "Hi", "max_tokens": 2})

@@ -207,6 +207,7 @@ async def health(request: Request) -> JSONResponse:
         "auto_translate": state.config.auto_translate,
         "ctx_size": state.info.ctx_size,
         "queue": {"waiting": state.worker.waiting, "busy": state.worker.busy},
+        "submitted": state.worker.submitted,
         "completed": state.worker.completed,
         "cancelled": state.worker.cancelled,
         "embeddings": bool(state.retrieval and state.retrieval.can_embed),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from starlette.responses import JSONResponse
+from typing import TYPE_CHECKING, Any
 
 from neuro_bitnet.errors import NeuroError
+
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
 
 
 class APIError(Exception):
@@ -33,7 +34,9 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
+    def response(self) -> "JSONResponse":
+        from starlette.responses import JSONResponse
+
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mcp.server.mcpserver.exceptions import ToolError
+
+from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion
 from neuro_bitnet.server.schemas import DEFAULT_SAMPLING
 from neuro_bitnet.server.worker import DONE, ERROR, Job, ModelWorker
@@ -89,15 +92,17 @@ def _tool_error(exc: BaseException) -> Exception:
     from neuro_bitnet.server.errors import APIError
 
     if isinstance(exc, APIError):
-        return ValueError(exc.message)
+        return ToolError(exc.message)
+    if isinstance(exc, NeuroError):
+        return ToolError(str(exc))
     return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
 
 
 def _spec(max_tokens: int, temperature: float, **extra: Any) -> GenerationSpec:
     if not 1 <= max_tokens <= MAX_TOOL_TOKENS:
-        raise ValueError(f"max_tokens must be between 1 and {MAX_TOOL_TOKENS}")
+        raise ToolError(f"max_tokens must be between 1 and {MAX_TOOL_TOKENS}")
     if not 0 <= temperature <= 2:
-        raise ValueError("temperature must be between 0 and 2")
+        raise ToolError("temperature must be between 0 and 2")
     sampling = dict(DEFAULT_SAMPLING, temperature=temperature, seed=None)
     return GenerationSpec(max_tokens=max_tokens, sampling=sampling, **extra)
 
@@ -164,7 +169,7 @@ def build_server(settings: MCPSettings) -> Any:
     @server.tool(description="Summarize a text in a few sentences.")
     async def summarize(text: str, max_words: int = 80) -> str:
         if not text.strip():
-            raise ValueError("text is empty")
+            raise ToolError("text is empty")
         messages = [
             {"role": "system", "content": "You summarize texts accurately and briefly."},
             {"role": "user", "content": f"Summarize the following text in at most {max_words} words:\n\n{text}"},
@@ -176,7 +181,7 @@ def build_server(settings: MCPSettings) -> Any:
                                  "their file paths and locations.")
         async def search_documents(query: str, top_k: int = 5) -> str:
             if not 1 <= top_k <= 50:
-                raise ValueError("top_k must be between 1 and 50")
+                raise ToolError("top_k must be between 1 and 50")
             hits = await retrieval.search(query, top_k)
             return _passages(hits) if hits else "No matching passages."
 

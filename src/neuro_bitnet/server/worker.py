@@ -86,6 +86,7 @@ class ModelWorker:
         self._waiting = 0
         self._current: Job | None = None
         self._closed = False
+        self.submitted = 0
         self.completed = 0
         self.cancelled = 0  # jobs stopped because their client went away (or at shutdown)
         self._thread = threading.Thread(target=self._run, name="neuro-model", daemon=True)
@@ -109,6 +110,7 @@ class ModelWorker:
             if self._waiting >= self.max_queue:
                 raise QueueFullError(f"{self._waiting} requests are already waiting for the model")
             self._waiting += 1
+            self.submitted += 1
             self._queue.put(job)
         return job
 

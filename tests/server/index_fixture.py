@@ -1,0 +1,33 @@
+"""A small real document index for the search tests, built with the retrieval package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
+
+DOCS = {
+    "pets.md": "# Pets\n\nThe dog barks loudly at night. A puppy needs water.\n",
+    "space.md": "# Space\n\nThe moon shines over the ocean and the sea at night.\n",
+    "bread.md": "# Food\n\nThe bakery sells fresh bread every morning.\n",
+}
+
+
+def build_index(tmp: Path) -> tuple[Path, Path]:
+    """(storage dir, embedder dir): a tiny ONNX embedder and an index of three documents."""
+    from rag_tiny_embedder import build_tiny_embedder
+
+    from neuro_bitnet.retrieval.embedders import OnnxEmbedder
+    from neuro_bitnet.retrieval.indexer import index_paths
+    from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+
+    embedder_dir = build_tiny_embedder(tmp / "embedder")
+    docs = tmp / "docs"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    storage = tmp / "index"
+    with SQLiteStore(storage, create=True) as store:
+        index_paths([docs], store, OnnxEmbedder(embedder_dir))
+    return storage, embedder_dir
