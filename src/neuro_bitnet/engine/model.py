@@ -49,6 +49,7 @@ class BitNetModel:
         except (ValueError, TypeError, MemoryError) as exc:
             raise EngineError(f"{self.path.name}: {exc}") from None
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
+        self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()
         self._cancel = threading.Event()
         self.load_seconds = time.perf_counter() - start
@@ -179,6 +180,7 @@ class BitNetModel:
             decoder = StreamDecoder(self.tokenizer)
             text_filter = StopStringFilter(stops)
             history = list(ids)
+            self.last_tokens = produced = []
             decode_start = time.perf_counter()
             stats.finish_reason = "length"
             while stats.generated_tokens < max_tokens:
@@ -190,6 +192,7 @@ class BitNetModel:
                     stats.finish_reason = "stop"
                     break
                 history.append(token)
+                produced.append(token)
                 stats.generated_tokens += 1
                 piece, stopped = text_filter.push(decoder.push(token))
                 if piece:
