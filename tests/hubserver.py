@@ -154,7 +154,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if faults.status is not None and hub._take("status"):
                 return self._plain(faults.status, f"status {faults.status}")
             if f is None:
-                return self._plain(404, "Entry not found")
+                hub_error = {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}
+                return self._plain(404, "Entry not found", hub_error)
             lfs_headers = {"X-Linked-Size": str(f.size), "X-Linked-Etag": f'"{f.sha256}"'} if f.lfs else {}
             if faults.redirect and not cdn:
                 return self._plain(302, "", {"Location": f"/cdn{key}", **lfs_headers})

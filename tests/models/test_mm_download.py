@@ -257,3 +257,9 @@ def test_an_unwritable_models_dir_is_one_clear_error(hub: HubServer, env: Path) 
     blocker.write_text("")
     with pytest.raises(DownloadError, match="tiny: cannot write the download .*not-a-dir"):
         manager(models_dir=blocker / "models").download("tiny", progress=False)
+
+
+def test_the_hub_error_message_is_passed_on(hub: HubServer, env: Path) -> None:
+    write_catalog(env / "models.toml", {"id": "ghost", "repo": "test/none", "file": "ghost.gguf"})
+    with pytest.raises(DownloadError, match=r"not found \(HTTP 404\) \(hub: Entry not found\): http://127"):
+        manager().download("ghost", progress=False)

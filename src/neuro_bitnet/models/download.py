@@ -254,15 +254,19 @@ def _plan(
     sent_token: bool,
 ) -> _Plan:
     status = response.status_code
+    said = response.headers.get("x-error-message", "").strip()
+    hub_says = f" (hub: {said[:200]})" if said else ""
     if status in (401, 403):
         hint = (
             "HF_TOKEN is set but was refused: check that it is valid and has access to this repo"
             if sent_token
             else "if the model is gated or private, set HF_TOKEN to a Hugging Face access token"
         )
-        raise DownloadError(f"{label}: access denied (HTTP {status}) for {url}; {hint}")
+        raise DownloadError(f"{label}: access denied (HTTP {status}){hub_says} for {url}; {hint}")
     if status == 404:
-        raise DownloadError(f"{label}: not found (HTTP 404): {url}; check the catalog entry and HF_ENDPOINT")
+        raise DownloadError(
+            f"{label}: not found (HTTP 404){hub_says}: {url}; check the catalog entry and HF_ENDPOINT"
+        )
     if status == 416:
         files.part.unlink(missing_ok=True)
         raise _Restart("the server cannot resume the partial download")
