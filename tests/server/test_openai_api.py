@@ -134,3 +134,15 @@ def test_health_reports_model_uptime_and_translation(daemon, auth) -> None:
     assert health["auto_translate"] is False
     assert health["ctx_size"] == CTX_SIZE
     assert API_KEY not in str(health)
+
+
+def test_per_request_translation_answers_in_one_piece(openai_client) -> None:
+    pytest.importorskip("py3langid")
+    question = [{"role": "user", "content": "¿Cuál es la capital de Francia y por qué es famosa?"}]
+    whole = _chat(openai_client, messages=question, max_tokens=6, temperature=0, extra_body={"translate": True})
+    assert isinstance(whole.choices[0].message.content, str)
+    stream = _chat(openai_client, messages=question, max_tokens=6, temperature=0, stream=True,
+                   extra_body={"translate": True})
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) <= 1  # translated back as a whole, not token by token
+    assert "".join(pieces) == whole.choices[0].message.content
