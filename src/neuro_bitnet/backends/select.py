@@ -10,16 +10,6 @@ from neuro_bitnet.config import Settings
 from neuro_bitnet.errors import NeuroError
 
 BACKENDS = ("auto", "native", "subprocess", "daemon")
-DEFAULT_DAEMON_HOST = "127.0.0.1"
-DEFAULT_DAEMON_PORT = 11435
-
-
-def daemon_url() -> str:
-    """Where `neuro serve` listens: NEURO_DAEMON_HOST / NEURO_DAEMON_PORT or 127.0.0.1:11435."""
-    host = os.environ.get("NEURO_DAEMON_HOST", DEFAULT_DAEMON_HOST)
-    port = os.environ.get("NEURO_DAEMON_PORT", str(DEFAULT_DAEMON_PORT))
-    return f"http://{host}:{port}"
-
 
 @dataclass(frozen=True)
 class BackendRequest:
@@ -39,8 +29,9 @@ def open_backend(request: BackendRequest, settings: Settings) -> Backend:
         raise NeuroError(f"unknown backend {request.kind!r} (choose from {', '.join(BACKENDS)})")
     if request.kind in ("auto", "daemon"):
         from neuro_bitnet.backends.daemon import DaemonBackend
+        from neuro_bitnet.server.config import env_url
 
-        url = daemon_url()
+        url = env_url()
         daemon = DaemonBackend.connect(url, model=request.model if request.model_given else None)
         if daemon is not None:
             return daemon

@@ -1,0 +1,100 @@
+"""The daemon backend: answers come from a running `neuro serve` over its OpenAI-style API."""
+
+from __future__ import annotations
+
+import time
+from typing import Generator
+
+from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
+from neuro_bitnet.server.client import DaemonClient, is_running
+
+
+class DaemonBackend:
+    """Streams chat completions from the daemon, which keeps the model loaded."""
+
+    name = "daemon"
+
+    def __init__(self, client: DaemonClient, model_name: str, ctx_size: int) -> None:
+        self.client = client
+        self.model_name = model_name
+        self.ctx_size = ctx_size
+        self._stats = AnswerStats()
+        self._cancelled = False
+
+    @classmethod
+    def connect(cls, url: str, model: str | None = None) -> "DaemonBackend | None":
+        """A backend for the daemon at ``url``, or None when none answers there or it serves
+        another model than ``model`` (a catalog id, alias or path)."""
+        if not is_running(url):
+            return None
+        client = DaemonClient(url)
+        health = client.health()
+        served = str(health.get("model") or "")
+        if model is not None and not _same_model(model, served, client):
+            return None
+        return cls(client, served or "daemon", int(health.get("ctx_size") or 4096))
+
+    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
+        return self._stream(messages, options)
+
+    def _stream(self, messages, options: GenerationOptions) -> Generator[str, None, None]:
+        self._cancelled = False
+        start = time.perf_counter()
+        first = None
+        pieces = self.client.chat_stream(
+            messages, max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
+            top_k=options.top_k, min_p=options.min_p, repeat_penalty=options.repeat_penalty, seed=options.seed,
+            stop=list(options.stop) or None,
+        )
+        try:
+            for piece in pieces:
+                if self._cancelled:
+                    break
+                if first is None:
+                    first = time.perf_counter()
+                yield piece
+        finally:
+            pieces.close()  # closes the HTTP stream; the daemon cancels the generation
+            end = time.perf_counter()
+            usage = self.client.last_usage
+            self._stats = AnswerStats(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                generated_tokens=int(usage.get("completion_tokens", 0)),
+                prefill_seconds=(first or end) - start,
+                decode_seconds=end - (first or end),
+                finish_reason=self.client.last_finish_reason or ("cancelled" if self._cancelled else ""),
+            )
+
+    def count_tokens(self, text: str) -> int:
+        # The daemon does not expose its tokenizer; ~3 characters a token errs on the safe side.
+        return max(1, (len(text) + 2) // 3)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def last_stats(self) -> AnswerStats:
+        return self._stats
+
+    def close(self) -> None:
+        pass
+
+
+def _same_model(requested: str, served: str, client: DaemonClient) -> bool:
+    """Does the daemon serve ``requested`` (by id, by one of its aliases, or as the same file)?"""
+    names = {served}
+    try:
+        for entry in client.models():
+            names.add(str(entry.get("id", "")))
+            names.update(str(a) for a in entry.get("aliases", []) or [])
+    except Exception:  # an older daemon without the listing: compare the id only
+        pass
+    if requested in names or requested == "default":
+        return True
+    try:
+        from neuro_bitnet.models.catalog import load_catalog
+
+        entry = load_catalog().find(requested)
+        return entry is not None and (entry.id in names or bool(set(entry.aliases) & names))
+    except Exception:
+        return False
