@@ -33,6 +33,16 @@ void nb_to_f16_portable(uint16_t *dst, const float *src, int n) {
     for (int i = 0; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
 }
 
+void nb_to_f32_portable(float *dst, const void *row, int dtype, int n) {
+    const uint16_t *h = row;
+    if (dtype == NB_F32)
+        memcpy(dst, row, sizeof(float) * (size_t)n);
+    else if (dtype == NB_F16)
+        for (int i = 0; i < n; i++) dst[i] = nb_f16_to_f32(h[i]);
+    else
+        for (int i = 0; i < n; i++) dst[i] = nb_bf16_to_f32(h[i]);
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
@@ -57,6 +67,7 @@ NB_AVX2 float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n)
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 32 <= n; i += 32) {
+        _mm_prefetch((const char *)row + (size_t)i * (dtype == NB_F32 ? 4 : 2) + 1024, _MM_HINT_T0);
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_row8(row, dtype, i), a0);
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_row8(row, dtype, i + 8), a1);
         a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load_row8(row, dtype, i + 16), a2);
@@ -78,6 +89,7 @@ NB_AVX2 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n) {
     __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
     int i = 0;
     for (; i + 64 <= n; i += 64) {
+        _mm_prefetch((const char *)(b + i) + 1024, _MM_HINT_T0); /* the head streams rows */
         __m256i va0 = _mm256_loadu_si256((const __m256i *)(a + i));
         __m256i vb0 = _mm256_loadu_si256((const __m256i *)(b + i));
         __m256i va1 = _mm256_loadu_si256((const __m256i *)(a + i + 32));
@@ -120,4 +132,10 @@ NB_AVX2 void nb_to_f16_avx2(uint16_t *dst, const float *src, int n) {
     for (; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
 }
 
+NB_AVX2 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n) {
+    int i = 0;
+    if (dtype != NB_F32)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_row8(row, dtype, i));
+    nb_to_f32_portable(dst + i, (const char *)row + (size_t)i * (dtype == NB_F32 ? 4 : 2), dtype, n - i);
+}
 #endif

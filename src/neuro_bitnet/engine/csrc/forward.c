@@ -3,7 +3,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "fp16.h"
 #include "model_internal.h"
 
 /* ---- per-row float math (the caller's thread or one task) ---- */
@@ -260,18 +259,10 @@ static void layer(nb_model *m, int il, int n) {
 
 static void embed(nb_model *m, const int32_t *tokens, int n) {
     const nb_config *cfg = &m->cfg;
-    const size_t E = cfg->n_embd;
-    for (int t = 0; t < n; t++) {
-        float *x = m->x + t * E;
-        const size_t base = (size_t)tokens[t] * E;
-        if (cfg->tok_embd_type == NB_F32) {
-            memcpy(x, (const float *)cfg->tok_embd + base, E * sizeof(float));
-        } else {
-            const uint16_t *row = (const uint16_t *)cfg->tok_embd + base;
-            for (size_t i = 0; i < E; i++)
-                x[i] = cfg->tok_embd_type == NB_F16 ? nb_f16_to_f32(row[i]) : nb_bf16_to_f32(row[i]);
-        }
-    }
+    const size_t E = cfg->n_embd, esz = cfg->tok_embd_type == NB_F32 ? 4 : 2;
+    for (int t = 0; t < n; t++)
+        m->k->to_f32(m->x + t * E, (const char *)cfg->tok_embd + (size_t)tokens[t] * E * esz,
+                      cfg->tok_embd_type, (int)E);
 }
 
 static void rope_tables(nb_model *m, int n) {

@@ -22,6 +22,8 @@ typedef struct {
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
     /* dst[i] = f16(src[i]), round to nearest even. */
     void (*to_f16)(uint16_t *dst, const float *src, int n);
+    /* dst[i] = float(row[i]), row f32, f16 or bf16 (exact). */
+    void (*to_f32)(float *dst, const void *row, int dtype, int n);
 } nb_kernels;
 
 const nb_kernels *nb_kernels_portable(void);
@@ -37,12 +39,14 @@ float nb_dot_row_portable(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n);
 void nb_axpy_f16_portable(float *y, float a, const uint16_t *x, int n);
 void nb_to_f16_portable(uint16_t *dst, const float *src, int n);
+void nb_to_f32_portable(float *dst, const void *row, int dtype, int n);
 #if defined(__x86_64__) || defined(__i386__)
 void nb_ternary_avx2(NB_TERNARY_ARGS);
 float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n);
 void nb_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n);
 void nb_to_f16_avx2(uint16_t *dst, const float *src, int n);
+void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n);
 #endif
 
 #endif

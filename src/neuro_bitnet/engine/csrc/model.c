@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fp16.h"
 #include "model_internal.h"
 
 static void *alloc_aligned(size_t n) {
@@ -12,12 +11,6 @@ static void *alloc_aligned(size_t n) {
     if (n == 0) n = 64;
     if (posix_memalign(&p, 64, (n + 63) / 64 * 64) != 0) return NULL;
     return p;
-}
-
-static float embd_value(const void *rows, int dtype, size_t i) {
-    if (dtype == NB_F32) return ((const float *)rows)[i];
-    if (dtype == NB_F16) return nb_f16_to_f32(((const uint16_t *)rows)[i]);
-    return nb_bf16_to_f32(((const uint16_t *)rows)[i]);
 }
 
 static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
@@ -31,24 +24,25 @@ typedef struct {
 
 /* Row r of the head: scale = max|row| / 127, q = round(w / scale). */
 static void q8_task(void *arg, int ith, int nth) {
-    (void)ith;
     (void)nth;
     q8_job *job = arg;
     nb_model *m = job->m;
     const int E = m->cfg.n_embd, V = m->cfg.n_vocab, dt = m->cfg.output_type;
+    const size_t esz = dt == NB_F32 ? 4 : 2;
+    float *row = m->hn + (size_t)ith * E; /* one scratch row per thread */
     for (;;) {
         int r0 = atomic_fetch_add(&job->next, Q8_CHUNK);
         if (r0 >= V) break;
         int r1 = r0 + Q8_CHUNK < V ? r0 + Q8_CHUNK : V;
         for (int r = r0; r < r1; r++) {
-            size_t base = (size_t)r * E;
+            m->k->to_f32(row, (const char *)m->cfg.output + (size_t)r * E * esz, dt, E);
             float amax = 0.0f;
-            for (int i = 0; i < E; i++) amax = fmaxf(amax, fabsf(embd_value(m->cfg.output, dt, base + i)));
+            for (int i = 0; i < E; i++) amax = fmaxf(amax, fabsf(row[i]));
             float scale = amax / 127.0f;
             m->head_scale[r] = scale;
-            int8_t *q = m->head_q + base;
+            int8_t *q = m->head_q + (size_t)r * E;
             for (int i = 0; i < E; i++) {
-                float v = scale > 0.0f ? round_even(embd_value(m->cfg.output, dt, base + i) / scale) : 0.0f;
+                float v = scale > 0.0f ? round_even(row[i] / scale) : 0.0f;
                 v = v > 127.0f ? 127.0f : v;
                 v = v < -127.0f ? -127.0f : v;
                 q[i] = (int8_t)v;
@@ -112,7 +106,8 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->attn = alloc_aligned(UB * D * 4);
     m->g = alloc_aligned(UB * F * 4);
     m->u = alloc_aligned(UB * F * 4);
-    m->hn = alloc_aligned(UB * E * 4);
+    /* hn doubles as per-thread scratch while the q8 head is built */
+    m->hn = alloc_aligned((UB > (size_t)cfg->n_threads ? UB : (size_t)cfg->n_threads) * E * 4);
     m->qa = alloc_aligned(UB * maxdim);
     m->qsum = alloc_aligned(UB * 4);
     m->qs = alloc_aligned(UB * 4);

@@ -42,6 +42,7 @@ void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_
 #include <immintrin.h>
 
 #define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define NB_PREFETCH 1024
 #define NB_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
 NB_AVX2_INLINE int32_t hsum_i32(__m256i v) {
@@ -52,62 +53,41 @@ NB_AVX2_INLINE int32_t hsum_i32(__m256i v) {
 }
 
 /* One weight row against NT activation rows: each 32-byte block is unpacked once and applied
- * to all NT tokens. maddubs sums of one block stay far below the int16 limit
- * (4 * 2 * 3 * 128 = 3072), so they are added as int16 before widening. */
+ * to all NT tokens. maddubs results are summed as int16 over up to NB_GROUP blocks before one
+ * widening madd: per lane a block adds at most 4 * 2 * 3 * 128 = 3072 (even for the invalid
+ * code 3), so 8 blocks stay below 32767. */
+#define NB_GROUP 8
 NB_AVX2_INLINE void row_tile(const uint8_t *w, int nblk, const int8_t *q, size_t qs, int NT,
                              int32_t *out) {
     const __m256i mask = _mm256_set1_epi8(3);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc[8];
+    __m256i acc[8], acc16[8];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
-    for (int b = 0; b < nblk; b++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32));
-        __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-        __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-        __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-        __m256i c3 = _mm256_and_si256(v, mask);
-        for (int t = 0; t < NT; t++) {
-            const int8_t *a = q + (size_t)t * qs + (size_t)b * 128;
-            __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)a));
-            __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-            __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(a + 64)));
-            __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(a + 96)));
-            __m256i p = _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
-            acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(p, ones));
+    for (int b0 = 0; b0 < nblk; b0 += NB_GROUP) {
+        const int b1 = b0 + NB_GROUP < nblk ? b0 + NB_GROUP : nblk;
+        for (int t = 0; t < NT; t++) acc16[t] = _mm256_setzero_si256();
+        for (int b = b0; b < b1; b++) {
+            /* Decode is bound by memory latency: ask for the weights well ahead (runs past the
+             * row into the next ones, which is where the next call reads). */
+            _mm_prefetch((const char *)(w + (size_t)b * 32) + NB_PREFETCH, _MM_HINT_T0);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32));
+            __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+            __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+            __m256i c3 = _mm256_and_si256(v, mask);
+            for (int t = 0; t < NT; t++) {
+                const int8_t *a = q + (size_t)t * qs + (size_t)b * 128;
+                __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)a));
+                __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+                __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(a + 64)));
+                __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(a + 96)));
+                acc16[t] = _mm256_add_epi16(acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1),
+                                                                       _mm256_add_epi16(p2, p3)));
+            }
         }
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
     }
     for (int t = 0; t < NT; t++) out[t] = hsum_i32(acc[t]);
-}
-
-/* Decode: two rows share each activation load. */
-NB_AVX2_INLINE void rows2_dot(const uint8_t *w0, const uint8_t *w1, int nblk, const int8_t *q,
-                              int32_t *out) {
-    const __m256i mask = _mm256_set1_epi8(3);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-    for (int b = 0; b < nblk; b++) {
-        __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)b * 32));
-        __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + (size_t)b * 32));
-        const int8_t *a = q + (size_t)b * 128;
-        __m256i a0 = _mm256_loadu_si256((const __m256i *)a);
-        __m256i a1 = _mm256_loadu_si256((const __m256i *)(a + 32));
-        __m256i a2 = _mm256_loadu_si256((const __m256i *)(a + 64));
-        __m256i a3 = _mm256_loadu_si256((const __m256i *)(a + 96));
-        __m256i p0 = _mm256_add_epi16(
-            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 6), mask), a0),
-                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), mask), a1)),
-            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 2), mask), a2),
-                             _mm256_maddubs_epi16(_mm256_and_si256(v0, mask), a3)));
-        __m256i p1 = _mm256_add_epi16(
-            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 6), mask), a0),
-                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), mask), a1)),
-            _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 2), mask), a2),
-                             _mm256_maddubs_epi16(_mm256_and_si256(v1, mask), a3)));
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
-    }
-    out[0] = hsum_i32(acc0);
-    out[1] = hsum_i32(acc1);
 }
 
 #define NB_TILE 8
@@ -118,19 +98,6 @@ NB_AVX2 void nb_ternary_avx2(const uint8_t *w, int cols, int r0, int r1, const i
     const int nblk = cols / 128;
     const size_t row_bytes = (size_t)cols / 4;
     int32_t d[NB_TILE];
-    if (ntok == 1) {
-        int r = r0;
-        for (; r + 1 < r1; r += 2) {
-            rows2_dot(w + (size_t)r * row_bytes, w + (size_t)(r + 1) * row_bytes, nblk, q, d);
-            store_out(&y[r], d[0], qsum[0], fac[0], accumulate);
-            store_out(&y[r + 1], d[1], qsum[0], fac[0], accumulate);
-        }
-        if (r < r1) {
-            row_tile(w + (size_t)r * row_bytes, nblk, q, (size_t)cols, 1, d);
-            store_out(&y[r], d[0], qsum[0], fac[0], accumulate);
-        }
-        return;
-    }
     for (int t0 = 0; t0 < ntok; t0 += NB_TILE) {
         int nt = ntok - t0 < NB_TILE ? ntok - t0 : NB_TILE;
         const int8_t *qt = q + (size_t)t0 * cols;

@@ -125,7 +125,7 @@ void nb_pool_run(nb_pool *pool, nb_task_fn fn, void *arg) {
     pthread_mutex_unlock(&pool->mu);
     fn(arg, 0, pool->n);
     for (unsigned i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != pool->n - 1; i++) {
-        if (i < 100000)
+        if (i < 20000)
             nb_cpu_relax();
         else
             sched_yield(); /* a worker was descheduled: let it run */
