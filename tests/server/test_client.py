@@ -1,0 +1,37 @@
+"""`neuro_bitnet.server.client` (used by `neuro ask --backend daemon`) against the real daemon."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import API_KEY
+from neuro_bitnet.server import DaemonClient, DaemonError, is_running
+
+
+def test_is_running(daemon) -> None:
+    assert is_running(daemon.url, api_key=API_KEY)
+    assert not is_running(daemon.url, api_key="wrong")  # answers, but not to us
+    assert not is_running("http://127.0.0.1:9", timeout=0.5)
+
+
+def test_chat_and_completion_streams_with_usage(daemon, openai_client) -> None:
+    client = DaemonClient(daemon.url, api_key=API_KEY)
+    messages = [{"role": "user", "content": "Say something."}]
+    text = "".join(client.chat_stream(messages, max_tokens=5, temperature=0))
+    whole = openai_client.chat.completions.create(model="default", messages=messages, max_tokens=5, temperature=0)
+    assert text == whole.choices[0].message.content
+    assert client.last_usage["completion_tokens"] == whole.usage.completion_tokens
+    assert client.last_finish_reason in ("stop", "length")
+    completion = "".join(client.complete_stream("Hello", max_tokens=4, temperature=0, stop=("zzz",)))
+    assert isinstance(completion, str) and client.last_usage["completion_tokens"] <= 4
+    assert client.health()["model"] == daemon.model_id
+
+
+def test_errors_are_daemon_errors(daemon) -> None:
+    client = DaemonClient(daemon.url, api_key=API_KEY)
+    with pytest.raises(DaemonError, match="model_not_found|does not exist"):
+        list(client.chat_stream([{"role": "user", "content": "hi"}], model="other-model"))
+    with pytest.raises(DaemonError, match="401"):
+        DaemonClient(daemon.url, api_key="wrong").health()
+    with pytest.raises(DaemonError, match="no neuro daemon"):
+        DaemonClient("http://127.0.0.1:9").health()
