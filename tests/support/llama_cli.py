@@ -2,8 +2,12 @@
 
 The llama.cpp sources come from the `llama-cpp-python` sdist on PyPI (its `vendor/llama.cpp`).
 Current llama.cpp names the classic prompt-in/text-out program `llama-completion` (what older
-trees, including Microsoft's bitnet.cpp, call `llama-cli`); that is the target built here. The
-binary is cached under ~/.cache/neuro-bitnet/test-tools/ so later runs reuse it.
+trees, including Microsoft's bitnet.cpp, call `llama-cli`; today's `llama-cli` is chat-only);
+that one target and what it links are all that is built. The binary is cached under
+~/.cache/neuro-bitnet/test-tools/ so later runs reuse it; a file lock makes concurrent test runs
+wait for one build instead of starting their own. Needs cmake and a C++17 compiler.
+
+    python tests/support/llama_cli.py      # build (or find) it and print its path
 """
 
 from __future__ import annotations
@@ -14,51 +18,96 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
+
+from filelock import FileLock
 
 SDIST_PACKAGE = "llama-cpp-python==0.3.36"
 TARGET = "llama-completion"
+# Everything but the one program and its libraries is switched off; ggml is tuned for this CPU
+# (the binary never leaves the machine that built it).
+CMAKE_OPTIONS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_SUBPROCESS=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DGGML_OPENMP=OFF",
+]
+
+
+class LlamaBuildError(RuntimeError):
+    """The llama.cpp build failed; the message names the log."""
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "neuro-bitnet" / "test-tools" / SDIST_PACKAGE.replace("==", "-")
 
 
-def ensure_llama_cli(log=sys.stderr) -> Path:
-    """Path of the cached binary, building it first if needed (several minutes on 2 cores)."""
+def ensure_llama_cli() -> Path:
+    """Path of the cached binary, building it first if needed (minutes: see README)."""
     binary = cache_dir() / TARGET
-    if binary.exists():
+    if binary.is_file():
         return binary
     cache_dir().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_dir() / "build.lock")):
+        if not binary.is_file():  # another process may have built it while we waited
+            log_path = cache_dir() / "build.log"
+            try:
+                with open(log_path, "w") as log:
+                    _build(binary, log)
+            except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
+                raise LlamaBuildError(f"building {TARGET} failed ({exc}); log: {log_path}\n{_tail(log_path)}") from None
+    return binary
+
+
+def _build(binary: Path, log) -> None:
+    """Download the sdist, extract vendor/llama.cpp, build TARGET, install it as ``binary``."""
+    started = time.monotonic()
+
+    def run(cmd: list[str]) -> None:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
         tmp_path = Path(tmp)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_PACKAGE,
-             "-d", str(tmp_path)],
-            check=True, stdout=log, stderr=log,
-        )
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_PACKAGE,
+             "-d", str(tmp_path)])
         sdist = next(tmp_path.glob("llama_cpp_python-*.tar.gz"))
         with tarfile.open(sdist) as tar:
             members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name]
             tar.extractall(tmp_path, members=members, filter="data")
         source = next(tmp_path.glob("llama_cpp_python-*/vendor/llama.cpp"))
         build = tmp_path / "build"
-        subprocess.run(
-            ["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-             "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
-             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_OPENMP=OFF"],
-            check=True, stdout=log, stderr=log,
-        )
-        subprocess.run(
-            ["cmake", "--build", str(build), "--target", TARGET, "-j", str(os.cpu_count() or 2)],
-            check=True, stdout=log, stderr=log,
-        )
-        built = next(build.rglob(TARGET))
-        partial = binary.with_suffix(".tmp")
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS])
+        run(["cmake", "--build", str(build), "--target", TARGET, "-j", str(_jobs())])
+        built = next(p for p in build.rglob(TARGET) if p.is_file() and os.access(p, os.X_OK))
+        partial = binary.with_name(binary.name + ".part")
         shutil.copy2(built, partial)
         partial.replace(binary)
-    return binary
+    log.write(f"built {binary} in {time.monotonic() - started:.0f} s\n")
+
+
+def _jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 2
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""The subprocess backend: drives an external `llama-cli` (Microsoft's bitnet.cpp) per answer."""
+"""The subprocess backend: drives an external `llama-cli` (Microsoft's bitnet.cpp) per answer.
+
+Each answer is one run of the program with the chat prompt as `-p`; its standard output is
+streamed back without the echoed prompt and the end markers, and its performance report on
+standard error gives the token counts and timings.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +20,8 @@ from typing import Generator
 
 from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
 from neuro_bitnet.config import Settings
-from neuro_bitnet.errors import NeuroError
+from neuro_bitnet.engine.stop_strings import StopStringFilter
+from neuro_bitnet.errors import EngineError
 
 TROUBLESHOOTING = (
     "To use the subprocess backend, build Microsoft's bitnet.cpp (github.com/microsoft/BitNet: "
@@ -22,22 +29,30 @@ TROUBLESHOOTING = (
     "BITNET_CLI_PATH at its build/bin/llama-cli, or install it as `llama-cli-bitnet` on PATH. "
     "Or use the built-in engine: --backend native."
 )
-# Markers llama-cli prints on stdout around the generated text.
-_TRAILERS = (" [end of text]", "[end of text]", "\n> EOF by user", "> EOF by user")
+# What llama-cli prints on stdout after the answer: a marker when the model ends its turn
+# (" [end of text]"; "> EOF by user" in interactive builds), then a blank line.
+_END_MARKERS = [" [end of text]", "\n> EOF by user"]
+_CLOSING = "\n\n"
 _PROMPT_TIMING = re.compile(r"prompt eval time\s*=\s*([\d.]+) ms\s*/\s*(\d+) tokens")
-_EVAL_TIMING = re.compile(r"\beval time\s*=\s*([\d.]+) ms\s*/\s*(\d+) (?:runs|tokens)")
-_LOAD_TIMING = re.compile(r"load time\s*=\s*([\d.]+) ms")
+_EVAL_TIMING = re.compile(r"(?<!prompt )\beval time\s*=\s*([\d.]+) ms\s*/\s*(\d+) (?:runs|tokens)")
+_LOAD_TIMING = re.compile(r"\bload time\s*=\s*([\d.]+) ms")
+_HELP_TIMEOUT = 30.0
 
 
-class CliNotFoundError(NeuroError):
-    exit_code = 6
+class CliNotFoundError(EngineError):
+    """No usable llama-cli program was found."""
+
+
+class CliFailedError(EngineError):
+    """llama-cli ran but failed."""
 
 
 def candidate_paths(settings: Settings) -> list[Path]:
-    """Where to look for llama-cli, in order."""
+    """Where to look for llama-cli, in order: BITNET_CLI_PATH, `llama-cli-bitnet` on PATH,
+    ~/.local/bin/llama-cli-bitnet, ~/.local/share/bitnet.cpp/build/bin/llama-cli."""
     found = []
     if settings.bitnet_cli_path:
-        found.append(settings.bitnet_cli_path)
+        found.append(Path(settings.bitnet_cli_path))
     on_path = shutil.which("llama-cli-bitnet")
     if on_path:
         found.append(Path(on_path))
@@ -47,16 +62,24 @@ def candidate_paths(settings: Settings) -> list[Path]:
 
 
 def find_llama_cli(settings: Settings) -> Path:
-    """The first executable llama-cli among the candidates, or a clear error with advice."""
-    if settings.bitnet_cli_path and not _is_executable(settings.bitnet_cli_path):
-        raise CliNotFoundError(
-            f"BITNET_CLI_PATH points at {settings.bitnet_cli_path}, which is not an executable file. "
-            + TROUBLESHOOTING
-        )
+    """The first executable llama-cli among the candidates, or a clear error with advice.
+
+    An explicit BITNET_CLI_PATH must be usable: it is never silently skipped.
+    """
+    explicit = settings.bitnet_cli_path
+    if explicit:
+        explicit = Path(explicit)
+        if not explicit.exists():
+            raise CliNotFoundError(f"BITNET_CLI_PATH points at {explicit}, which does not exist. {TROUBLESHOOTING}")
+        if not _is_executable(explicit):
+            raise CliNotFoundError(
+                f"BITNET_CLI_PATH points at {explicit}, which is not an executable file. {TROUBLESHOOTING}"
+            )
+        return explicit
     for path in candidate_paths(settings):
         if _is_executable(path):
             return path
-    raise CliNotFoundError("llama-cli (bitnet.cpp) was not found. " + TROUBLESHOOTING)
+    raise CliNotFoundError(f"llama-cli (bitnet.cpp) was not found. {TROUBLESHOOTING}")
 
 
 def _is_executable(path: Path) -> bool:
@@ -64,13 +87,23 @@ def _is_executable(path: Path) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _supported_flags(cli: str) -> frozenset[str]:
-    """Flags this llama-cli build knows, read once from its --help."""
+def _supported_flags(cli: str, mtime_ns: int) -> frozenset[str]:
+    """Flags this llama-cli build knows, read once (per file version) from its --help."""
     try:
-        out = subprocess.run([cli, "--help"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([cli, "--help"], capture_output=True, text=True, errors="replace",
+                             stdin=subprocess.DEVNULL, timeout=_HELP_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
     return frozenset(re.findall(r"(?<![\w-])(-{1,2}[a-zA-Z][\w-]*)", out.stdout + out.stderr))
+
+
+def supported_flags(cli: Path) -> frozenset[str]:
+    """Flags the program at ``cli`` lists in its --help (empty if it has no usable help)."""
+    try:
+        mtime = cli.stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return _supported_flags(str(cli), mtime)
 
 
 class SubprocessBackend:
@@ -115,7 +148,7 @@ class SubprocessBackend:
 
     def command(self, prompt: str, options: GenerationOptions) -> list[str]:
         """The llama-cli command line for one answer."""
-        flags = _supported_flags(str(self.cli))
+        flags = supported_flags(self.cli)
         cmd = [str(self.cli), "-m", str(self.model_path), "-p", prompt, "-n", str(options.max_tokens),
                "-t", str(self.threads), "-c", str(self.ctx_size), "--temp", str(options.temperature),
                "--top-k", str(options.top_k), "--top-p", str(options.top_p),
@@ -127,49 +160,56 @@ class SubprocessBackend:
         if "--no-display-prompt" in flags:
             cmd.append("--no-display-prompt")
         if "-no-cnv" in flags:
-            cmd.append("-no-cnv")  # newer builds would otherwise start an interactive chat
+            cmd.append("-no-cnv")  # with a chat template in the file, newer builds start a chat
         if "--no-warmup" in flags:
             cmd.append("--no-warmup")
         return cmd
+
+    def _echoed_prompt(self, prompt: str) -> str:
+        """What a build without --no-display-prompt prints first: the prompt's tokens as text,
+        special tokens (BOS, <|eot_id|>) printed as nothing."""
+        if "--no-display-prompt" in supported_flags(self.cli):
+            return ""
+        tok = self._tokenizer
+        return tok.decode(tok.encode(prompt, add_bos=True), skip_special=True)
 
     # -- generation -----------------------------------------------------------------------------
     def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
         prompt = self.render_prompt(messages)
         return self._run(prompt, options)
 
-    def _run(self, prompt: str, options: GenerationOptions) -> Generator[str, None, None]:
-        start = time.perf_counter()
+    def _start(self, prompt: str, options: GenerationOptions) -> subprocess.Popen:
         try:
-            proc = subprocess.Popen(self.command(prompt, options), stdin=subprocess.DEVNULL,
+            return subprocess.Popen(self.command(prompt, options), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
-            raise CliNotFoundError(f"cannot run {self.cli}: {exc}. " + TROUBLESHOOTING) from None
+            raise CliNotFoundError(f"cannot run {self.cli}: {exc.strerror or exc}. {TROUBLESHOOTING}") from None
+
+    def _run(self, prompt: str, options: GenerationOptions) -> Generator[str, None, None]:
+        start = time.perf_counter()
+        proc = self._start(prompt, options)
         self._process = proc
         stderr_chunks: list[bytes] = []
-        import threading
-
         reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
         reader.start()
+        output = _OutputCleaner(self._echoed_prompt(prompt))
+        stops = StopStringFilter(list(options.stop))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        cleaner = _OutputCleaner(prompt if "--no-display-prompt" not in _supported_flags(str(self.cli)) else "")
-        stops = list(options.stop)
-        produced = ""
+        produced = stopped = False
         try:
-            while True:
+            while not stopped:
                 chunk = os.read(proc.stdout.fileno(), 4096)
+                text = output.push(decoder.decode(chunk, final=not chunk))
+                if not chunk:
+                    text += output.flush()
+                text, stopped = stops.push(text)
+                if not chunk and not stopped:
+                    text += stops.flush()
+                if text:
+                    produced = True
+                    yield text
                 if not chunk:
                     break
-                text = cleaner.push(decoder.decode(chunk))
-                if text:
-                    produced += text
-                    hit = min((produced.find(s) for s in stops if s in produced), default=-1)
-                    if hit >= 0:
-                        yield text[: max(0, len(text) - (len(produced) - hit))]
-                        break
-                    yield text
-            tail = cleaner.flush(decoder.decode(b"", final=True))
-            if tail:
-                yield tail
         finally:
             if proc.poll() is None:
                 proc.terminate()
@@ -179,16 +219,19 @@ class SubprocessBackend:
                 proc.kill()
                 proc.wait()
             reader.join(timeout=5)
+            proc.stdout.close()
+            proc.stderr.close()
             self._process = None
         err = b"".join(stderr_chunks).decode("utf-8", "replace")
-        if proc.returncode not in (0, -15) and not produced:
-            last = "\n".join(line for line in err.strip().splitlines()[-5:])
-            raise NeuroError(f"llama-cli failed (exit {proc.returncode}):\n{last}\n{TROUBLESHOOTING}")
-        self._stats = _parse_stats(err, total=time.perf_counter() - start)
+        if proc.returncode != 0 and not produced:
+            raise CliFailedError(f"{self.cli.name} failed (exit {proc.returncode}): {_last_line(err)}. {TROUBLESHOOTING}")
+        self._stats = _parse_stats(err, total=time.perf_counter() - start,
+                                   finish_reason="stop" if output.ended or stopped else "length")
 
     def cancel(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+        proc = self._process
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
 
     @property
     def last_stats(self) -> AnswerStats:
@@ -199,41 +242,56 @@ class SubprocessBackend:
 
 
 class _OutputCleaner:
-    """Removes the echoed prompt (old builds) and the end-of-text markers from llama-cli output."""
+    """Removes the echoed prompt (builds without --no-display-prompt), the end-of-text marker
+    and the closing blank line from llama-cli's standard output."""
 
     def __init__(self, echoed_prompt: str) -> None:
         self.skip = echoed_prompt
-        self.held = ""
+        self.head = ""
+        self.markers = StopStringFilter(_END_MARKERS)
+        self.held = ""  # a possible closing blank line, shown only if more text follows
+        self.ended = False  # the model ended its turn (the marker was seen)
 
     def push(self, text: str) -> str:
-        self.held += text
         if self.skip:
-            if len(self.held) < len(self.skip) and self.skip.startswith(self.held):
+            self.head += text
+            if len(self.head) < len(self.skip) and self.skip.startswith(self.head):
                 return ""
-            if self.held.startswith(self.skip):
-                self.held = self.held[len(self.skip):]
-            self.skip = ""
-        # Hold back a tail that could be the start of an end marker.
-        keep = max(len(m) for m in _TRAILERS)
-        out, self.held = self.held[:-keep], self.held[-keep:]
-        return out
+            text = self.head[len(self.skip):] if self.head.startswith(self.skip) else self.head
+            self.skip = self.head = ""
+        out, self.ended = self.markers.push(text) if not self.ended else ("", True)
+        return self._hold_closing(out)
 
-    def flush(self, text: str = "") -> str:
-        rest = self.held + text
+    def _hold_closing(self, text: str) -> str:
+        text = self.held + text
+        keep = len(text) - len(text.rstrip("\n"))
+        keep = min(keep, len(_CLOSING))
+        self.held = text[len(text) - keep:] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """The rest, at the end of the output, without llama-cli's closing blank line."""
+        if self.skip:  # the output stopped inside the echoed prompt: no answer
+            return ""
+        if self.ended:  # newlines the model wrote before its end marker
+            text, self.held = self.held, ""
+            return text
+        text = self.held + self.markers.flush()
         self.held = ""
-        for marker in _TRAILERS:
-            idx = rest.find(marker)
-            if idx >= 0:
-                rest = rest[:idx]
-        return rest
+        return text[: -len(_CLOSING)] if text.endswith(_CLOSING) else text
 
 
-def _parse_stats(stderr: str, total: float) -> AnswerStats:
+def _last_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error message"
+
+
+def _parse_stats(stderr: str, total: float, finish_reason: str) -> AnswerStats:
     """Token counts and times from llama-cli's performance report on stderr."""
-    stats = AnswerStats(finish_reason="stop", extra={"total_seconds": total})
+    stats = AnswerStats(finish_reason=finish_reason, extra={"total_seconds": total})
     if m := _PROMPT_TIMING.search(stderr):
         stats.prefill_seconds, stats.prompt_tokens = float(m.group(1)) / 1000, int(m.group(2))
-    evals = [m for m in _EVAL_TIMING.finditer(stderr) if "prompt" not in stderr[max(0, m.start() - 8):m.start()]]
+    evals = list(_EVAL_TIMING.finditer(stderr))
     if evals:
         stats.decode_seconds, stats.generated_tokens = float(evals[-1].group(1)) / 1000, int(evals[-1].group(2))
         stats.generated_tokens += 1  # the first token comes from the prompt's evaluation
