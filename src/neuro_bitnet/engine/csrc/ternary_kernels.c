@@ -77,12 +77,13 @@ NB_AVX2_INLINE void row_tile(const uint8_t *w, int nblk, const int8_t *q, size_t
             __m256i c3 = _mm256_and_si256(v, mask);
             for (int t = 0; t < NT; t++) {
                 const int8_t *a = q + (size_t)t * qs + (size_t)b * 128;
-                __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)a));
-                __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-                __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(a + 64)));
-                __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(a + 96)));
-                acc16[t] = _mm256_add_epi16(acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1),
-                                                                       _mm256_add_epi16(p2, p3)));
+                /* a running sum (not a tree) keeps the 8 accumulators in registers */
+                __m256i s = acc16[t];
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)a)));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a + 32))));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(a + 64))));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(a + 96))));
+                acc16[t] = s;
             }
         }
         for (int t = 0; t < NT; t++) acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
