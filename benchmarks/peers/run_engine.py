@@ -21,15 +21,17 @@ from typing import Callable
 
 import numpy as np
 
-# Plain Llama-3 vocabulary ids (no specials): stays valid for every engine's tokenizer.
-TOKEN_LOW, TOKEN_HIGH = 1000, 100000
+# Plain Llama-3 vocabulary ids, below the 256 special tokens at the end of the vocabulary.
+TOKEN_LOW, TOKEN_HIGH, N_SPECIAL = 1000, 100000, 256
 
 
-def prompt_ids(run: int, length: int) -> list[int]:
+def prompt_ids(run: int, length: int, n_vocab: int) -> list[int]:
     """The prompt of run ``run``: deterministic ids, a different first token for every run."""
+    high = min(TOKEN_HIGH, n_vocab - N_SPECIAL)
+    low = min(TOKEN_LOW, high // 2)
     rng = np.random.default_rng(1234 + run)
-    ids = rng.integers(TOKEN_LOW, TOKEN_HIGH, size=length).tolist()
-    ids[0] = TOKEN_LOW + run
+    ids = rng.integers(low, high, size=length).tolist()
+    ids[0] = low + run % (high - low)
     return ids
 
 
@@ -46,18 +48,26 @@ def llama_cpp_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
         n_batch=512, n_ubatch=512, logits_all=False, verbose=False,
     )
 
+    n_vocab = llm.n_vocab()
+
+    def argmax_last() -> int:
+        # Without logits_all, eval() keeps no logits in Python: read the last row from the context.
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+        return int(np.argmax(logits))
+
     def run(ids: list[int], steps: int) -> tuple[float, float, int]:
-        llm.reset()
+        llm.reset()  # eval() then drops the KV cache from position 0
         t0 = time.perf_counter()
         llm.eval(ids)
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = argmax_last()
         t1 = time.perf_counter()
         for _ in range(steps):
             llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            token = argmax_last()
         return t1 - t0, time.perf_counter() - t1, steps
 
-    info = {"version": getattr(llama_cpp, "__version__", "?"), "system": llama_cpp.llama_print_system_info().decode()}
+    info = {"version": getattr(llama_cpp, "__version__", "?"), "n_vocab": n_vocab,
+            "system": llama_cpp.llama_print_system_info().decode()}
     return run, info
 
 
@@ -95,7 +105,7 @@ def ik_llama_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
             token = argmax_last()
         return t1 - t0, time.perf_counter() - t1, steps
 
-    return run, {"version": ik_llama_cpp.__version__, "model": ik_model.desc}
+    return run, {"version": ik_llama_cpp.__version__, "n_vocab": n_vocab, "model": ik_model.desc}
 
 
 def neuro_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
@@ -111,7 +121,7 @@ def neuro_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
         s = m.last_stats
         return s.prefill_seconds, s.decode_seconds, max(s.generated_tokens - 1, 0)
 
-    return run, {"isa": getattr(m, "isa", "?"), "head": getattr(m, "head", "?")}
+    return run, {"n_vocab": m.n_vocab, "isa": m.isa, "head": m.head}
 
 
 RUNNERS: dict[str, Callable[[str, int, int], tuple[Runner, dict]]] = {
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     for i in range(args.warmup + args.repeats):
-        prefill_s, decode_s, steps = run(prompt_ids(i, args.prompt), args.gen)
+        prefill_s, decode_s, steps = run(prompt_ids(i, args.prompt, info["n_vocab"]), args.gen)
         if i < args.warmup:
             continue
         runs.append({

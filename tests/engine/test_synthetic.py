@@ -6,6 +6,9 @@ Only the "tiny" shapes are built here; the 2B file is for benchmarks.
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
-from neuro_bitnet.engine.quants import unpack_i2s_codes
+from neuro_bitnet.engine.quants import tq2_0_to_ternary, unpack_i2s_codes
 from neuro_bitnet.engine.synthetic import (
     ARCH,
     BITNET_CHAT_TEMPLATE,
@@ -176,3 +179,57 @@ def test_unknown_name_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NeuroError):
         synthetic_model_path("huge", tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ the peer benchmark's helpers
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def test_tq2_0_repack_for_llama_cpp_is_lossless(tiny: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCHMARKS / "peers"))
+    try:
+        from repack_tq2 import repack_i2s_to_tq2_0
+    finally:
+        sys.path.remove(str(BENCHMARKS / "peers"))
+    out = repack_i2s_to_tq2_0(tiny, tmp_path / "tq2.gguf", arch="bitnet")
+    with GGUFFile(tiny) as src, GGUFFile(out) as dst:
+        assert dst.metadata["general.architecture"] == "bitnet"
+        assert dst.metadata["bitnet.block_count"] == TINY["n_layer"]
+        assert not [k for k in dst.metadata if k.startswith(ARCH + ".")]
+        assert dst.metadata["tokenizer.ggml.tokens"] == src.metadata["tokenizer.ggml.tokens"]
+        assert set(dst.tensors) == set(src.tensors)
+        for name, info in src.tensors.items():
+            if info.ggml_type != GGMLType.I2_S:
+                assert bytes(dst.raw(name)) == bytes(src.raw(name))
+                continue
+            assert dst.info(name).ggml_type == GGMLType.TQ2_0
+            packed, scale = src.ternary(name)
+            values, d = tq2_0_to_ternary(np.asarray(dst.raw(name)), info.n_elements)
+            assert np.array_equal(values, unpack_i2s_codes(packed, info.n_elements)), name
+            assert d == pytest.approx(scale, rel=1e-3), name  # fp16 block scale
+
+
+def test_compare_peers_measures_our_engine(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--model", str(tiny),
+         "--engines", "neuro-bitnet", "--threads", "1", "--ctx", "64", "--prompt", "16",
+         "--gen", "4", "--warmup", "1", "--repeats", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "neuro-bitnet" in proc.stdout and "decode tok/s" in proc.stdout
+    result = json.loads(out.read_text())["results"]["neuro-bitnet"]
+    assert len(result["runs"]) == 2
+    assert all(r["decode_steps"] == 4 for r in result["runs"])
+    assert result["prefill_tps"] > 0 and result["decode_tps"] > 0
+    assert result["peak_rss_mb"] > 10 and result["load_s"] > 0
+
+
+def test_compare_peers_rejects_unknown_engine() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--engines", "vllm"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown engine(s) vllm" in proc.stderr
