@@ -1,4 +1,10 @@
-/* Persistent pthread pool. One job at a time; the caller takes part as thread 0. */
+/* Persistent pthread pool. One job at a time; the caller takes part as thread 0.
+ *
+ * Every job is written so that any thread running it takes work items from a shared atomic
+ * counter until none are left. So the caller never waits for a worker that has not started:
+ * it revokes the worker's slot and finishes the job itself. That keeps a descheduled worker
+ * (a busy, shared machine) from stalling each of the ~150 steps of a token.
+ */
 #define _POSIX_C_SOURCE 200809L
 #include "threadpool.h"
 
@@ -19,9 +25,12 @@
 /* Iterations a worker polls for the next job before sleeping on the condition variable. */
 #define NB_SPIN_ITERS 20000
 
+enum { SLOT_IDLE = 0, SLOT_POSTED = 1, SLOT_RUNNING = 2 };
+
 typedef struct {
     nb_pool *pool;
     int ith;
+    atomic_int slot;
 } nb_worker;
 
 struct nb_pool {
@@ -31,7 +40,6 @@ struct nb_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     atomic_uint gen;
-    atomic_int done;
     atomic_int stop;
     nb_task_fn fn;
     void *arg;
@@ -58,8 +66,11 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = atomic_load(&pool->gen);
-        pool->fn(pool->arg, w->ith, pool->n);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+        int expected = SLOT_POSTED;
+        if (atomic_compare_exchange_strong(&w->slot, &expected, SLOT_RUNNING)) {
+            pool->fn(pool->arg, w->ith, pool->n);
+            atomic_store_explicit(&w->slot, SLOT_IDLE, memory_order_release);
+        }
     }
     return NULL;
 }
@@ -72,7 +83,6 @@ nb_pool *nb_pool_create(int n_threads) {
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);
     atomic_init(&pool->gen, 0);
-    atomic_init(&pool->done, 0);
     atomic_init(&pool->stop, 0);
     if (n_threads == 1) return pool;
     pool->threads = calloc((size_t)n_threads, sizeof(pthread_t));
@@ -81,6 +91,7 @@ nb_pool *nb_pool_create(int n_threads) {
     for (int i = 1; i < n_threads; i++) {
         pool->workers[i].pool = pool;
         pool->workers[i].ith = i;
+        atomic_init(&pool->workers[i].slot, SLOT_IDLE);
         if (pthread_create(&pool->threads[i], NULL, worker_main, &pool->workers[i]) != 0) {
             pool->n = i; /* join only the started ones */
             goto fail;
@@ -118,16 +129,21 @@ void nb_pool_run(nb_pool *pool, nb_task_fn fn, void *arg) {
     }
     pool->fn = fn;
     pool->arg = arg;
-    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    for (int i = 1; i < pool->n; i++) atomic_store(&pool->workers[i].slot, SLOT_POSTED);
     pthread_mutex_lock(&pool->mu);
     atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
     pthread_cond_broadcast(&pool->cv);
     pthread_mutex_unlock(&pool->mu);
     fn(arg, 0, pool->n);
-    for (unsigned i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != pool->n - 1; i++) {
-        if (i < 20000)
-            nb_cpu_relax();
-        else
-            sched_yield(); /* a worker was descheduled: let it run */
+    for (int i = 1; i < pool->n; i++) {
+        int expected = SLOT_POSTED;
+        if (atomic_compare_exchange_strong(&pool->workers[i].slot, &expected, SLOT_IDLE))
+            continue; /* never started: the work is already done */
+        for (unsigned k = 0; atomic_load_explicit(&pool->workers[i].slot, memory_order_acquire) != SLOT_IDLE; k++) {
+            if (k < 20000)
+                nb_cpu_relax();
+            else
+                sched_yield(); /* the worker was descheduled mid-item: let it run */
+        }
     }
 }
