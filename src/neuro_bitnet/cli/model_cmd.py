@@ -25,7 +25,22 @@ def _source(entry: CatalogEntry) -> str:
         return entry.url
     if entry.file:
         return f"{entry.repo}/{entry.file}@{entry.revision}"
-    return f"{entry.repo} (safetensors)"
+    return f"{entry.repo}@{entry.revision} (safetensors, converted locally)"
+
+
+def _how(entry: CatalogEntry) -> str:
+    """How the model gets onto the disk: a direct GGUF download or a local conversion."""
+    return "convert" if entry.kind == "convert" else "download"
+
+
+def _disk_text(entry: CatalogEntry) -> str:
+    """Expected disk use: the GGUF (estimated for conversions) and the peak while converting."""
+    if entry.kind != "convert":
+        return format_size(entry.size) if entry.size else "?"
+    if entry.disk_size is None:
+        return "?"
+    peak = f" (peak ~{format_size(entry.peak_disk_size)})" if entry.peak_disk_size else ""
+    return f"~{format_size(entry.disk_size)}{peak}"
 
 
 def _state_text(st: ModelStatus) -> str:
@@ -36,7 +51,7 @@ def _state_text(st: ModelStatus) -> str:
         pct = f" {st.partial_bytes * 100 // total}%" if total else f" {format_size(st.partial_bytes)}"
         return f"partial{pct}"
     if st.state == "convert":
-        return "needs conversion"
+        return "not downloaded"
     if st.state == "unverified":
         return "unverified"
     return "not downloaded"
@@ -53,6 +68,9 @@ def _status_json(st: ModelStatus) -> dict[str, Any]:
         "arch": e.arch,
         "params": e.params,
         "size": e.size,
+        "install": _how(e),
+        "disk_estimate": e.disk_size,
+        "peak_disk_estimate": e.peak_disk_size,
         "sha256": e.sha256,
         "source": _source(e),
         "origin": e.origin,
@@ -93,28 +111,32 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     for st in statuses:
         e = st.entry
         name = e.name + (" (default)" if e.id == DEFAULT_MODEL_ID else "")
-        size = format_size(e.size) if e.size else "?"
         on_disk = st.state in ("verified", "unverified")
-        rows.append([e.id, name, e.params or "-", size, _state_text(st), str(st.path) if on_disk else "-"])
-    print_table(["ID", "NAME", "PARAMS", "SIZE", "STATUS", "PATH"], rows)
+        rows.append([e.id, name, e.params or "-", _how(e), _disk_text(e), _state_text(st),
+                     str(st.path) if on_disk else "-"])
+    print_table(["ID", "NAME", "PARAMS", "SOURCE", "DISK", "STATUS", "PATH"], rows)
 
 
 @command.command("download")
 @click.argument("model_id", default=DEFAULT_MODEL_ID)
 @click.option("--force", is_flag=True, help="Download again even if a verified copy exists.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--keep-source", is_flag=True,
+              help="For models converted locally: keep the downloaded safetensors checkpoint.")
 @click.pass_context
-def download_cmd(ctx: click.Context, model_id: str, force: bool, assume_yes: bool) -> None:
+def download_cmd(ctx: click.Context, model_id: str, force: bool, assume_yes: bool, keep_source: bool) -> None:
     """Download a model (default: 2b), verify its sha256 and print its path.
 
-    An interrupted download resumes where it stopped on the next run.
+    Models without an official GGUF (large, 3b, 8b) are downloaded as safetensors, each file
+    verified by the hub's sha256, converted to GGUF, checked to load, and the checkpoint deleted
+    (unless --keep-source). An interrupted download resumes where it stopped on the next run.
     """
     mm = _manager(ctx)
     entry = mm.entry(model_id)
     before = mm.status(entry)
     if force and before.downloaded:
         if not confirm(
-            f"Download {entry.id} ({format_size(entry.size)}) again and replace the verified copy?",
+            f"Download {entry.id} ({_disk_text(entry)}) again and replace the verified copy?",
             assume_yes=assume_yes,
             refuse_hint=f"{entry.id} is already downloaded; pass --yes with --force to download it again",
         ):
@@ -124,7 +146,7 @@ def download_cmd(ctx: click.Context, model_id: str, force: bool, assume_yes: boo
         click.echo(before.path)
         return
     try:
-        path = mm.download(entry, force=force)
+        path = mm.download(entry, force=force, keep_source=keep_source)
     except KeyboardInterrupt:  # the manager already said how to resume
         sys.exit(130)
     after = mm.status(entry)
@@ -175,7 +197,7 @@ def _print_entry_info(info: dict[str, Any]) -> None:
         "unverified": "present but NOT verified (run `neuro model download` to check it)",
         "partial": f"partial download, {format_size(info['partial_bytes'])} so far",
         "absent": "not downloaded",
-        "convert": "no official GGUF; conversion from safetensors is not available yet",
+        "convert": "not downloaded; `neuro model download` converts it from the safetensors checkpoint",
     }[info["state"]]
     rows = [
         ("id", info["id"] + (" (default)" if info["default"] else "")),
@@ -186,7 +208,9 @@ def _print_entry_info(info: dict[str, Any]) -> None:
         ("parameters", info["params"] or "-"),
         ("source", info["source"]),
         ("catalog", info["origin"]),
-        ("expected size", f"{format_size(info['size'])} ({info['size']} bytes)" if info["size"] else "unknown"),
+        ("install", "converted locally from safetensors" if info["install"] == "convert" else "GGUF download"),
+        ("expected size", f"{format_size(info['size'])} ({info['size']} bytes)" if info["size"]
+         else (f"~{format_size(info['disk_estimate'])} (estimate)" if info["disk_estimate"] else "unknown")),
         ("expected sha256", pinned),
         ("status", state),
         ("path", info["path"] or "-"),
@@ -271,3 +295,47 @@ def info_cmd(ctx: click.Context, model_id: str | None, as_json: bool, verify: bo
         raise NeuroError(f"{resolved.id} is not downloaded; nothing to verify")
     if "verify" in info and not info["verify"]["ok"]:
         raise NeuroError(f"{resolved.id}: the file on disk does not match its expected sha256")
+
+
+@command.command("convert")
+@click.argument("hf_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The GGUF file to write.")
+@click.option("--arch", type=click.Choice(["auto", "bitnet", "bitnet-b1.58", "llama"]), default="auto",
+              show_default=True, help="GGUF architecture (auto: from config.json).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Load the result in the engine and run one token.")
+def convert_cmd(hf_dir: Path, out: Path, arch: str, force: bool, verify: bool) -> None:
+    """Convert a local Hugging Face BitNet checkpoint (safetensors) to GGUF.
+
+    Reads 1bitLLM BitnetForCausalLM (full-precision weights, quantized to ternary with absmean
+    as trained), Microsoft BitNetForCausalLM (packed or bf16 master weights) and
+    LlamaForCausalLM with quant_method bitnet. Memory stays bounded: one slab at a time.
+    """
+    import time
+
+    from neuro_bitnet.models.convert import ConvertError, convert_checkpoint, make_convert_progress
+    from neuro_bitnet.models.convert.verify import check_loads
+
+    if out.exists() and not force:
+        raise ConvertError(f"{out} exists; pass --force to overwrite it")
+    start = time.monotonic()
+    notes: list[str] = []
+    result = convert_checkpoint(hf_dir, out, arch=arch, progress=make_convert_progress(), notes=notes)
+    for note in notes:
+        status(f"note: {note}")
+    if verify:
+        try:
+            check_loads(out)
+        except ConvertError:
+            out.unlink(missing_ok=True)
+            raise
+    layout = result.layout
+    status(
+        f"converted {layout.source} checkpoint to {layout.arch} GGUF: {result.n_tensors} tensors, "
+        f"{format_size(result.size)} in {time.monotonic() - start:.1f}s"
+        + (", loads and runs" if verify else ""),
+        style="green",
+    )
+    click.echo(out)

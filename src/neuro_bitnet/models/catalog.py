@@ -31,7 +31,9 @@ class CatalogEntry:
     """One model: where its file comes from and what it must hash to.
 
     `kind="gguf"`: a GGUF file to download (`url`, or `repo`+`file`+`revision`).
-    `kind="convert"`: no official GGUF exists; the source repo holds safetensors only.
+    `kind="convert"`: no official GGUF exists; the safetensors checkpoint in `repo` at
+    `revision` is downloaded (each file verified by the hub's LFS sha256) and converted locally.
+    `source_size` / `approx_size`: approximate bytes of the checkpoint and of the converted GGUF.
     """
 
     id: str
@@ -49,6 +51,8 @@ class CatalogEntry:
     sha256: str | None = None
     source_note: str = ""
     origin: str = "built-in"
+    source_size: int | None = None
+    approx_size: int | None = None
 
     @property
     def filename(self) -> str:
@@ -63,7 +67,21 @@ class CatalogEntry:
 
     @property
     def downloadable(self) -> bool:
-        return self.kind == "gguf"
+        return self.kind == "gguf" or bool(self.repo)
+
+    @property
+    def disk_size(self) -> int | None:
+        """Bytes the model takes once installed (exact for GGUF files, estimated for conversions)."""
+        return self.size if self.size is not None else self.approx_size
+
+    @property
+    def peak_disk_size(self) -> int | None:
+        """Bytes needed while installing: a conversion holds the checkpoint and the GGUF at once."""
+        if self.kind != "convert":
+            return self.size
+        if self.source_size is None or self.approx_size is None:
+            return None
+        return self.source_size + self.approx_size
 
     def download_url(self, endpoint: str) -> str:
         """Where the file is fetched from (hub URLs are built on `endpoint`)."""
@@ -101,7 +119,9 @@ BUILTIN_ENTRIES: tuple[CatalogEntry, ...] = (
         params="0.7B",
         aliases=("bitnet-b1.58-large", "0.7b"),
         repo="1bitLLM/bitnet_b1_58-large",
-        source_note="~2.9 GB of full-precision safetensors; file size and sha256 not pinned",
+        source_note="converted locally from ~2.9 GB of full-precision safetensors (absmean ternary)",
+        source_size=2_930_000_000,
+        approx_size=270_000_000,
     ),
     CatalogEntry(
         id="3b",
@@ -112,7 +132,9 @@ BUILTIN_ENTRIES: tuple[CatalogEntry, ...] = (
         params="3.3B",
         aliases=("bitnet-b1.58-3b",),
         repo="1bitLLM/bitnet_b1_58-3B",
-        source_note="~13 GB of full-precision safetensors in 3 shards; sizes and sha256 not pinned",
+        source_note="converted locally from ~13.3 GB of full-precision safetensors (absmean ternary)",
+        source_size=13_300_000_000,
+        approx_size=1_010_000_000,
     ),
     CatalogEntry(
         id="8b",
@@ -123,7 +145,9 @@ BUILTIN_ENTRIES: tuple[CatalogEntry, ...] = (
         params="8.0B",
         aliases=("llama3-8b-1.58",),
         repo="HF1BitLLM/Llama3-8B-1.58-100B-tokens",
-        source_note="~3.9 GB of packed-ternary safetensors; sizes and sha256 not pinned",
+        source_note="converted locally from ~3.9 GB of packed-ternary safetensors (lossless)",
+        source_size=3_900_000_000,
+        approx_size=3_850_000_000,
     ),
 )
 
@@ -181,7 +205,7 @@ class Catalog:
 
 _ALLOWED_KEYS = {
     "id", "name", "description", "url", "repo", "file", "revision", "sha256", "size",
-    "arch", "params", "aliases",
+    "arch", "params", "aliases", "kind", "source_size", "approx_size",
 }
 
 
@@ -194,9 +218,9 @@ def _entry_from_toml(raw: Any, where: str, origin: str) -> CatalogEntry:
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_ALLOWED_KEYS))}"
         )
     for key, value in raw.items():
-        if key == "size":
+        if key in ("size", "source_size", "approx_size"):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{where}: size must be a positive whole number of bytes")
+                raise ConfigError(f"{where}: {key} must be a positive whole number of bytes")
         elif key == "aliases":
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 raise ConfigError(f"{where}: aliases must be a list of strings")
@@ -206,6 +230,11 @@ def _entry_from_toml(raw: Any, where: str, origin: str) -> CatalogEntry:
     if not _ID.match(model_id):
         raise ConfigError(f"{where}: id must be lowercase letters, digits, '.', '_' or '-', got {raw.get('id')!r}")
     where = f"{where} ({model_id})"
+    kind = raw.get("kind", "gguf")
+    if kind not in ("gguf", "convert"):
+        raise ConfigError(f"{where}: kind must be 'gguf' or 'convert', got {kind!r}")
+    if kind == "convert":
+        return _convert_entry_from_toml(raw, where, model_id, origin)
     url, repo, file = raw.get("url"), raw.get("repo"), raw.get("file")
     if url and (repo or file):
         raise ConfigError(f"{where}: give either url or repo+file, not both")
@@ -236,6 +265,26 @@ def _entry_from_toml(raw: Any, where: str, origin: str) -> CatalogEntry:
         url=url,
         size=raw.get("size"),
         sha256=sha256,
+        origin=origin,
+    )
+
+
+def _convert_entry_from_toml(raw: dict[str, Any], where: str, model_id: str, origin: str) -> CatalogEntry:
+    """A `kind = "convert"` entry: a safetensors checkpoint repo converted locally."""
+    if not raw.get("repo") or raw.get("url") or raw.get("file") or raw.get("sha256") or raw.get("size"):
+        raise ConfigError(f"{where}: a convert entry needs repo (and revision), not url, file, sha256 or size")
+    return CatalogEntry(
+        id=model_id,
+        name=raw.get("name", model_id),
+        description=raw.get("description", ""),
+        kind="convert",
+        arch=raw.get("arch", ""),
+        params=raw.get("params", ""),
+        aliases=tuple(a.strip().lower() for a in raw.get("aliases", [])),
+        repo=raw["repo"],
+        revision=raw.get("revision", "main"),
+        source_size=raw.get("source_size"),
+        approx_size=raw.get("approx_size"),
         origin=origin,
     )
 

@@ -22,11 +22,15 @@ from neuro_bitnet.models.catalog import Catalog, CatalogEntry, load_catalog
 from neuro_bitnet.models.download import download_file
 from neuro_bitnet.models.hub import auth_headers
 from neuro_bitnet.models.progress import format_size, make_progress
-from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, read_record, sha256_file
+from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, read_record, sha256_file, write_record
 
 
 class ModelUnavailableError(DownloadError):
     """The catalog knows the model but there is no GGUF file to download for it (yet)."""
+
+
+SOURCE_DIR = "source"  # a conversion's downloaded checkpoint, next to the GGUF
+CONVERTING_SUFFIX = ".converting.gguf"
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,21 @@ class ModelManager:
         """Where this entry's file, partial download, hash record and lock live."""
         return ModelFiles(self.models_dir / entry.id / entry.filename)
 
+    def source_dir(self, entry: CatalogEntry) -> Path:
+        """Where a conversion keeps the downloaded safetensors checkpoint."""
+        return self.files(entry).dir / SOURCE_DIR
+
+    def _converting_path(self, entry: CatalogEntry) -> Path:
+        files = self.files(entry)
+        return files.dir / f".{files.model.name}{CONVERTING_SUFFIX}"
+
+    def source_bytes(self, entry: CatalogEntry) -> int:
+        """Bytes of downloaded (or partially downloaded) checkpoint files kept for a conversion."""
+        src = self.source_dir(entry)
+        if not src.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in src.iterdir() if p.is_file() and not p.name.endswith(LOCK_SUFFIX))
+
     def local_path(self, entry: CatalogEntry) -> Path | None:
         """The verified local file of `entry`, or None if it is not (fully) downloaded."""
         status = self.status(entry)
@@ -146,27 +165,32 @@ class ModelManager:
         recorded = read_record(files) if files.model.is_file() else None
         verified_by = None
         if entry.kind == "convert" and not files.model.is_file():
-            state = "convert"
+            partial = self.source_bytes(entry)
+            state = "partial" if partial else "convert"
         elif files.model.is_file():
             good = recorded is not None and (entry.sha256 is None or recorded == entry.sha256)
             good = good and (entry.size is None or size == entry.size)
             state = "verified" if good else "unverified"
-            if good:
+            if good and entry.kind == "convert":
+                verified_by = "converted from hub-verified safetensors"
+            elif good:
                 verified_by = "pinned sha256" if entry.sha256 else "hub LFS sha256"
         else:
             state = "partial" if files.part.is_file() else "absent"
         return ModelStatus(entry, state, files.model, size, recorded, verified_by, partial)
 
-    def download(self, entry: CatalogEntry | str, force: bool = False, progress: bool = True) -> Path:
-        """Download and verify `entry`'s file (no-op if already verified, unless `force`)."""
+    def download(
+        self, entry: CatalogEntry | str, force: bool = False, progress: bool = True, keep_source: bool = False
+    ) -> Path:
+        """Download and verify `entry`'s file (no-op if already verified, unless `force`).
+
+        A `kind="convert"` entry downloads the safetensors checkpoint and converts it (see
+        `download_and_convert`).
+        """
         if isinstance(entry, str):
             entry = self.entry(entry)
-        if entry.kind != "gguf":
-            raise ModelUnavailableError(
-                f"{entry.id} ({entry.name}) has no official GGUF: {entry.repo} publishes "
-                "safetensors only, and converting them to GGUF is not available in neuro-bitnet "
-                "yet. Use `neuro model download 2b`, or pass a local .gguf file with --model."
-            )
+        if entry.kind == "convert":
+            return self.download_and_convert(entry, force=force, progress=progress, keep_source=keep_source)
         url = entry.download_url(self.settings.hf_endpoint)
         # The token goes to the hub only, never to a third-party URL from a user catalog.
         to_hub = url.startswith(self.settings.hf_endpoint + "/")
@@ -194,6 +218,66 @@ class ModelManager:
             raise
         return result.path
 
+    def download_and_convert(
+        self, entry: CatalogEntry, *, force: bool = False, progress: bool = True, keep_source: bool = False
+    ) -> Path:
+        """Fetch the checkpoint of a convert entry, convert it, check the result loads and runs a
+        token, record its sha256; delete the checkpoint unless `keep_source`.
+
+        Interrupted runs resume: verified shards are kept, partial ones continue from where they
+        stopped, and the conversion starts over.
+        """
+        from neuro_bitnet.models.convert import convert_checkpoint, make_convert_progress
+        from neuro_bitnet.models.convert.snapshot import fetch_snapshot
+        from neuro_bitnet.models.convert.verify import check_loads
+
+        if not entry.repo:
+            raise ModelUnavailableError(f"{entry.id} has no source repo to convert from")
+        files = self.files(entry)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        reporter = make_progress(progress)
+        lock = filelock.FileLock(files.lock)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            reporter.note(f"another download of {entry.id} is in progress; waiting for it to finish...")
+            lock.acquire()
+        try:
+            if not force and self.status(entry).downloaded:
+                return files.model
+            src = self.source_dir(entry)
+            to_hub = auth_headers(self.settings.hf_token)
+            try:
+                snap = fetch_snapshot(
+                    self.settings.hf_endpoint, entry.repo, entry.revision, src, headers=to_hub,
+                    timeout=self.settings.timeout, retries=self.settings.retries, progress=reporter,
+                    label=entry.id,
+                )
+            except KeyboardInterrupt:
+                kept = self.source_bytes(entry)
+                reporter.note(
+                    f"download of {entry.id} interrupted; {format_size(kept)} kept, "
+                    f"run `neuro model download {entry.id}` to resume"
+                )
+                raise
+            tmp = self._converting_path(entry)
+            reporter.note(f"{entry.id}: checkpoint verified ({format_size(snap.shard_bytes)}, revision {snap.revision})")
+            convert_checkpoint(src, tmp, progress=make_convert_progress(progress), label=entry.id)
+            try:
+                check_loads(tmp)
+                digest = sha256_file(tmp)
+                write_record(files, digest)
+                os.replace(tmp, files.model)
+            finally:
+                tmp.unlink(missing_ok=True)
+            if keep_source:
+                reporter.note(f"{entry.id}: checkpoint kept in {src}")
+            else:
+                shutil.rmtree(src, ignore_errors=True)
+        finally:
+            lock.release()
+        return files.model
+
     def ensure_model(
         self, name_or_path: str | Path, *, assume_yes: bool, interactive: bool | None = None
     ) -> Path:
@@ -209,11 +293,12 @@ class ModelManager:
         path = self.local_path(entry)
         if path is not None:
             return path
-        if entry.kind != "gguf":
-            return self.download(entry)  # raises ModelUnavailableError with the explanation
         if interactive is None:
             interactive = sys.stdin.isatty() and sys.stderr.isatty()
         size = format_size(entry.size) if entry.size else "size unknown"
+        if entry.kind == "convert":
+            peak = f", {format_size(entry.peak_disk_size)} while converting" if entry.peak_disk_size else ""
+            size = f"~{format_size(entry.disk_size)}{peak}" if entry.disk_size else "size unknown"
         if not assume_yes:
             if not interactive:
                 raise ModelNotFoundError(
@@ -247,10 +332,14 @@ class ModelManager:
             raise NeuroError(f"{entry.id} is being downloaded by another process; try again later") from None
         removed = []
         try:
-            for path in (files.model, files.part, files.record):
+            for path in (files.model, files.part, files.record, self._converting_path(entry)):
                 if path.exists():
                     path.unlink()
                     removed.append(path)
+            src = self.source_dir(entry)
+            if src.is_dir():
+                shutil.rmtree(src)
+                removed.append(src)
         finally:
             lock.release()
         files.lock.unlink(missing_ok=True)
