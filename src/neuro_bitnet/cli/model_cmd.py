@@ -51,7 +51,7 @@ def _state_text(st: ModelStatus) -> str:
         pct = f" {st.partial_bytes * 100 // total}%" if total else f" {format_size(st.partial_bytes)}"
         return f"partial{pct}"
     if st.state == "convert":
-        return "not downloaded"
+        return "needs conversion"
     if st.state == "unverified":
         return "unverified"
     return "not downloaded"
