@@ -9,6 +9,9 @@
 
 static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
 
+/* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
+static inline float max_f(float a, float b) { return b > a ? b : a; }
+
 /* 1 / sqrt(mean(x^2) + eps); the sum of squares in double so its order does not matter. */
 static float rms_inv(const float *x, int n, float eps) {
     double ss = 0.0;
@@ -20,8 +23,8 @@ static float rms_inv(const float *x, int n, float eps) {
 /* Per-token absmax int8: s = 127 / max(max|v|, 1e-5), q = clamp(round_half_even(v * s)). */
 static void quantize_row(const float *v, int n, int8_t *q, int32_t *qsum, float *s_out) {
     float amax = 0.0f;
-    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(v[i]));
-    float s = 127.0f / fmaxf(amax, 1e-5f);
+    for (int i = 0; i < n; i++) amax = max_f(amax, fabsf(v[i]));
+    float s = 127.0f / max_f(amax, 1e-5f);
     int32_t sum = 0;
     for (int i = 0; i < n; i++) {
         float r = round_even(v[i] * s);
@@ -188,7 +191,7 @@ static void attend(nb_model *m, int t, int h, int ith) {
     float mx = -INFINITY;
     for (int j = 0; j <= pos; j++) {
         sc[j] = m->k->dot_row(q, K + (size_t)j * HD, NB_F16, HD) * scale;
-        mx = fmaxf(mx, sc[j]);
+        mx = max_f(mx, sc[j]);
     }
     float sum = 0.0f;
     for (int j = 0; j <= pos; j++) {

@@ -37,7 +37,7 @@ static void q8_task(void *arg, int ith, int nth) {
         for (int r = r0; r < r1; r++) {
             m->k->to_f32(row, (const char *)m->cfg.output + (size_t)r * E * esz, dt, E);
             float amax = 0.0f;
-            for (int i = 0; i < E; i++) amax = fmaxf(amax, fabsf(row[i]));
+            for (int i = 0; i < E; i++) amax = fabsf(row[i]) > amax ? fabsf(row[i]) : amax;
             float scale = amax / 127.0f;
             m->head_scale[r] = scale;
             int8_t *q = m->head_q + (size_t)r * E;

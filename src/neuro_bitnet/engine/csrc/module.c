@@ -309,6 +309,34 @@ static int format_is(const Py_buffer *b, const char *letters) {
     return f[0] && !f[1] && strchr(letters, f[0]) != NULL;
 }
 
+/* 0 if forward's arguments are valid, else -1 with ValueError set. */
+static int check_forward_args(ModelObject *self, const Py_buffer *tb, const Py_buffer *lb,
+                              Py_ssize_t n, int n_past, int all_logits) {
+    const int32_t *tokens = tb->buf;
+    const Py_ssize_t want = (all_logits ? n : 1) * (Py_ssize_t)self->n_vocab;
+    if (!format_is(tb, "il")) {
+        PyErr_SetString(PyExc_ValueError, "tokens must be a contiguous int32 buffer");
+    } else if (!format_is(lb, "f")) {
+        PyErr_SetString(PyExc_ValueError, "logits must be a writable contiguous float32 buffer");
+    } else if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "tokens is empty");
+    } else if (n_past < 0 || n > self->ctx_size - (Py_ssize_t)n_past) {
+        PyErr_Format(PyExc_ValueError, "n_past %d + %zd tokens does not fit ctx_size %d", n_past, n,
+                     self->ctx_size);
+    } else if (lb->len / 4 != want) {
+        PyErr_Format(PyExc_ValueError, "logits holds %zd floats, expected %zd", lb->len / 4, want);
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (tokens[i] < 0 || tokens[i] >= self->n_vocab) {
+                PyErr_Format(PyExc_ValueError, "token id %d at index %zd is out of range [0, %d)",
+                             tokens[i], i, self->n_vocab);
+                return -1;
+            }
+        return 0;
+    }
+    return -1;
+}
+
 static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"tokens", "n_past", "logits", "all_logits", NULL};
     PyObject *tok_obj, *log_obj;
@@ -334,29 +362,8 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwds
     }
     const Py_ssize_t n = tb.len / 4;
     const int32_t *tokens = tb.buf;
-    const char *msg = NULL;
-    if (!format_is(&tb, "il"))
-        msg = "tokens must be a contiguous int32 buffer";
-    else if (!format_is(&lb, "f"))
-        msg = "logits must be a writable contiguous float32 buffer";
-    else if (n < 1)
-        msg = "tokens is empty";
-    else if (n_past < 0 || n > self->ctx_size - (Py_ssize_t)n_past)
-        msg = NULL, PyErr_Format(PyExc_ValueError, "n_past + n_tokens = %zd exceeds ctx_size %d",
-                                 (Py_ssize_t)n_past + n, self->ctx_size);
-    else if (lb.len / 4 != (all_logits ? n : 1) * (Py_ssize_t)self->n_vocab)
-        PyErr_Format(PyExc_ValueError, "logits holds %zd floats, expected %zd", lb.len / 4,
-                     (all_logits ? n : 1) * (Py_ssize_t)self->n_vocab);
-    else
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (tokens[i] < 0 || tokens[i] >= self->n_vocab) {
-                PyErr_Format(PyExc_ValueError, "token id %d at index %zd is out of range [0, %d)",
-                             tokens[i], i, self->n_vocab);
-                break;
-            }
-    if (msg) PyErr_SetString(PyExc_ValueError, msg);
-    int rc = 0;
-    if (!PyErr_Occurred()) {
+    if (check_forward_args(self, &tb, &lb, n, n_past, all_logits) == 0) {
+        int rc;
         Py_BEGIN_ALLOW_THREADS
         rc = nb_model_forward(self->m, tokens, (int)n, n_past, lb.buf, all_logits);
         Py_END_ALLOW_THREADS
