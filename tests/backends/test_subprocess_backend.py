@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuro_bitnet.backends.base import GenerationOptions
@@ -27,6 +28,8 @@ from neuro_bitnet.backends.subprocess_cli import (
     find_llama_cli,
 )
 from neuro_bitnet.config import load_settings
+from neuro_bitnet.engine import load_model
+from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 
 # The first test to use the `llama_cli` fixture may build it (several minutes on 2 cores).
 pytestmark = pytest.mark.timeout(2400)
@@ -36,6 +39,7 @@ QUESTION = "What is BitNet?"
 # The tiny model's chat template (BitNet's), as llama-cli gets it: llama.cpp adds the BOS itself.
 PROMPT = f"System: {SYSTEM}<|eot_id|>User: {QUESTION}<|eot_id|>Assistant: "
 ADVICE = "Or use the built-in engine: --backend native."
+MARGIN = 3.0  # logits: a greedy choice this far ahead cannot flip between engines (see below)
 
 
 def executable(path: Path, text: str) -> Path:
@@ -74,8 +78,9 @@ def run_neuro(args: list[str], home: Path, cli: Path | None = None, **env: str) 
                           text=True, env=full_env, timeout=300, stdin=subprocess.DEVNULL)
 
 
-def ask_args(model: Path, *extra: str, backend: str = "subprocess", max_tokens: int = 12) -> list[str]:
-    return ["ask", QUESTION, "--backend", backend, "--model", str(model), "--system", SYSTEM,
+def ask_args(model: Path, *extra: str, backend: str = "subprocess", max_tokens: int = 12,
+             question: str = QUESTION) -> list[str]:
+    return ["ask", question, "--backend", backend, "--model", str(model), "--system", SYSTEM,
             "--temperature", "0", "--seed", "1", "--max-tokens", str(max_tokens), "--threads", "1",
             "--ctx-size", "512", *extra]
 
@@ -136,10 +141,43 @@ def test_ask_equals_binary_run_by_hand(llama_cli: Path, tiny_bitnet_tq2: Path, h
     assert "llama" not in done.stderr  # no banner or log of llama-cli leaks through
 
 
+def greedy_margins(model_path: Path, question: str, max_tokens: int) -> list[float]:
+    """Top-1 minus top-2 logit (after the default repeat penalty) at each greedy step, computed
+    with our engine's exact head: how far each choice is from being a near tie."""
+    model = load_model(model_path, threads=1, ctx_size=512, head="exact")
+    try:
+        prompt = model.render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+        ids = model.tokenize(prompt, add_bos=False)
+        "".join(model.generate(ids, max_tokens=max_tokens, temperature=0, repeat_penalty=1.1))
+        tokens = list(model.last_tokens)
+        logits = model.logits(ids + tokens)
+    finally:
+        model.close()
+    sampler = Sampler(SamplingParams(temperature=0, repeat_penalty=1.1))
+    margins = []
+    for step, token in enumerate(tokens):
+        row = sampler.apply_repeat_penalty(logits[len(ids) - 1 + step], ids + tokens[:step])
+        assert int(row.argmax()) == token
+        second, first = np.sort(row)[-2:]
+        margins.append(float(first - second))
+    return margins
+
+
 def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Path, home: Path) -> None:
-    """llama.cpp's `bitnet` arch and our engine compute the same model: same greedy answer."""
-    sub = run_neuro(ask_args(tiny_bitnet_tq2, "--json", max_tokens=16), home, llama_cli)
-    native = run_neuro(ask_args(tiny_bitnet_tq2, "--json", backend="native", max_tokens=16), home)
+    """llama.cpp's `bitnet` arch and our engine compute the same model: same greedy answer.
+
+    Not bit for bit: llama.cpp rounds attention inputs to f16, which moves a few int8 activation
+    roundings, and `neuro ask` runs our int8 copy of the head; on this model that moves logits by up
+    to ~1 (of a ~100 range). So the answers are compared over the steps whose greedy choice wins by
+    at least MARGIN; where two tokens are nearly tied either engine may rightly pick the other.
+    """
+    question = "Name three colours."
+    margins = greedy_margins(tiny_bitnet_tq2, question, 16)
+    steps = next((i for i, m in enumerate(margins) if m < MARGIN), len(margins))
+    assert steps >= 6, f"the tiny model's greedy answer has near ties early: {margins}"
+    sub = run_neuro(ask_args(tiny_bitnet_tq2, "--json", max_tokens=steps, question=question), home, llama_cli)
+    native = run_neuro(ask_args(tiny_bitnet_tq2, "--json", max_tokens=steps, question=question, backend="native"),
+                       home)
     assert sub.returncode == 0, sub.stderr
     assert native.returncode == 0, native.stderr
     sub_result, native_result = json.loads(sub.stdout), json.loads(native.stdout)

@@ -49,9 +49,9 @@ QUIET_EMBED_STD = 0.01
 LAYER_GAIN = 6.0
 
 
-def _ternary(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, float]:
+def _ternary(rng: np.random.Generator, rows: int, cols: int, gain: float = LAYER_GAIN) -> tuple[np.ndarray, float]:
     values = rng.integers(-1, 2, size=(rows, cols), dtype=np.int8)
-    scale = float(np.float16(LAYER_GAIN * rng.uniform(0.8, 1.2) / np.sqrt(2.0 * cols / 3.0)))
+    scale = float(np.float16(gain * rng.uniform(0.8, 1.2) / np.sqrt(2.0 * cols / 3.0)))
     return values, scale
 
 
@@ -68,7 +68,7 @@ def _quiet_tokens(tok_meta: dict) -> np.ndarray:
             text = tokenizer.token_bytes(i).decode("utf-8") if not tokenizer.is_special(i) else ""
         except UnicodeDecodeError:
             text = ""
-        if not text or not (text.isprintable() or text.strip() == ""):
+        if not text or not all(c.isprintable() or c in " \t\n" for c in text):
             quiet.append(i)
     return np.array(quiet, dtype=np.int64)
 
@@ -103,8 +103,8 @@ def write_tiny_bitnet_tq2(path: Path, seed: int = 0) -> Path:
     for i in range(N_LAYER):
         b = f"blk.{i}."
         writer.add_tensor(b + "attn_norm.weight", _norm(rng, N_EMBD))
-        for name, rows in (("attn_q", N_EMBD), ("attn_k", n_kv), ("attn_v", n_kv)):
-            writer.add_ternary(b + name + ".weight", *_ternary(rng, rows, N_EMBD), ggml_type=GGMLType.TQ2_0)
+        for name, rows, gain in (("attn_q", N_EMBD, 1.0), ("attn_k", n_kv, 1.0), ("attn_v", n_kv, LAYER_GAIN)):
+            writer.add_ternary(b + name + ".weight", *_ternary(rng, rows, N_EMBD, gain), ggml_type=GGMLType.TQ2_0)
         writer.add_tensor(b + "attn_sub_norm.weight", _norm(rng, N_EMBD))
         writer.add_ternary(b + "attn_output.weight", *_ternary(rng, N_EMBD, N_EMBD), ggml_type=GGMLType.TQ2_0)
         writer.add_tensor(b + "ffn_norm.weight", _norm(rng, N_EMBD))
