@@ -4,247 +4,14 @@
 #include <structmember.h>
 
 #include <stddef.h>
-
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
 #include "model.h"
+#include "spec.h"
 
 static int g_force_portable = 0;
-
-/* ---- spec parsing ---- */
-
-typedef struct {
-    Py_buffer *items;
-    int n, cap;
-} buffer_list;
-
-static void buffers_release(buffer_list *bl) {
-    for (int i = 0; i < bl->n; i++) PyBuffer_Release(&bl->items[i]);
-    PyMem_Free(bl->items);
-    bl->items = NULL;
-    bl->n = bl->cap = 0;
-}
-
-/* Keeps a read-only view of obj (zero copy) and checks its size; NULL with ValueError if bad. */
-static const void *take_buffer(buffer_list *bl, PyObject *obj, const char *name, size_t nbytes,
-                               size_t alt_nbytes) {
-    if (bl->n == bl->cap) {
-        int cap = bl->cap ? bl->cap * 2 : 64;
-        Py_buffer *items = PyMem_Realloc(bl->items, sizeof(Py_buffer) * (size_t)cap);
-        if (!items) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        bl->items = items;
-        bl->cap = cap;
-    }
-    Py_buffer *view = &bl->items[bl->n];
-    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) != 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "tensor %s: not a C-contiguous buffer (got %.100s)", name,
-                     Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
-    bl->n++;
-    if ((size_t)view->len != nbytes && (size_t)view->len != alt_nbytes) {
-        PyErr_Format(PyExc_ValueError, "tensor %s: %zd bytes, expected %zu", name, view->len, nbytes);
-        return NULL;
-    }
-    return view->buf;
-}
-
-static PyObject *get_item(PyObject *dict, const char *key, const char *where) {
-    PyObject *v = PyDict_GetItemString(dict, key); /* borrowed */
-    if (!v) PyErr_Format(PyExc_ValueError, "%s: missing key '%s'", where, key);
-    return v;
-}
-
-static int get_int(PyObject *dict, const char *key, const char *where, long lo, long hi, int *out) {
-    PyObject *v = get_item(dict, key, where);
-    if (!v) return -1;
-    if (!PyLong_Check(v) || PyBool_Check(v)) {
-        PyErr_Format(PyExc_ValueError, "%s: '%s' must be an int", where, key);
-        return -1;
-    }
-    long x = PyLong_AsLong(v);
-    if (x == -1 && PyErr_Occurred()) return -1;
-    if (x < lo || x > hi) {
-        PyErr_Format(PyExc_ValueError, "%s: '%s' = %ld is out of range [%ld, %ld]", where, key, x, lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int get_float(PyObject *dict, const char *key, const char *where, float *out) {
-    PyObject *v = get_item(dict, key, where);
-    if (!v) return -1;
-    double x = PyFloat_AsDouble(v);
-    if (x == -1.0 && PyErr_Occurred()) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s: '%s' must be a number", where, key);
-        return -1;
-    }
-    *out = (float)x;
-    return 0;
-}
-
-static int get_bool(PyObject *dict, const char *key, const char *where, int *out) {
-    PyObject *v = get_item(dict, key, where);
-    if (!v) return -1;
-    int b = PyObject_IsTrue(v);
-    if (b < 0) return -1;
-    *out = b;
-    return 0;
-}
-
-/* Index of the dict's string value in choices, or -1 with ValueError. */
-static int get_choice(PyObject *dict, const char *key, const char *where, const char *const *choices) {
-    PyObject *v = get_item(dict, key, where);
-    if (!v) return -1;
-    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
-    if (s)
-        for (int i = 0; choices[i]; i++)
-            if (strcmp(s, choices[i]) == 0) return i;
-    PyErr_Clear();
-    PyErr_Format(PyExc_ValueError, "%s: unsupported '%s' value %R", where, key, v);
-    return -1;
-}
-
-static const char *const DTYPES[] = {"f32", "f16", "bf16", NULL};
-static const size_t DTYPE_SIZE[] = {4, 2, 2};
-
-static int get_f32_vector(buffer_list *bl, PyObject *dict, const char *key, const char *where,
-                          int n, const float **out) {
-    PyObject *v = get_item(dict, key, where);
-    if (!v) return -1;
-    char name[96];
-    snprintf(name, sizeof(name), "%s.%s", where, key);
-    *out = take_buffer(bl, v, name, (size_t)n * 4, (size_t)n * 4);
-    return *out ? 0 : -1;
-}
-
-static int get_tmat(buffer_list *bl, PyObject *layer, const char *key, const char *where, int rows,
-                    int cols, nb_tmat *out) {
-    char name[96];
-    snprintf(name, sizeof(name), "%s.%s", where, key);
-    PyObject *d = get_item(layer, key, where);
-    if (!d) return -1;
-    if (!PyDict_Check(d)) {
-        PyErr_Format(PyExc_ValueError, "tensor %s: expected a dict with data, scale, rows, cols", name);
-        return -1;
-    }
-    if (get_int(d, "rows", name, 1, 1L << 24, &out->rows) || get_int(d, "cols", name, 1, 1L << 24, &out->cols) ||
-        get_float(d, "scale", name, &out->scale))
-        return -1;
-    if (out->rows != rows || out->cols != cols) {
-        PyErr_Format(PyExc_ValueError, "tensor %s: shape %d x %d, expected %d x %d", name, out->rows,
-                     out->cols, rows, cols);
-        return -1;
-    }
-    if (cols % 128 != 0) {
-        PyErr_Format(PyExc_ValueError, "tensor %s: cols = %d is not a multiple of 128", name, cols);
-        return -1;
-    }
-    PyObject *data = get_item(d, "data", name);
-    if (!data) return -1;
-    size_t nbytes = (size_t)rows * (size_t)cols / 4;
-    out->data = take_buffer(bl, data, name, nbytes, nbytes + 32); /* +32: I2_S scale trailer */
-    return out->data ? 0 : -1;
-}
-
-static int parse_layer(buffer_list *bl, PyObject *layer, int il, const nb_config *c, nb_layer *L) {
-    char where[32];
-    snprintf(where, sizeof(where), "layers[%d]", il);
-    if (!PyDict_Check(layer)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected a dict", where);
-        return -1;
-    }
-    const int E = c->n_embd, F = c->n_ff, D = c->n_head * c->head_dim, KV = c->n_head_kv * c->head_dim;
-    memset(L, 0, sizeof(*L));
-    if (get_f32_vector(bl, layer, "attn_norm", where, E, &L->attn_norm) ||
-        get_f32_vector(bl, layer, "ffn_norm", where, E, &L->ffn_norm))
-        return -1;
-    if (c->sub_norms && (get_f32_vector(bl, layer, "attn_sub_norm", where, D, &L->attn_sub_norm) ||
-                         get_f32_vector(bl, layer, "ffn_sub_norm", where, F, &L->ffn_sub_norm)))
-        return -1;
-    if (get_tmat(bl, layer, "attn_q", where, D, E, &L->q) || get_tmat(bl, layer, "attn_k", where, KV, E, &L->k) ||
-        get_tmat(bl, layer, "attn_v", where, KV, E, &L->v) ||
-        get_tmat(bl, layer, "attn_output", where, E, D, &L->o) ||
-        get_tmat(bl, layer, "ffn_gate", where, F, E, &L->gate) ||
-        get_tmat(bl, layer, "ffn_up", where, F, E, &L->up) ||
-        get_tmat(bl, layer, "ffn_down", where, E, F, &L->down))
-        return -1;
-    return 0;
-}
-
-/* Fills cfg (layers into *layers_out, PyMem) from the spec dict; buffers go to bl. */
-static int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_out) {
-    const char *w = "spec";
-    static const char *const ACTS[] = {"relu2", "silu", NULL};
-    static const char *const HEADS[] = {"exact", "q8", NULL};
-    const long MAXDIM = 1L << 20;
-    if (!PyDict_Check(spec)) {
-        PyErr_SetString(PyExc_ValueError, "spec must be a dict");
-        return -1;
-    }
-    memset(c, 0, sizeof(*c));
-    if (get_int(spec, "n_vocab", w, 1, 1L << 24, &c->n_vocab) || get_int(spec, "n_embd", w, 1, MAXDIM, &c->n_embd) ||
-        get_int(spec, "n_ff", w, 1, MAXDIM, &c->n_ff) || get_int(spec, "n_head", w, 1, 4096, &c->n_head) ||
-        get_int(spec, "n_head_kv", w, 1, 4096, &c->n_head_kv) ||
-        get_int(spec, "head_dim", w, 2, 4096, &c->head_dim) || get_int(spec, "n_layer", w, 1, 4096, &c->n_layer) ||
-        get_int(spec, "ctx_size", w, 1, 1L << 24, &c->ctx_size) ||
-        get_int(spec, "n_threads", w, 1, 256, &c->n_threads) || get_float(spec, "rms_eps", w, &c->rms_eps) ||
-        get_float(spec, "rope_theta", w, &c->rope_theta) || get_bool(spec, "rope_neox", w, &c->rope_neox) ||
-        get_bool(spec, "sub_norms", w, &c->sub_norms))
-        return -1;
-    if (c->n_head % c->n_head_kv != 0) {
-        PyErr_Format(PyExc_ValueError, "spec: n_head %d is not a multiple of n_head_kv %d", c->n_head, c->n_head_kv);
-        return -1;
-    }
-    if (c->head_dim % 2 != 0) {
-        PyErr_Format(PyExc_ValueError, "spec: head_dim %d is odd", c->head_dim);
-        return -1;
-    }
-    if (!(c->rms_eps >= 0.0f) || !(c->rope_theta > 0.0f)) {
-        PyErr_SetString(PyExc_ValueError, "spec: rms_eps must be >= 0 and rope_theta > 0");
-        return -1;
-    }
-    if ((c->act = get_choice(spec, "ffn_act", w, ACTS)) < 0) return -1;
-    if ((c->head_q8 = get_choice(spec, "head", w, HEADS)) < 0) return -1;
-    if ((c->tok_embd_type = get_choice(spec, "tok_embd_type", w, DTYPES)) < 0) return -1;
-    size_t embd_bytes = (size_t)c->n_vocab * (size_t)c->n_embd * DTYPE_SIZE[c->tok_embd_type];
-    PyObject *obj = get_item(spec, "tok_embd", w);
-    if (!obj || !(c->tok_embd = take_buffer(bl, obj, "tok_embd", embd_bytes, embd_bytes))) return -1;
-    PyObject *out = PyDict_GetItemString(spec, "output");
-    if (out && out != Py_None) {
-        if ((c->output_type = get_choice(spec, "output_type", w, DTYPES)) < 0) return -1;
-        size_t nbytes = (size_t)c->n_vocab * (size_t)c->n_embd * DTYPE_SIZE[c->output_type];
-        if (!(c->output = take_buffer(bl, out, "output", nbytes, nbytes))) return -1;
-    } else {
-        c->output = c->tok_embd;
-        c->output_type = c->tok_embd_type;
-    }
-    if (get_f32_vector(bl, spec, "output_norm", w, c->n_embd, &c->output_norm)) return -1;
-    PyObject *layers = get_item(spec, "layers", w);
-    if (!layers) return -1;
-    if (!PyList_Check(layers) || PyList_GET_SIZE(layers) != c->n_layer) {
-        PyErr_Format(PyExc_ValueError, "spec: 'layers' must be a list of n_layer = %d dicts", c->n_layer);
-        return -1;
-    }
-    nb_layer *L = PyMem_Calloc((size_t)c->n_layer, sizeof(nb_layer));
-    if (!L) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    *layers_out = L;
-    for (int il = 0; il < c->n_layer; il++)
-        if (parse_layer(bl, PyList_GET_ITEM(layers, il), il, c, &L[il])) return -1;
-    c->layers = L;
-    return 0;
-}
 
 /* ---- Model type ---- */
 
@@ -404,7 +171,15 @@ static PyTypeObject ModelType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "neuro_bitnet.engine._core.Model",
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A BitNet b1.58 model over caller-owned weight buffers (see the spec keys).",
+    .tp_doc = "Model(spec): a BitNet b1.58 model over caller-owned weight buffers (zero copy).\n\n"
+              "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
+              "n_threads; floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
+              "head 'exact'|'q8'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
+              "optional output + output_type (untied head); output_norm f32 [n_embd]; layers: list of\n"
+              "dicts with f32 attn_norm, ffn_norm (+ attn_sub_norm, ffn_sub_norm when sub_norms) and\n"
+              "I2_S matrices attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down as\n"
+              "{'data': buffer of rows*cols/4 bytes (+32 trailer allowed), 'scale', 'rows', 'cols'}.\n"
+              "Buffers should be 32-byte aligned for speed. Bad specs raise ValueError.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)model_init,
     .tp_dealloc = (destructor)model_dealloc,
