@@ -21,7 +21,7 @@ import numpy as np
 from filelock import FileLock
 
 from neuro_bitnet.engine import quants
-from neuro_bitnet.engine.gguf import GGMLType, tensor_nbytes
+from neuro_bitnet.engine.gguf import GGMLType
 from neuro_bitnet.engine.gguf_writer import GGUFWriter, _PendingTensor
 from neuro_bitnet.engine.tokenizer import gguf_metadata_from_hf_tokenizer, llama3_tokenizer_json
 from neuro_bitnet.errors import ConfigError
@@ -244,11 +244,6 @@ def synthetic_model_path(name: str, cache_dir: Path) -> Path:
         if not path.is_file():
             build_synthetic_model(name, path)
     return path
-
-
-def expected_size(name: str) -> int:
-    """Bytes of tensor data in the synthetic model ``name`` (without header and padding)."""
-    return sum(tensor_nbytes(t, int(np.prod(shape))) for _, shape, t, _, _ in _tensor_plan(_shape(name)))
 
 
 __all__ = ["SYNTHETIC_SHAPES", "BITNET_CHAT_TEMPLATE", "build_synthetic_model", "synthetic_model_path"]
