@@ -88,7 +88,7 @@ def test_list_json_and_table(hub: HubServer, tmp_path: Path) -> None:
     tiny = {m["id"]: m for m in data}["tiny"]
     assert tiny["downloaded"] is True and tiny["path"] == str(model_path(tmp_path))
     table = run(hub, tmp_path, "model", "list").stdout.splitlines()
-    assert table[0].split() == ["ID", "NAME", "PARAMS", "SIZE", "STATUS", "PATH"]
+    assert table[0].split() == ["ID", "NAME", "PARAMS", "SOURCE", "DISK", "STATUS", "PATH"]
     row = next(line for line in table if line.startswith("tiny"))
     assert "downloaded" in row and str(model_path(tmp_path)) in row
     assert "needs conversion" in next(line for line in table if line.startswith("large"))
@@ -109,11 +109,10 @@ def test_download_prints_the_path_and_quiet_progress_when_piped(hub: HubServer, 
     assert len(hub.gets()) == 1
 
 
-def test_download_of_a_model_without_gguf_explains(hub: HubServer, tmp_path: Path) -> None:
+def test_download_of_a_conversion_model_missing_on_the_hub_explains(hub: HubServer, tmp_path: Path) -> None:
     write_catalog(tmp_path / "models.toml")
     result = run(hub, tmp_path, "model", "download", "large")
-    assert_one_clear_error(result, 4, "no official GGUF", "1bitLLM/bitnet_b1_58-large", "not available")
-    assert hub.requests == []
+    assert_one_clear_error(result, 4, "HTTP 404", "1bitLLM/bitnet_b1_58-large")
 
 
 def test_resume_after_a_cut(hub: HubServer, tmp_path: Path) -> None:

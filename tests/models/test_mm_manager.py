@@ -9,9 +9,9 @@ import pytest
 
 from hubserver import HubServer, hub_env, tiny_model
 from neuro_bitnet.config import load_settings
-from neuro_bitnet.errors import ModelNotFoundError, NeuroError
+from neuro_bitnet.errors import DownloadError, ModelNotFoundError, NeuroError
 from neuro_bitnet.models.catalog import CatalogEntry
-from neuro_bitnet.models.manager import ModelManager, ModelUnavailableError
+from neuro_bitnet.models.manager import ModelManager
 
 
 @pytest.fixture
@@ -72,11 +72,14 @@ def test_ensure_model_with_yes_downloads_then_reuses(mm: ModelManager, hub: HubS
     assert len(hub.gets()) == 1
 
 
-def test_models_without_gguf_explain_instead_of_404(mm: ModelManager, hub: HubServer) -> None:
-    for name in ("large", "3b", "8b"):
-        with pytest.raises(ModelUnavailableError, match="no official GGUF.*not available in neuro-bitnet yet"):
+def test_models_without_gguf_fetch_the_checkpoint_and_name_a_missing_repo(mm: ModelManager, hub: HubServer) -> None:
+    # large/3b/8b are converted from their official safetensors; a hub without the repo gives one
+    # clear DownloadError naming what was fetched, never a file that looks like a model.
+    for name, repo in (("large", "1bitLLM/bitnet_b1_58-large"), ("8b", "HF1BitLLM/Llama3-8B-1.58-100B-tokens")):
+        with pytest.raises(DownloadError, match=f"{name}: HTTP 404 fetching .*{repo}/resolve/.*config.json"):
             mm.ensure_model(name, assume_yes=True, interactive=False)
-    assert hub.requests == []
+        assert mm.local_path(mm.entry(name)) is None
+    assert all(r.path.endswith("/config.json") for r in hub.requests)
 
 
 def test_remove_deletes_file_record_and_part(mm: ModelManager) -> None:
