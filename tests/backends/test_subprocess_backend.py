@@ -313,3 +313,69 @@ def test_ask_finds_llama_cli_bitnet_in_home(llama_cli: Path, tiny_bitnet_tq2: Pa
     done = run_neuro(ask_args(tiny_bitnet_tq2, max_tokens=8), home)
     assert done.returncode == 0, done.stderr
     assert done.stdout == run_by_hand(llama_cli, tiny_bitnet_tq2, 8)[:-2] + "\n"
+
+
+# ----------------------------------------------------------------------------- options
+def test_stop_string_ends_the_answer(llama_cli: Path, tiny_bitnet_tq2: Path, home: Path) -> None:
+    backend = SubprocessBackend(tiny_bitnet_tq2, settings=load_settings(bitnet_cli_path=llama_cli),
+                                threads=1, ctx_size=512)
+    messages = [{"role": "user", "content": QUESTION}]
+    full = "".join(backend.chat(messages, GenerationOptions(max_tokens=16, temperature=0)))
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    assert len(stop) == 3
+    cut = "".join(backend.chat(messages, GenerationOptions(max_tokens=16, temperature=0, stop=(stop,))))
+    assert cut == full[: full.index(stop)]
+    assert backend.last_stats.finish_reason == "stop"
+
+
+def test_cancel_stops_llama_cli(tiny_bitnet_tq2: Path, tmp_path: Path, home: Path) -> None:
+    slow = executable(tmp_path / "slow-llama-cli", textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys, time
+        if sys.argv[1:] == ["--help"]:
+            sys.exit(0)
+        sys.stdout.write("First words")
+        sys.stdout.flush()
+        time.sleep(60)
+        sys.stdout.write(" and more")
+    """))
+    backend = SubprocessBackend(tiny_bitnet_tq2, settings=load_settings(bitnet_cli_path=slow), threads=1, ctx_size=512)
+    pieces = backend.chat([{"role": "user", "content": QUESTION}], GenerationOptions(max_tokens=8))
+    assert next(pieces) == "First words"
+    backend.cancel()
+    assert "".join(pieces) == ""  # ends without an error
+    assert backend.last_stats.finish_reason == "cancelled"
+
+
+def test_long_prompt_goes_in_a_file(tiny_bitnet_tq2: Path, tmp_path: Path, home: Path) -> None:
+    """A prompt over Linux's 128 KiB argument limit is passed with -f, byte for byte."""
+    seen = tmp_path / "seen.txt"
+    reader = executable(tmp_path / "llama-cli", textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys
+        args = sys.argv[1:]
+        if args == ["--help"]:
+            print("-f FNAME --no-display-prompt")
+            sys.exit(0)
+        text = open(args[args.index("-f") + 1], encoding="utf-8").read()
+        if text.endswith("\\n"):
+            text = text[:-1]  # as llama-cli does
+        open({str(seen)!r}, "w", encoding="utf-8").write(text)
+        print("read", len(text), "characters")
+    """))
+    backend = SubprocessBackend(tiny_bitnet_tq2, settings=load_settings(bitnet_cli_path=reader), threads=1, ctx_size=512)
+    question = "Summarise this:\n" + "ternary weights are small. " * 6000 + "\n"
+    messages = [{"role": "user", "content": question}]
+    answer = "".join(backend.chat(messages, GenerationOptions(max_tokens=8)))
+    prompt = backend.render_prompt(messages)
+    assert len(prompt.encode()) > 128 * 1024
+    assert seen.read_text(encoding="utf-8") == prompt
+    assert answer == f"read {len(prompt)} characters\n"
+
+
+def test_silent_binary_is_an_error(tiny_bitnet_tq2: Path, tmp_path: Path, home: Path) -> None:
+    """A program that exits 0 without printing anything did not answer (e.g. its output was lost)."""
+    silent = executable(tmp_path / "llama-cli", '#!/bin/sh\necho "generate: n_ctx = 512" >&2\nexit 0\n')
+    done = run_neuro(ask_args(tiny_bitnet_tq2), home, silent)
+    line = error_line(done)
+    assert "llama-cli exited without printing an answer: generate: n_ctx = 512." in line and ADVICE in line

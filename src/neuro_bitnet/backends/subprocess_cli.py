@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from functools import lru_cache
@@ -37,6 +38,7 @@ _PROMPT_TIMING = re.compile(r"prompt eval time\s*=\s*([\d.]+) ms\s*/\s*(\d+) tok
 _EVAL_TIMING = re.compile(r"(?<!prompt )\beval time\s*=\s*([\d.]+) ms\s*/\s*(\d+) (?:runs|tokens)")
 _LOAD_TIMING = re.compile(r"\bload time\s*=\s*([\d.]+) ms")
 _HELP_TIMEOUT = 30.0
+_MAX_PROMPT_ARG = 100_000  # bytes; longer prompts are passed in a file (-f)
 
 
 class CliNotFoundError(EngineError):
@@ -127,6 +129,7 @@ class SubprocessBackend:
         self._chat_template = meta.get("tokenizer.chat_template")
         self._tokenizer = Tokenizer.from_gguf_metadata(meta)
         self._process: subprocess.Popen | None = None
+        self._cancelled = False
         self._stats = AnswerStats()
 
     # -- prompt ---------------------------------------------------------------------------------
@@ -146,10 +149,11 @@ class SubprocessBackend:
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(self._tokenizer.encode(self.render_prompt(messages), add_bos=True))
 
-    def command(self, prompt: str, options: GenerationOptions) -> list[str]:
-        """The llama-cli command line for one answer."""
+    def command(self, prompt: str, options: GenerationOptions, prompt_file: Path | None = None) -> list[str]:
+        """The llama-cli command line for one answer (the prompt read from ``prompt_file`` if given)."""
         flags = supported_flags(self.cli)
-        cmd = [str(self.cli), "-m", str(self.model_path), "-p", prompt, "-n", str(options.max_tokens),
+        source = ["-f", str(prompt_file)] if prompt_file is not None else ["-p", prompt]
+        cmd = [str(self.cli), "-m", str(self.model_path), *source, "-n", str(options.max_tokens),
                "-t", str(self.threads), "-c", str(self.ctx_size), "--temp", str(options.temperature),
                "--top-k", str(options.top_k), "--top-p", str(options.top_p),
                "--repeat-penalty", str(options.repeat_penalty)]
@@ -178,59 +182,83 @@ class SubprocessBackend:
         prompt = self.render_prompt(messages)
         return self._run(prompt, options)
 
-    def _start(self, prompt: str, options: GenerationOptions) -> subprocess.Popen:
+    def _start(self, prompt: str, options: GenerationOptions, workdir: Path) -> subprocess.Popen:
+        prompt_file = None
+        if len(prompt.encode("utf-8")) > _MAX_PROMPT_ARG:
+            # Linux refuses a single argument over 128 KiB: such a prompt goes in a file. llama-cli
+            # drops one trailing newline from a prompt file, so one is added.
+            prompt_file = workdir / "prompt.txt"
+            prompt_file.write_text(prompt + "\n", encoding="utf-8")
         try:
-            return subprocess.Popen(self.command(prompt, options), stdin=subprocess.DEVNULL,
+            return subprocess.Popen(self.command(prompt, options, prompt_file), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise CliNotFoundError(f"cannot run {self.cli}: {exc.strerror or exc}. {TROUBLESHOOTING}") from None
 
     def _run(self, prompt: str, options: GenerationOptions) -> Generator[str, None, None]:
         start = time.perf_counter()
-        proc = self._start(prompt, options)
-        self._process = proc
-        stderr_chunks: list[bytes] = []
-        reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
-        reader.start()
-        output = _OutputCleaner(self._echoed_prompt(prompt))
-        stops = StopStringFilter(list(options.stop))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        produced = stopped = False
-        try:
-            while not stopped:
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                text = output.push(decoder.decode(chunk, final=not chunk))
-                if not chunk:
-                    text += output.flush()
-                text, stopped = stops.push(text)
-                if not chunk and not stopped:
-                    text += stops.flush()
-                if text:
-                    produced = True
-                    yield text
-                if not chunk:
-                    break
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
+        self._cancelled = False
+        with tempfile.TemporaryDirectory(prefix="neuro-llama-cli-") as workdir:
+            proc = self._start(prompt, options, Path(workdir))
+            self._process = proc
+            stderr_chunks: list[bytes] = []
+            reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
+            reader.start()
+            output = _OutputCleaner(self._echoed_prompt(prompt))
+            stops = StopStringFilter(list(options.stop))
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            eof = stopped = printed = False
+            try:
+                while not (eof or stopped):
+                    chunk = os.read(proc.stdout.fileno(), 4096)
+                    eof = not chunk
+                    printed = printed or not eof
+                    text = output.push(decoder.decode(chunk, final=eof))
+                    if eof:
+                        text += output.flush()
+                    text, stopped = stops.push(text)
+                    if eof and not stopped:
+                        text += stops.flush()
+                    if text:
+                        yield text
+            finally:
+                # At end of output llama-cli is exiting by itself; otherwise (a stop string, the
+                # caller closed us, an error) it is stopped.
+                self._stop(proc, wait_first=eof)
+                reader.join(timeout=5)
+                proc.stdout.close()
+                proc.stderr.close()
+                self._process = None
+        err = b"".join(stderr_chunks).decode("utf-8", "replace")
+        cancelled, self._cancelled = self._cancelled, False
+        if proc.returncode != 0 and not (stopped or cancelled):
+            raise CliFailedError(f"{self.cli.name} failed (exit {proc.returncode}): {_last_line(err)}. {TROUBLESHOOTING}")
+        if not printed and not cancelled:  # even an empty answer ends with a marker or a blank line
+            raise CliFailedError(f"{self.cli.name} exited without printing an answer: {_last_line(err)}. "
+                                 f"{TROUBLESHOOTING}")
+        reason = "cancelled" if cancelled else "stop" if output.ended or stopped else "length"
+        self._stats = _parse_stats(err, total=time.perf_counter() - start, finish_reason=reason)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen, wait_first: bool) -> None:
+        if wait_first:
             try:
                 proc.wait(timeout=10)
+                return
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            proc.stdout.close()
-            proc.stderr.close()
-            self._process = None
-        err = b"".join(stderr_chunks).decode("utf-8", "replace")
-        if proc.returncode != 0 and not produced:
-            raise CliFailedError(f"{self.cli.name} failed (exit {proc.returncode}): {_last_line(err)}. {TROUBLESHOOTING}")
-        self._stats = _parse_stats(err, total=time.perf_counter() - start,
-                                   finish_reason="stop" if output.ended or stopped else "length")
+                pass
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def cancel(self) -> None:
         proc = self._process
         if proc is not None and proc.poll() is None:
+            self._cancelled = True
             proc.terminate()
 
     @property
