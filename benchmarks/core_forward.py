@@ -106,14 +106,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     rows = []
+    spec = random_spec(rng, args.layers, args.threads, "exact", args.prefill + args.decode + 8)
     for head in args.heads.split(","):
-        spec = random_spec(rng, args.layers, args.threads, head, args.prefill + args.decode + 8)
+        spec["head"] = head  # same weights for every head
         t1 = time.perf_counter()
         model = _core.Model(spec)
         build = time.perf_counter() - t1
         pf, dc = bench(model, args.prefill, args.decode, args.runs)
         rows.append((head, model.isa, build, pf, dc))
-        del model, spec
+        del model
     print(f"2B-4T shapes, {args.layers} layers, {args.threads} threads "
           f"(setup {time.perf_counter() - t0:.0f} s); median of {args.runs} runs")
     print(f"{'head':6} {'isa':9} {'build s':>8} {'prefill ' + str(args.prefill) + ' tok/s':>18} "
