@@ -64,7 +64,7 @@ def q8_head(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NumpyModel:
-    """The reference model over a `_core.Model` spec dict, with its own f16 KV cache."""
+    """The reference model over a `_core.Model` spec dict, with its own f32 KV cache."""
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
@@ -88,7 +88,7 @@ class NumpyModel:
         if spec["head"] == "q8":
             self.head_q, self.head_scale = q8_head(self.out)
         ctx, n_layer = spec["ctx_size"], spec["n_layer"]
-        self.kcache = np.zeros((n_layer, self.n_kv, ctx, self.hd), dtype=np.float16)
+        self.kcache = np.zeros((n_layer, self.n_kv, ctx, self.hd), dtype=F32)
         self.vcache = np.zeros_like(self.kcache)
         theta = np.float64(np.float32(spec["rope_theta"]))
         self.freq = theta ** (-2.0 * np.arange(self.hd // 2, dtype=np.float64) / self.hd)
@@ -131,8 +131,8 @@ class NumpyModel:
             kv = ternary_matmul(*L["attn_k"], q8, s)
             vv = ternary_matmul(*L["attn_v"], q8, s)
             qv = self._rope(qv, pos)
-            self.kcache[il, :, pos] = self._rope(kv, pos).astype(np.float16)
-            self.vcache[il, :, pos] = vv.reshape(self.n_kv, self.hd).astype(np.float16)
+            self.kcache[il, :, pos] = self._rope(kv, pos).astype(F32)
+            self.vcache[il, :, pos] = vv.reshape(self.n_kv, self.hd).astype(F32)
             a = self._attention(il, qv, pos)
             if self.spec["sub_norms"]:
                 a = rmsnorm(a, L["attn_sub_norm"], self.eps)

@@ -165,8 +165,8 @@ static void op_rope_store(nb_model *m, int t, int ith) {
     const int pos = m->p0 + t;
     for (int g = 0; g < nkv; g++) {
         size_t off = (((size_t)m->il * nkv + g) * cfg->ctx_size + pos) * HD;
-        m->k->to_f16(m->kcache + off, k + (size_t)g * HD, HD);
-        m->k->to_f16(m->vcache + off, m->vb + t * KV + (size_t)g * HD, HD);
+        memcpy(m->kcache + off, k + (size_t)g * HD, sizeof(float) * HD);
+        memcpy(m->vcache + off, m->vb + t * KV + (size_t)g * HD, sizeof(float) * HD);
     }
 }
 
@@ -176,21 +176,21 @@ typedef struct {
     atomic_int next;
 } attn_job;
 
-/* One (token, head) pair: causal softmax attention over positions 0..pos of the f16 cache. */
+/* One (token, head) pair: causal softmax attention over positions 0..pos of the cache. */
 static void attend(nb_model *m, int t, int h, int ith) {
     const nb_config *cfg = &m->cfg;
     const int HD = cfg->head_dim, pos = m->p0 + t;
     const int g = h / (cfg->n_head / cfg->n_head_kv);
     const size_t D = (size_t)cfg->n_head * HD;
     const size_t base = ((size_t)m->il * cfg->n_head_kv + g) * cfg->ctx_size * HD;
-    const uint16_t *K = m->kcache + base, *V = m->vcache + base;
+    const float *K = m->kcache + base, *V = m->vcache + base;
     const float *q = m->qb + t * D + (size_t)h * HD;
     float *out = m->attn + t * D + (size_t)h * HD;
     float *sc = m->scores + (size_t)ith * cfg->ctx_size;
     const float scale = 1.0f / sqrtf((float)HD);
     float mx = -INFINITY;
     for (int j = 0; j <= pos; j++) {
-        sc[j] = m->k->dot_row(q, K + (size_t)j * HD, NB_F16, HD) * scale;
+        sc[j] = m->k->dot_row(q, K + (size_t)j * HD, NB_F32, HD) * scale;
         mx = max_f(mx, sc[j]);
     }
     float sum = 0.0f;
@@ -199,7 +199,10 @@ static void attend(nb_model *m, int t, int h, int ith) {
         sum += sc[j];
     }
     memset(out, 0, sizeof(float) * HD);
-    for (int j = 0; j <= pos; j++) m->k->axpy_f16(out, sc[j], V + (size_t)j * HD, HD);
+    for (int j = 0; j <= pos; j++) {
+        const float *v = V + (size_t)j * HD, a = sc[j];
+        for (int i = 0; i < HD; i++) out[i] += a * v[i];
+    }
     const float inv = 1.0f / sum;
     for (int i = 0; i < HD; i++) out[i] *= inv;
 }
@@ -233,7 +236,10 @@ static void op_ffn_act(nb_model *m, int t, int ith) {
         for (int i = 0; i < F; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
     }
     if (m->cfg.sub_norms) rmsnorm(g, g, m->layers[m->il].ffn_sub_norm, F, m->cfg.rms_eps);
-    quantize_row(g, F, m->qa + (size_t)t * F, &m->qsum[t], &m->qs[t]);
+    const int Fp = nb_padded_cols(F); /* ffn_down's row length */
+    int8_t *qa = m->qa + (size_t)t * Fp;
+    quantize_row(g, F, qa, &m->qsum[t], &m->qs[t]);
+    memset(qa + F, 0, (size_t)(Fp - F));
 }
 
 static void layer(nb_model *m, int il, int n) {

@@ -87,7 +87,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     atomic_init(&m->busy, 0);
     const size_t UB = NB_UBATCH, E = cfg->n_embd, F = cfg->n_ff, HD = cfg->head_dim;
     const size_t D = (size_t)cfg->n_head * HD, KV = (size_t)cfg->n_head_kv * HD;
-    size_t maxdim = E > F ? E : F;
+    size_t maxdim = E > (size_t)nb_padded_cols((int)F) ? E : (size_t)nb_padded_cols((int)F);
     if (D > maxdim) maxdim = D;
 
     m->layers = malloc(sizeof(nb_layer) * (size_t)cfg->n_layer);
@@ -96,8 +96,8 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->cfg.layers = m->layers;
 
     size_t kv_elems = (size_t)cfg->n_layer * KV * (size_t)cfg->ctx_size;
-    m->kcache = calloc(kv_elems, sizeof(uint16_t));
-    m->vcache = calloc(kv_elems, sizeof(uint16_t));
+    m->kcache = calloc(kv_elems, sizeof(float));
+    m->vcache = calloc(kv_elems, sizeof(float));
     m->rope_freq = malloc(sizeof(double) * (HD / 2));
     m->x = alloc_aligned(UB * E * 4);
     m->qb = alloc_aligned(UB * D * 4);

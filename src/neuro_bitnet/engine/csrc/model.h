@@ -13,6 +13,11 @@ enum nb_act { NB_RELU2 = 0, NB_SILU = 1 };
 /* Tokens processed together inside one forward call (longer inputs run in several batches). */
 #define NB_UBATCH 64
 
+/* Rows of a ternary matrix hold whole 128-weight blocks: a matrix whose input length is not a
+ * multiple of 128 (ffn_down of BitNet 3B: n_ff 8640) comes with zero weights up to the next
+ * multiple, and its activations are zero-padded to match. */
+static inline int nb_padded_cols(int n) { return (n + 127) / 128 * 128; }
+
 typedef struct {
     const uint8_t *data; /* I2_S packed, rows * cols / 4 bytes, row-major */
     float scale;

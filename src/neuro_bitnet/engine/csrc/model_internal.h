@@ -10,8 +10,9 @@ struct nb_model {
     const nb_kernels *k;
     nb_pool *pool;
     atomic_int busy;
-    /* KV cache, f16, [layer][kv_head][ctx_size][head_dim]; calloc'd so untouched pages stay free. */
-    uint16_t *kcache, *vcache;
+    /* KV cache, f32 (as the reference computes; f16 here moved logits by ~1% of their range),
+     * [layer][kv_head][ctx_size][head_dim]; calloc'd so untouched pages stay free. */
+    float *kcache, *vcache;
     /* int8 head (head "q8"): n_vocab x n_embd, one scale per row. */
     int8_t *head_q;
     float *head_scale;

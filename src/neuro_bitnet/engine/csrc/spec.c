@@ -161,7 +161,7 @@ static int parse_layer(buffer_list *bl, PyObject *layer, int il, const nb_config
         get_tmat(bl, layer, "attn_output", where, E, D, &L->o) ||
         get_tmat(bl, layer, "ffn_gate", where, F, E, &L->gate) ||
         get_tmat(bl, layer, "ffn_up", where, F, E, &L->up) ||
-        get_tmat(bl, layer, "ffn_down", where, E, F, &L->down))
+        get_tmat(bl, layer, "ffn_down", where, E, nb_padded_cols(F), &L->down))
         return -1;
     return 0;
 }
