@@ -2,77 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
 from neuro_bitnet.errors import ConfigError
 from neuro_bitnet.retrieval.grounding import combine_contexts
 from neuro_bitnet.web import WebSearchError, WebSettings, web_context, web_search
-
-RECORDED = Path(__file__).parent / "recorded"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep test output quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        url = urlparse(self.path)
-        self.server.requests.append((url.path, parse_qs(url.query)))
-        parts = url.path.strip("/").split("/")
-        if parts[0] == "slow":
-            time.sleep(1.5)
-            parts = parts[1:]
-        if parts[0] == "searx403":
-            return self._send(403, b"Forbidden")
-        if parts[0] == "searx" and parts[1:] == ["search"]:
-            return self._file("searxng_search.json")
-        lang = parts[0]
-        if parts[1:] == ["w", "api.php"]:
-            query = parse_qs(url.query).get("srsearch", [""])[0]
-            if "zzz" in query:
-                return self._file("wikipedia_empty_search.json")
-            return self._file(f"wikipedia_{lang}_search.json")
-        if parts[1:4] == ["api", "rest_v1", "page"] and parts[4] == "summary":
-            return self._file(f"wikipedia_{lang}_summary_{unquote(parts[5])}.json")
-        self._send(404, b"{}")
-
-    def _file(self, name: str) -> None:
-        path = RECORDED / name
-        if not path.is_file():
-            return self._send(404, b'{"type":"https://mediawiki.org/wiki/HyperSwitch/errors/not_found"}')
-        self._send(200, path.read_bytes())
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
-            pass
+from support.recorded_web import base_url, recorded_web_server
 
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with recorded_web_server() as httpd:
+        yield httpd
 
 
 def base(server) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    return base_url(server)
 
 
 @pytest.fixture(autouse=True)
