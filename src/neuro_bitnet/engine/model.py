@@ -48,6 +48,10 @@ class BitNetModel:
             self._core = _core.Model(spec)
         except (ValueError, TypeError, MemoryError) as exc:
             raise EngineError(f"{self.path.name}: {exc}") from None
+        if head == "q8" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
+            # The int8 head is built from the file's float head, which is now only read a few
+            # embedding rows at a time: let its pages go.
+            self._gguf.release_pages("output.weight" if "output" in spec else "token_embd.weight")
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()
