@@ -50,10 +50,11 @@ class LlamaBuildError(RuntimeError):
     """The llama.cpp build failed; the message names the log."""
 
 
-# llama.cpp's logger prints from a worker thread and is never flushed at exit (upstream issue
-# ggml-org/llama.cpp#22142): when the main thread finishes first, as it often does with a tiny
-# model on a busy machine, the end of the answer and the performance report are lost (seen here:
-# 1 run in 4 printed nothing and exited 0). The patch flushes the log before returning.
+# llama.cpp's logger prints from a worker thread, and its singleton is deliberately never
+# destroyed (common/log.cpp, citing ggml-org/llama.cpp#22142), so nothing flushes it at exit: when
+# the main thread finishes first, as it often does with a tiny model on a busy machine, the answer
+# and the performance report are lost (seen here: 1 run in 4 printed nothing and exited 0).
+# The patch flushes the log before llama-completion returns.
 _FLUSH_PATCH = (
     "tools/completion/completion.cpp",
     "    llama_backend_free();\n\n    return 0;\n}",
@@ -87,6 +88,8 @@ def ensure_llama_cli() -> Path:
 def _build(binary: Path, log) -> None:
     """Download the sdist, extract vendor/llama.cpp, build TARGET, install it as ``binary``."""
     started = time.monotonic()
+    if shutil.which("cmake") is None:
+        raise LlamaBuildError(f"building {TARGET} needs cmake on PATH (`pip install cmake`) and a C++17 compiler")
 
     def run(cmd: list[str]) -> None:
         log.write(f"$ {' '.join(cmd)}\n")
