@@ -36,16 +36,17 @@ N_HEAD_KV = 2
 CTX = 512
 ROPE_THETA = 10000.0
 RMS_EPS = 1e-5
-# Token embeddings (also the output head) ~ N(0, 1): logits spread by several units, so the
-# greedy choice wins by a clear margin and small rounding differences between engines cannot
-# flip it. Tokens that are not printable text alone (special tokens, control characters, lone
+# Token embeddings (also the output head) ~ N(0, 1): logits spread over ~100, so most greedy
+# choices win by several units and small rounding differences between engines rarely flip
+# them. Tokens that are not printable text alone (special tokens, control characters, lone
 # UTF-8 bytes) get tiny rows: their logits stay near 0, far below the best text token, so the
 # random model writes text instead of ending at once or printing broken characters.
 EMBED_STD = 1.0
 QUIET_EMBED_STD = 0.01
 # Ternary scales this many times the unit-variance choice: the blocks' outputs outweigh the
 # token's own embedding in the residual stream, so greedy decoding does not just repeat the
-# last token forever.
+# last token forever. Not for Q and K: large attention scores make softmax nearly one-hot and
+# let llama.cpp's f16 rounding of Q swing outputs by up to 14% of the logit range.
 LAYER_GAIN = 6.0
 
 
