@@ -40,6 +40,7 @@ QUESTION = "What is BitNet?"
 PROMPT = f"System: {SYSTEM}<|eot_id|>User: {QUESTION}<|eot_id|>Assistant: "
 ADVICE = "Or use the built-in engine: --backend native."
 MARGIN = 3.0  # logits: a greedy choice this far ahead cannot flip between engines (see below)
+EXACT_MARGIN = 0.2  # logits: ~10x what llama.cpp with an f32 KV cache and our exact head differ by
 
 
 def executable(path: Path, text: str) -> Path:
@@ -141,26 +142,27 @@ def test_ask_equals_binary_run_by_hand(llama_cli: Path, tiny_bitnet_tq2: Path, h
     assert "llama" not in done.stderr  # no banner or log of llama-cli leaks through
 
 
-def greedy_margins(model_path: Path, question: str, max_tokens: int) -> list[float]:
-    """Top-1 minus top-2 logit (after the default repeat penalty) at each greedy step, computed
-    with our engine's exact head: how far each choice is from being a near tie."""
+def greedy_margins(model_path: Path, question: str, max_tokens: int,
+                   repeat_penalty: float = 1.1) -> tuple[str, list[float]]:
+    """Our engine's greedy answer (exact head) and, at each step, the top-1 minus top-2 logit
+    after the repeat penalty: how far each choice is from being a near tie."""
     model = load_model(model_path, threads=1, ctx_size=512, head="exact")
     try:
         prompt = model.render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
         ids = model.tokenize(prompt, add_bos=False)
-        "".join(model.generate(ids, max_tokens=max_tokens, temperature=0, repeat_penalty=1.1))
+        answer = "".join(model.generate(ids, max_tokens=max_tokens, temperature=0, repeat_penalty=repeat_penalty))
         tokens = list(model.last_tokens)
         logits = model.logits(ids + tokens)
     finally:
         model.close()
-    sampler = Sampler(SamplingParams(temperature=0, repeat_penalty=1.1))
+    sampler = Sampler(SamplingParams(temperature=0, repeat_penalty=repeat_penalty))
     margins = []
     for step, token in enumerate(tokens):
         row = sampler.apply_repeat_penalty(logits[len(ids) - 1 + step], ids + tokens[:step])
         assert int(row.argmax()) == token
         second, first = np.sort(row)[-2:]
         margins.append(float(first - second))
-    return margins
+    return answer, margins
 
 
 def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Path, home: Path) -> None:
@@ -172,7 +174,7 @@ def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Pat
     at least MARGIN; where two tokens are nearly tied either engine may rightly pick the other.
     """
     question = "Name three colours."
-    margins = greedy_margins(tiny_bitnet_tq2, question, 16)
+    _, margins = greedy_margins(tiny_bitnet_tq2, question, 16)
     steps = next((i for i, m in enumerate(margins) if m < MARGIN), len(margins))
     assert steps >= 6, f"the tiny model's greedy answer has near ties early: {margins}"
     sub = run_neuro(ask_args(tiny_bitnet_tq2, "--json", max_tokens=steps, question=question), home, llama_cli)
@@ -184,6 +186,24 @@ def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Pat
     assert sub_result["backend"] == "subprocess" and native_result["backend"] == "native"
     assert sub_result["answer"] == native_result["answer"]
     assert sub_result["usage"] == native_result["usage"]
+
+
+def test_llama_cpp_with_f32_cache_matches_engine(llama_cli: Path, tiny_bitnet_tq2: Path) -> None:
+    """With llama.cpp's f16 roundings off (f32 KV cache, no flash attention) its `bitnet` logits
+    are within ~0.02% of the logit range of our engine's exact head: 64 greedy tokens agree
+    wherever the choice is not a near tie (margin under EXACT_MARGIN)."""
+    _, margins = greedy_margins(tiny_bitnet_tq2, QUESTION, 64, repeat_penalty=1.0)
+    steps = next((i for i, m in enumerate(margins) if m < EXACT_MARGIN), len(margins))
+    assert steps >= 32, f"near ties early in the tiny model's greedy answer: {margins}"
+    prefix, _ = greedy_margins(tiny_bitnet_tq2, QUESTION, steps, repeat_penalty=1.0)
+    done = subprocess.run(
+        [str(llama_cli), "-m", str(tiny_bitnet_tq2), "-p", PROMPT, "-n", str(steps), "-t", "1", "-c", "512",
+         "--temp", "0", "--repeat-penalty", "1.0", "-ctk", "f32", "-ctv", "f32", "-fa", "off",
+         "-no-cnv", "--no-display-prompt"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == prefix + "\n\n"
 
 
 def test_max_tokens_is_respected(llama_cli: Path, tiny_bitnet_tq2: Path, home: Path) -> None:
