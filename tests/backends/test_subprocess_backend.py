@@ -168,9 +168,9 @@ def greedy_margins(model_path: Path, question: str, max_tokens: int,
 def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Path, home: Path) -> None:
     """llama.cpp's `bitnet` arch and our engine compute the same model: same greedy answer.
 
-    Not bit for bit: llama.cpp rounds attention inputs to f16, which moves a few int8 activation
-    roundings, and `neuro ask` runs our int8 copy of the head; on this model that moves logits by up
-    to ~1 (of a ~100 range). So the answers are compared over the steps whose greedy choice wins by
+    Not bit for bit: by default llama.cpp keeps K and V in f16 (and its flash attention rounds Q
+    to f16), which moves a few int8 activation roundings, and `neuro ask` runs our int8 copy of the
+    head; on this model that moves logits by up to ~1 (of a ~100 range). So the answers are compared over the steps whose greedy choice wins by
     at least MARGIN; where two tokens are nearly tied either engine may rightly pick the other.
     """
     question = "Name three colours."
