@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Generator
 
 from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
 from neuro_bitnet.server.client import DaemonClient, is_running
+from neuro_bitnet.server.errors import DaemonError
 
 
 class DaemonBackend:
@@ -22,15 +24,20 @@ class DaemonBackend:
         self._cancelled = False
 
     @classmethod
-    def connect(cls, url: str, model: str | None = None) -> "DaemonBackend | None":
-        """A backend for the daemon at ``url``, or None when none answers there or it serves
-        another model than ``model`` (a catalog id, alias or path)."""
+    def connect(cls, url: str, model: str | None = None, *, required: bool = False) -> "DaemonBackend | None":
+        """A backend for the daemon at ``url``; None when none answers there or it serves
+        another model than ``model`` (a catalog id, alias or path). With ``required``, those
+        cases are errors that say which."""
         if not is_running(url):
+            if required:
+                raise DaemonError(f"no neuro daemon answers at {url}; start one with `neuro serve --detach`")
             return None
         client = DaemonClient(url)
         health = client.health()
         served = str(health.get("model") or "")
-        if model is not None and not _same_model(model, served, client):
+        if model is not None and not _same_model(model, health, client):
+            if required:
+                raise DaemonError(f"the daemon at {url} serves {served!r}, not {model!r}")
             return None
         return cls(client, served or "daemon", int(health.get("ctx_size") or 4096))
 
@@ -80,9 +87,12 @@ class DaemonBackend:
         pass
 
 
-def _same_model(requested: str, served: str, client: DaemonClient) -> bool:
+def _same_model(requested: str, health: dict, client: DaemonClient) -> bool:
     """Does the daemon serve ``requested`` (by id, by one of its aliases, or as the same file)?"""
-    names = {served}
+    served_path = health.get("path")
+    if served_path and Path(requested).suffix == ".gguf":
+        return Path(requested).expanduser().resolve() == Path(served_path).resolve()
+    names = {str(health.get("model") or "")}
     try:
         for entry in client.models():
             names.add(str(entry.get("id", "")))

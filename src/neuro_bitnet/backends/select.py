@@ -31,12 +31,10 @@ def open_backend(request: BackendRequest, settings: Settings) -> Backend:
         from neuro_bitnet.backends.daemon import DaemonBackend
         from neuro_bitnet.server.config import env_url
 
-        url = env_url()
-        daemon = DaemonBackend.connect(url, model=request.model if request.model_given else None)
+        daemon = DaemonBackend.connect(env_url(), model=request.model if request.model_given else None,
+                                       required=request.kind == "daemon")
         if daemon is not None:
             return daemon
-        if request.kind == "daemon":
-            raise NeuroError(f"no neuro daemon answers at {url}; start one with `neuro serve --detach`")
 
     from neuro_bitnet.models.manager import ModelManager
 

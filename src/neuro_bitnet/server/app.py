@@ -203,6 +203,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({
         "status": "ok",
         "model": state.info.id,
+        "path": str(state.info.path) if state.info.path else None,
         "uptime": round(time.time() - state.started, 3),
         "auto_translate": state.config.auto_translate,
         "ctx_size": state.info.ctx_size,
