@@ -25,12 +25,8 @@ int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n) {
     return acc;
 }
 
-void nb_axpy_f16_portable(float *y, float a, const uint16_t *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * nb_f16_to_f32(x[i]);
-}
-
-void nb_to_f16_portable(uint16_t *dst, const float *src, int n) {
-    for (int i = 0; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
+void nb_axpy_portable(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 void nb_to_f32_portable(float *dst, const void *row, int dtype, int n) {
@@ -114,22 +110,12 @@ NB_AVX2 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n) {
     return acc;
 }
 
-NB_AVX2 void nb_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n) {
+NB_AVX2 void nb_axpy_avx2(float *y, float a, const float *x, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, vx, _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; i++) y[i] += a * nb_f16_to_f32(x[i]);
-}
-
-NB_AVX2 void nb_to_f16_avx2(uint16_t *dst, const float *src, int n) {
-    int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
 }
 
 NB_AVX2 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n) {

@@ -199,10 +199,7 @@ static void attend(nb_model *m, int t, int h, int ith) {
         sum += sc[j];
     }
     memset(out, 0, sizeof(float) * HD);
-    for (int j = 0; j <= pos; j++) {
-        const float *v = V + (size_t)j * HD, a = sc[j];
-        for (int i = 0; i < HD; i++) out[i] += a * v[i];
-    }
+    for (int j = 0; j <= pos; j++) m->k->axpy(out, sc[j], V + (size_t)j * HD, HD);
     const float inv = 1.0f / sum;
     for (int i = 0; i < HD; i++) out[i] *= inv;
 }

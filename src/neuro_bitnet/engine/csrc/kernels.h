@@ -18,10 +18,8 @@ typedef struct {
     float (*dot_row)(const float *x, const void *row, int dtype, int n);
     /* sum_i a[i] * b[i] over int8 (|values| <= 127), n % 32 == 0 for the fast path. */
     int32_t (*dot_i8)(const int8_t *a, const int8_t *b, int n);
-    /* y[i] += a * x[i], x in f16. */
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
-    /* dst[i] = f16(src[i]), round to nearest even. */
-    void (*to_f16)(uint16_t *dst, const float *src, int n);
+    /* y[i] += a * x[i] (attention's weighted sum of values). */
+    void (*axpy)(float *y, float a, const float *x, int n);
     /* dst[i] = float(row[i]), row f32, f16 or bf16 (exact). */
     void (*to_f32)(float *dst, const void *row, int dtype, int n);
 } nb_kernels;
@@ -37,15 +35,13 @@ const nb_kernels *nb_kernels_avx2(void);
 void nb_ternary_portable(NB_TERNARY_ARGS);
 float nb_dot_row_portable(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n);
-void nb_axpy_f16_portable(float *y, float a, const uint16_t *x, int n);
-void nb_to_f16_portable(uint16_t *dst, const float *src, int n);
+void nb_axpy_portable(float *y, float a, const float *x, int n);
 void nb_to_f32_portable(float *dst, const void *row, int dtype, int n);
 #if defined(__x86_64__) || defined(__i386__)
 void nb_ternary_avx2(NB_TERNARY_ARGS);
 float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n);
-void nb_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n);
-void nb_to_f16_avx2(uint16_t *dst, const float *src, int n);
+void nb_axpy_avx2(float *y, float a, const float *x, int n);
 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n);
 #endif
 
