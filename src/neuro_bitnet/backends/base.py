@@ -5,25 +5,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Generator, Protocol
 
+from neuro_bitnet.engine.sampling import SamplingParams
+
 
 @dataclass(frozen=True)
-class GenerationOptions:
-    """Sampling and length settings for one answer."""
+class GenerationOptions(SamplingParams):
+    """Sampling settings (validated as the engine's) plus the answer's length and stop strings."""
 
     max_tokens: int = 512
-    temperature: float = 0.7
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    seed: int | None = None
     stop: tuple[str, ...] = ()
 
     def engine_kwargs(self) -> dict:
         """Keyword arguments for the native engine's generate/chat."""
-        data = asdict(self)
-        data["stop"] = list(self.stop)
-        return data
+        return {
+            "max_tokens": self.max_tokens, "temperature": self.temperature, "top_k": self.top_k,
+            "top_p": self.top_p, "min_p": self.min_p, "repeat_penalty": self.repeat_penalty,
+            "seed": self.seed, "stop": list(self.stop),
+        }
 
 
 @dataclass

@@ -34,11 +34,10 @@ def read_piped_stdin() -> str:
 def generation_options(max_tokens: int, temperature: float, top_p: float, seed: int | None) -> GenerationOptions:
     if max_tokens < 1:
         raise click.BadParameter("must be >= 1", param_hint="--max-tokens")
-    if temperature < 0:
-        raise click.BadParameter("must be >= 0", param_hint="--temperature")
-    if not 0 < top_p <= 1:
-        raise click.BadParameter("must be in (0, 1]", param_hint="--top-p")
-    return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    try:
+        return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    except ValueError as exc:  # the engine's own validation of the sampling settings
+        raise click.UsageError(str(exc)) from None
 
 
 def model_options(func):
