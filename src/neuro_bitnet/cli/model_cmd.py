@@ -315,14 +315,15 @@ def convert_cmd(hf_dir: Path, out: Path, arch: str, force: bool, verify: bool) -
     """
     import time
 
-    from neuro_bitnet.models.convert import ConvertError, convert_checkpoint, make_convert_progress
+    from neuro_bitnet.models.convert import ConvertError, convert_checkpoint
+    from neuro_bitnet.models.progress import make_progress
     from neuro_bitnet.models.convert.verify import check_loads
 
     if out.exists() and not force:
         raise ConvertError(f"{out} exists; pass --force to overwrite it")
     start = time.monotonic()
     notes: list[str] = []
-    result = convert_checkpoint(hf_dir, out, arch=arch, progress=make_convert_progress(), notes=notes)
+    result = convert_checkpoint(hf_dir, out, arch=arch, progress=make_progress(verb="converting"), notes=notes)
     for note in notes:
         status(f"note: {note}")
     if verify:

@@ -227,7 +227,7 @@ class ModelManager:
         Interrupted runs resume: verified shards are kept, partial ones continue from where they
         stopped, and the conversion starts over.
         """
-        from neuro_bitnet.models.convert import convert_checkpoint, make_convert_progress
+        from neuro_bitnet.models.convert import convert_checkpoint
         from neuro_bitnet.models.convert.snapshot import fetch_snapshot
         from neuro_bitnet.models.convert.verify import check_loads
 
@@ -262,7 +262,7 @@ class ModelManager:
                 raise
             tmp = self._converting_path(entry)
             reporter.note(f"{entry.id}: checkpoint verified ({format_size(snap.shard_bytes)}, revision {snap.revision})")
-            convert_checkpoint(src, tmp, progress=make_convert_progress(progress), label=entry.id)
+            convert_checkpoint(src, tmp, progress=make_progress(progress, verb="converting"), label=entry.id)
             try:
                 check_loads(tmp)
                 digest = sha256_file(tmp)

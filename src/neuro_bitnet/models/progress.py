@@ -1,4 +1,4 @@
-"""Download progress: a rich bar on a terminal, plain lines when piped, or nothing."""
+"""Progress of downloads and conversions: a rich bar on a terminal, plain lines when piped, or nothing."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def _duration(seconds: float) -> str:
 class LineProgress:
     """Quiet line-based progress for logs and pipes: one line per 10%, or per 10 s if no total."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, verb: str = "downloading") -> None:
         self.stream = stream or sys.stderr
+        self.verb = verb
         self.label = ""
         self.total: int | None = None
         self.done = 0
@@ -77,7 +78,7 @@ class LineProgress:
         self._t0 = self._last_line = time.monotonic()
         size = format_size(total) if total else "unknown size"
         resumed = f", resuming at {format_size(completed)}" if completed else ""
-        self._write(f"downloading {label} ({size}{resumed})")
+        self._write(f"{self.verb} {label} ({size}{resumed})")
         self._next_step = (completed * 10 // total + 1) if total else 0
 
     def advance(self, nbytes: int) -> None:
@@ -110,8 +111,9 @@ class LineProgress:
 class RichProgress:
     """A progress bar with bytes, rate and ETA on the terminal (stderr)."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, verb: str = "downloading") -> None:
         self.console = console or Console(stderr=True)
+        self.verb = verb
         self._progress: Progress | None = None
         self._task = None
 
@@ -130,7 +132,7 @@ class RichProgress:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(label, total=total, completed=completed)
+        self._task = self._progress.add_task(f"{self.verb} {label}", total=total, completed=completed)
 
     def advance(self, nbytes: int) -> None:
         if self._progress is not None:
@@ -142,11 +144,11 @@ class RichProgress:
             self._progress = None
 
 
-def make_progress(enabled: bool = True, stream: TextIO | None = None) -> ProgressReporter:
+def make_progress(enabled: bool = True, stream: TextIO | None = None, verb: str = "downloading") -> ProgressReporter:
     """A rich bar if `stream` (default stderr) is a terminal, plain lines otherwise."""
     if not enabled:
         return NullProgress()
     stream = stream or sys.stderr
     if stream.isatty():
-        return RichProgress(Console(file=stream))
-    return LineProgress(stream)
+        return RichProgress(Console(file=stream), verb)
+    return LineProgress(stream, verb)

@@ -8,7 +8,6 @@ See docs/convert.md for the supported layouts and the output format.
 
 from neuro_bitnet.models.convert.errors import ConvertError
 from neuro_bitnet.models.convert.layouts import GGUF_ARCHES, Layout, detect_layout
-from neuro_bitnet.models.convert.progress import make_convert_progress
 from neuro_bitnet.models.convert.writer import ConvertResult, convert_checkpoint
 
 __all__ = [
@@ -18,5 +17,4 @@ __all__ = [
     "Layout",
     "convert_checkpoint",
     "detect_layout",
-    "make_convert_progress",
 ]

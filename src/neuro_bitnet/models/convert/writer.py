@@ -26,7 +26,7 @@ from neuro_bitnet.engine.quants import quantize_bf16
 from neuro_bitnet.models.convert import ternary
 from neuro_bitnet.models.convert.errors import ConvertError
 from neuro_bitnet.models.convert.layouts import BLOCK_NORMS, LINEARS, Layout, detect_layout
-from neuro_bitnet.models.convert.progress import ConvertProgress, NullConvertProgress
+from neuro_bitnet.models.progress import NullProgress, ProgressReporter
 from neuro_bitnet.models.convert.safetensors_reader import Checkpoint, TensorRef, read_all, read_rows, row_slabs
 from neuro_bitnet.models.convert.vocab import pad_vocab, tokenizer_metadata
 
@@ -184,7 +184,7 @@ def _metadata(writer: GGUFWriter, layout: Layout, n_vocab: int, tokenizer: dict[
 class _Counting:
     """Wraps a producer so each chunk advances the progress by its size."""
 
-    def __init__(self, produce: Callable[[], Iterable[Any]], progress: ConvertProgress) -> None:
+    def __init__(self, produce: Callable[[], Iterable[Any]], progress: ProgressReporter) -> None:
         self.produce, self.progress = produce, progress
 
     def __call__(self) -> Iterator[Any]:
@@ -198,7 +198,7 @@ def convert_checkpoint(
     out: str | os.PathLike[str],
     *,
     arch: str = "auto",
-    progress: ConvertProgress | None = None,
+    progress: ProgressReporter | None = None,
     label: str | None = None,
     notes: list[str] | None = None,
 ) -> ConvertResult:
@@ -218,10 +218,10 @@ def convert_checkpoint(
     tokenizer = pad_vocab(tokenizer_metadata(model_dir), n_vocab)
     writer = GGUFWriter(out, layout.arch)
     _metadata(writer, layout, n_vocab, tokenizer)
-    progress = progress or NullConvertProgress()
+    progress = progress or NullProgress()
     for name, (shape, ggml_type, produce) in plan.tensors.items():
         writer.add_lazy(name, shape, ggml_type, _Counting(produce, progress))
-    progress.start(label or out.name, plan.nbytes())
+    progress.start(label or out.name, plan.nbytes(), 0)
     try:
         writer.write()
     except OSError as exc:
