@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from neuro_bitnet.language.detect import detect_language
+
 _STOPWORDS = {
     "en": "a an the of in on at to for and or is are was were be been what who whom which when where why how "
           "do does did can could would should will tell me about please explain describe give list",
@@ -23,14 +25,7 @@ STOPWORDS = {lang: set(words.split()) for lang, words in _STOPWORDS.items()}
 
 def question_language(question: str) -> str:
     """Two-letter language code of the question ("en" when unsure)."""
-    try:
-        from neuro_bitnet.language.detect import detect_language
-
-        return detect_language(question).language
-    except Exception:  # the detector is optional here; fall back to counting stopwords
-        words = re.findall(r"\w+", question.lower())
-        best = max(STOPWORDS, key=lambda lang: sum(w in STOPWORDS[lang] for w in words))
-        return best if any(w in STOPWORDS[best] for w in words) else "en"
+    return detect_language(question).language
 
 
 def keywords(question: str, language: str) -> str:
