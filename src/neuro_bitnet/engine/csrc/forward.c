@@ -102,10 +102,11 @@ static void mm_task(void *arg, int ith, int nth) {
     }
 }
 
-/* y_i (+)= W_i . qa for up to three matrices sharing the quantized input in m->qa. */
+/* y_i (+)= W_i . qa for up to three matrices sharing the quantized input in m->qa.
+ * Decode takes 128-row chunks: long contiguous weight streams keep the prefetch ahead useful. */
 static void matmul(nb_model *m, int n, int nparts, const nb_tmat *const *w, float *const *y,
                    int accumulate) {
-    mm_job job = {.m = m, .nparts = nparts, .ntok = n, .chunk_rows = n == 1 ? 32 : 16};
+    mm_job job = {.m = m, .nparts = nparts, .ntok = n, .chunk_rows = n == 1 ? 128 : 16};
     atomic_init(&job.next, 0);
     int total = 0;
     for (int p = 0; p < nparts; p++) {
