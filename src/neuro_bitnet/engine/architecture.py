@@ -27,6 +27,20 @@ ARCHITECTURES: dict[str, ArchBehaviour] = {
     "llama": ArchBehaviour(ffn_act="silu", sub_norms=False, rope_neox=False),
 }
 
+def ternary_shapes(n_embd: int, n_ff: int, n_head: int, n_head_kv: int, head_dim: int) -> dict[str, tuple[int, int]]:
+    """(rows, cols) of each ternary matrix of a block, by GGUF short name."""
+    q_dim, kv_dim = n_head * head_dim, n_head_kv * head_dim
+    return {
+        "attn_q": (q_dim, n_embd),
+        "attn_k": (kv_dim, n_embd),
+        "attn_v": (kv_dim, n_embd),
+        "attn_output": (n_embd, q_dim),
+        "ffn_gate": (n_ff, n_embd),
+        "ffn_up": (n_ff, n_embd),
+        "ffn_down": (n_embd, n_ff),
+    }
+
+
 # Optional key in our own files that overrides the architecture's RoPE style ("neox" / "normal").
 ROPE_STYLE_KEY = "neuro_bitnet.rope_style"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from neuro_bitnet.engine.architecture import HParams
+from neuro_bitnet.engine.architecture import HParams, ternary_shapes
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 from neuro_bitnet.engine.quants import I2S_BLOCK, pack_i2s_codes, unpack_i2s_codes
 from neuro_bitnet.errors import EngineError
@@ -19,19 +19,6 @@ from neuro_bitnet.errors import EngineError
 TERNARY_NAMES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 FLOAT_TYPES = {GGMLType.F32: "f32", GGMLType.F16: "f16", GGMLType.BF16: "bf16"}
 TERNARY_TYPES = (GGMLType.I2_S, GGMLType.TQ2_0, GGMLType.TQ1_0)
-
-
-def _expected_shapes(hp: HParams) -> dict[str, tuple[int, int]]:
-    q_dim, kv_dim = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
-    return {
-        "attn_q": (q_dim, hp.n_embd),
-        "attn_k": (kv_dim, hp.n_embd),
-        "attn_v": (kv_dim, hp.n_embd),
-        "attn_output": (hp.n_embd, q_dim),
-        "ffn_gate": (hp.n_ff, hp.n_embd),
-        "ffn_up": (hp.n_ff, hp.n_embd),
-        "ffn_down": (hp.n_embd, hp.n_ff),
-    }
 
 
 def _tensor(gguf: GGUFFile, name: str):
@@ -103,7 +90,7 @@ def embedding_matrix(gguf: GGUFFile, name: str, hp: HParams) -> tuple[Any, str]:
 
 def build_core_spec(gguf: GGUFFile, hp: HParams, *, ctx_size: int, threads: int, head: str) -> dict[str, Any]:
     """Everything `_core.Model` needs, checked against the hyper-parameters."""
-    shapes = _expected_shapes(hp)
+    shapes = ternary_shapes(hp.n_embd, hp.n_ff, hp.n_head, hp.n_head_kv, hp.head_dim)
     behaviour = hp.behaviour
     layers = []
     for i in range(hp.n_layer):

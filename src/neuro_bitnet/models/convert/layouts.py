@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neuro_bitnet.engine.architecture import ternary_shapes
 from neuro_bitnet.models.convert.errors import ConvertError
 
 GGUF_ARCHES = ("bitnet", "bitnet-b1.58", "llama")
@@ -71,16 +72,7 @@ class Layout:
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(rows, cols) of each ternary matrix, by GGUF short name."""
-        q, kv = self.n_head * self.head_dim, self.n_head_kv * self.head_dim
-        return {
-            "attn_q": (q, self.n_embd),
-            "attn_k": (kv, self.n_embd),
-            "attn_v": (kv, self.n_embd),
-            "attn_output": (self.n_embd, q),
-            "ffn_gate": (self.n_ff, self.n_embd),
-            "ffn_up": (self.n_ff, self.n_embd),
-            "ffn_down": (self.n_embd, self.n_ff),
-        }
+        return ternary_shapes(self.n_embd, self.n_ff, self.n_head, self.n_head_kv, self.head_dim)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
