@@ -11,6 +11,8 @@ import hashlib
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -267,3 +269,21 @@ def tiny_model(hub: HubServer, root: Path, size: int = 256 * 1024, *, pin: bool 
         entry["sha256"] = f.sha256
     write_catalog(root / "models.toml", entry)
     return f
+
+
+def run_cli(hub: HubServer, root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`neuro ARGS` in-process: the real `main()` under click's runner isolation, env from `hub_env`."""
+    from click.testing import CliRunner
+
+    from neuro_bitnet.cli.main import main
+
+    env: dict[str, str | None] = {"HF_TOKEN": None, "NEURO_BITNET_DEBUG": None, **hub_env(hub, root, **extra)}
+    with CliRunner().isolation(env=env) as (out, err, _):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return subprocess.CompletedProcess(list(args), code, out.getvalue().decode(), err.getvalue().decode())

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from click.testing import CliRunner
 
-from hubserver import HubServer, hub_env, tiny_model, write_catalog
-from neuro_bitnet.cli.main import main
+from hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
 
 SIZE = 512 * 1024
 
@@ -35,18 +33,7 @@ def neuro_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "neuro_bitnet.cli.main", *args]
 
 
-def run(hub: HubServer, root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    """`neuro ARGS` in-process through click's runner isolation and the real `main()`."""
-    env: dict[str, str | None] = {"HF_TOKEN": None, "NEURO_BITNET_DEBUG": None, **hub_env(hub, root, **extra)}
-    with CliRunner().isolation(env=env) as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-    return subprocess.CompletedProcess(list(args), code, out.getvalue().decode(), err.getvalue().decode())
+run = run_cli  # `neuro ARGS` in-process (tests/hubserver.py)
 
 
 def run_process(hub: HubServer, root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

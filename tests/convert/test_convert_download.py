@@ -4,14 +4,11 @@ real repo paths: fetch (verified, resumable), convert, load-check, clean up."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from hubserver import HubServer, hub_env, write_catalog
-from neuro_bitnet.cli.main import main
+from hubserver import HubServer, run_cli, write_catalog
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.models.catalog import BUILTIN_ENTRIES
 
@@ -31,16 +28,7 @@ def serve(hub: HubServer, repo: str, folder: Path, revision: str = "main", **ski
 def run(hub: HubServer, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     if not (root / "models.toml").exists():
         write_catalog(root / "models.toml")  # the built-in entries only
-    env: dict[str, str | None] = {"HF_TOKEN": None, "NEURO_BITNET_DEBUG": None, **hub_env(hub, root)}
-    with CliRunner().isolation(env=env) as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-    return subprocess.CompletedProcess(list(args), code, out.getvalue().decode(), err.getvalue().decode())
+    return run_cli(hub, root, *args)
 
 
 def model_dir(root: Path, model_id: str) -> Path:
