@@ -61,13 +61,15 @@ def test_cancelled_queued_job_never_runs_and_queue_is_bounded() -> None:
         first = worker.submit(blocker)
         await asyncio.sleep(0.05)  # the blocker is running, the queue is empty
         queued = worker.submit(victim)
-        worker.submit(lambda model, job: "last")
+        last = worker.submit(lambda model, job: "last")
         with pytest.raises(QueueFullError):
             worker.submit(victim)
         worker.cancel(queued)
         gate.set()
         kind, value = [e async for e in queued.events()][-1]
         assert (await first.next_event()) == (DONE, "blocker")
+        # let the last job finish before closing: close() cancels what is still queued
+        assert [e async for e in last.events()][-1] == (DONE, "last")
         assert worker.close()
         return kind, value, worker.cancelled
 
