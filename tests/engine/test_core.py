@@ -22,10 +22,13 @@ HAS_AVX2 = _core.cpu_features()["avx2"]
 
 
 def _ternary(rng: np.random.Generator, rows: int, cols: int) -> dict:
+    """Random ternary rows, zero-padded to whole 128-weight blocks (as ffn_down must be)."""
     w = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(rows, cols), p=[0.3, 0.4, 0.3])
+    padded = -(-cols // 128) * 128
+    w = np.pad(w, ((0, 0), (0, padded - cols)))
     # scale ~ 1/sqrt(cols) keeps activations O(1) through the layers
     scale = float(rng.uniform(0.5, 1.5) / np.sqrt(cols))
-    return {"data": pack_i2s_codes(w), "scale": scale, "rows": rows, "cols": cols}
+    return {"data": pack_i2s_codes(w), "scale": scale, "rows": rows, "cols": padded}
 
 
 def _embd(rng: np.random.Generator, shape: tuple[int, int], dtype: str) -> np.ndarray:
@@ -189,6 +192,17 @@ def test_portable_and_avx2_agree(head: str) -> None:
     assert (fast.isa, slow.isa) == ("avx2", "portable")
     assert_close(run(fast, TOKENS, 0), run(slow, TOKENS, 0), rel=1e-4)
     assert_close(run(fast, [1], len(TOKENS)), run(slow, [1], len(TOKENS)), rel=1e-4)
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("n_tokens", [1, 3, 4, 5, 8, 11, 64, 70])
+def test_avx2_tiles_agree_with_portable_on_odd_rows(n_tokens: int) -> None:
+    """n_ff = 333: gate/up have an odd row count (the 2-row prefill tile leaves one row over) and
+    ffn_down's padded columns; token counts cover whole and partial 4-token tiles."""
+    spec = make_spec(seed=9, n_ff=333, n_layer=1, ctx_size=80)
+    tokens = list(np.random.default_rng(n_tokens).integers(0, 300, size=n_tokens))
+    fast, slow = model_for(spec, "auto"), model_for(spec, "portable")
+    assert_close(run(fast, tokens, 0), run(slow, tokens, 0))
 
 
 def test_threads_agree_and_two_models_run_concurrently() -> None:
