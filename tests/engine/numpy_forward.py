@@ -63,6 +63,20 @@ def q8_head(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(q, -127, 127).astype(np.int64), scale
 
 
+def q4_head(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 128-weight group 4-bit copy: the value m of largest magnitude maps to -8, scale = m / -8,
+    q = clamp(round(w / scale), -8, 7). Returns q (n_vocab, groups, 128) and scales (n_vocab, groups)."""
+    g = rows.reshape(rows.shape[0], -1, 128)
+    m = np.take_along_axis(g, np.argmax(np.abs(g), axis=2)[..., None], axis=2)[..., 0]
+    scale = (m / F32(-8.0)).astype(F32)
+    inv = np.where(scale != 0, F32(1.0) / np.where(scale != 0, scale, F32(1.0)), F32(0.0)).astype(F32)
+    q = np.clip(np.round(g * inv[..., None]), -8, 7).astype(np.int64)
+    return q, scale
+
+
+RESCORE = 64  # the core recomputes this many best candidates of a quantized head exactly
+
+
 class NumpyModel:
     """The reference model over a `_core.Model` spec dict, with its own f32 KV cache."""
 
@@ -87,6 +101,8 @@ class NumpyModel:
             self.layers.append(entry)
         if spec["head"] == "q8":
             self.head_q, self.head_scale = q8_head(self.out)
+        elif spec["head"] == "q4":
+            self.head_q, self.head_scale = q4_head(self.out)
         ctx, n_layer = spec["ctx_size"], spec["n_layer"]
         self.kcache = np.zeros((n_layer, self.n_kv, ctx, self.hd), dtype=F32)
         self.vcache = np.zeros_like(self.kcache)
@@ -146,10 +162,17 @@ class NumpyModel:
 
     def _head(self, x: np.ndarray) -> np.ndarray:
         h = rmsnorm(x, self.output_norm, self.eps)
+        if self.spec["head"] == "exact":
+            return self.out @ h
+        q, s = quantize(h)
         if self.spec["head"] == "q8":
-            q, s = quantize(h)
-            return (self.head_q @ q).astype(F32) * (self.head_scale / s)
-        return self.out @ h
+            logits = (self.head_q @ q).astype(F32) * (self.head_scale / s)
+        else:
+            group_dots = (self.head_q * q.reshape(-1, 128)).sum(axis=2).astype(F32)
+            logits = (group_dots * self.head_scale).sum(axis=1, dtype=F32) / s
+        best = np.argpartition(-logits, min(RESCORE, len(logits)) - 1)[:RESCORE]
+        logits[best] = self.out[best] @ h
+        return logits
 
     def forward(self, tokens: list[int] | np.ndarray, n_past: int) -> np.ndarray:
         """Logits (n_tokens, n_vocab) for tokens at positions n_past.., updating the KV cache."""

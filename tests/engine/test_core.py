@@ -140,6 +140,8 @@ CASES = [
     dict(rope_neox=False, n_head_kv=4, head_dim=64, n_embd=256, n_ff=256),
     dict(head="q8"),
     dict(head="q8", embd_type="bf16", tied=False, n_layer=3),
+    dict(head="q4"),
+    dict(head="q4", embd_type="f32", tied=False),
     dict(embd_type="f32", tied=False, ffn_act="silu"),
     dict(embd_type="bf16", n_threads=1, rope_neox=False),
 ]
@@ -155,7 +157,7 @@ def test_prefill_matches_numpy(case: dict, isa: str) -> None:
     assert_close(run(model, TOKENS, 0), want)
 
 
-@pytest.mark.parametrize("head", ["exact", "q8"])
+@pytest.mark.parametrize("head", ["exact", "q8", "q4"])
 def test_decode_equals_prefill_and_prefix_reuse(head: str) -> None:
     spec = make_spec(seed=3, head=head)
     model = model_for(spec)
@@ -174,6 +176,27 @@ def test_decode_equals_prefill_and_prefix_reuse(head: str) -> None:
     np.testing.assert_allclose(last[0], got[-1], rtol=0, atol=1e-6 * np.ptp(got))
 
 
+@pytest.mark.parametrize("isa", ["auto", "portable"])
+def test_quantized_heads_recompute_their_best_candidates_exactly(isa: str) -> None:
+    """The core recomputes a quantized head's 64 best logits from the float rows: with a vocabulary
+    of at most 64, every logit is exact; with more, the 64 largest match the exact head and the rest
+    only approximately."""
+    tokens = [5, 17, 49, 0, 42]
+    small = make_spec(seed=10, n_vocab=60)
+    exact = run(model_for(dict(small, head="exact"), isa), tokens, 0)
+    for head in ("q8", "q4"):
+        np.testing.assert_allclose(run(model_for(dict(small, head=head), isa), tokens, 0), exact,
+                                   rtol=0, atol=1e-6 * np.ptp(exact))
+    big = make_spec(seed=11, n_vocab=300)
+    exact = run(model_for(dict(big, head="exact"), isa), tokens, 0)
+    approx = run(model_for(dict(big, head="q4"), isa), tokens, 0)
+    for want, got in zip(exact, approx):
+        is_exact = np.abs(got - want) <= 1e-6 * np.ptp(want)
+        assert 64 <= is_exact.sum() < 300  # the candidates are exact, the tail is the 4-bit copy
+        top = np.argsort(-want)[:10]
+        assert is_exact[top].all() and np.argmax(got) == np.argmax(want)
+
+
 def test_long_prompt_spans_several_batches() -> None:
     spec = make_spec(seed=4, ctx_size=160, n_layer=1)
     n = 150  # more than the core's internal token batch (64)
@@ -185,7 +208,7 @@ def test_long_prompt_spans_several_batches() -> None:
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU")
-@pytest.mark.parametrize("head", ["exact", "q8"])
+@pytest.mark.parametrize("head", ["exact", "q8", "q4"])
 def test_portable_and_avx2_agree(head: str) -> None:
     spec = make_spec(seed=5, head=head, n_embd=256, head_dim=64)
     fast, slow = model_for(spec, "auto"), model_for(spec, "portable")
@@ -276,7 +299,7 @@ BAD_SPECS = {
     "missing n_embd": (lambda s: s.pop("n_embd"), "n_embd"),
     "n_head not multiple": (lambda s: s.update(n_head_kv=3), "n_head_kv"),
     "bad act": (lambda s: s.update(ffn_act="gelu"), "ffn_act"),
-    "bad head": (lambda s: s.update(head="q4"), "head"),
+    "bad head": (lambda s: s.update(head="q5"), "head"),
     "bad embd type": (lambda s: s.update(tok_embd_type="q8_0"), "tok_embd_type"),
     "short embd": (lambda s: s.update(tok_embd=bytes(10)), "tok_embd"),
     "short norm": (lambda s: s["layers"][1].update(ffn_norm=np.zeros(3, np.float32)), "layers\\[1\\].ffn_norm"),

@@ -2,7 +2,7 @@
 
 For every fixture model and prompt: the same top-1 token as the reference at every position,
 max |logit difference| within 1% of the reference logit range, and identical greedy
-continuations. Both output-layer modes are checked (the default int8 head and the exact one).
+continuations. Every output-layer mode is checked (exact, and the quantized q8 and q4 heads).
 """
 
 from __future__ import annotations
@@ -46,23 +46,27 @@ def test_logits_match_reference(path, threads):
         assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
+@pytest.mark.parametrize("head, tail_error", [("q8", 0.01), ("q4", 0.1)])
 @pytest.mark.parametrize("path", MODEL_FILES, ids=_id)
-def test_int8_head_stays_close_to_the_exact_one(path):
-    """The default int8 head is lossy: bounded error, top-1 kept almost everywhere (the greedy
-    test below requires identical continuations). Measured on these fixtures: max error 0.5-0.7%
-    of the logit range, top-1 agreement 95-100% over all prompt positions."""
+def test_quantized_heads_keep_the_exact_top_candidates(path, head, tail_error):
+    """A quantized head ranks the vocabulary and its 64 best candidates are recomputed exactly:
+    the top of every distribution is the exact head's, the tail carries the quantization error.
+    Measured on these fixtures (n_embd 128, a single 4-bit group per row, the worst case): tail
+    error 0.5-0.7% of the logit range for q8 and 5.8-7.4% for q4; top-1 and the 10 best logits
+    exact at every position for both."""
     exact = load_model(path, threads=2, ctx_size=128, head="exact")
-    fast = load_model(path, threads=2, ctx_size=128, head="q8")
-    agree = total = 0
+    fast = load_model(path, threads=2, ctx_size=128, head=head)
     for ids, want, _ in _prompts(path):
         a, b = exact.logits(ids), fast.logits(ids)
-        assert np.abs(a - b).max() <= TOLERANCE * float(want.max() - want.min())
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        total += len(ids)
-    assert agree / total >= 0.9
+        spread = float(want.max() - want.min())
+        assert np.abs(a - b).max() <= tail_error * spread
+        assert (a.argmax(-1) == b.argmax(-1)).all()
+        best = np.argsort(-a, axis=-1)[:, :10]
+        np.testing.assert_allclose(np.take_along_axis(b, best, -1), np.take_along_axis(a, best, -1),
+                                   rtol=0, atol=1e-5 * spread)
 
 
-@pytest.mark.parametrize("head", ["exact", "q8"])
+@pytest.mark.parametrize("head", ["exact", "q8", "q4"])
 @pytest.mark.parametrize("path", MODEL_FILES, ids=_id)
 def test_greedy_generation_matches_reference(path, head):
     model = load_model(path, threads=2, ctx_size=128, head=head)

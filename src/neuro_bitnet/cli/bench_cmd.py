@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from neuro_bitnet.config import load_settings
+from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 
 
 @click.command("bench")
@@ -18,8 +19,9 @@ from neuro_bitnet.config import load_settings
 @click.option("--gen-tokens", default=64, show_default=True)
 @click.option("--threads", default=None, type=int, help="[default: physical cores]")
 @click.option("--repeat", default=3, show_default=True, help="Timed runs (after one warm-up); medians are shown.")
-@click.option("--head", type=click.Choice(["q8", "exact"]), default="q8", show_default=True,
-              help="Output layer: int8 copy (fast) or the file's own values.")
+@click.option("--head", type=click.Choice(HEADS), default=DEFAULT_HEAD, show_default=True,
+              help="Output layer: 4-bit or int8 copy with the best candidates recomputed exactly, "
+                   "or the file's own values only.")
 @click.option("--yes", "-y", is_flag=True, help="Download a missing model without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, yes, as_json) -> None:

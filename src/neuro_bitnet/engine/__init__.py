@@ -9,12 +9,14 @@ from neuro_bitnet.errors import EngineError
 __all__ = ["load_model", "EngineError"]
 
 
-def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 4096, head: str = "q8"):
+def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 4096, head: str | None = None):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
-    ``head`` selects how the output layer runs: "q8" (int8 copy of the head, the fast default)
-    or "exact" (the file's own F16/BF16/F32 values).
+    ``head`` selects how the output layer runs: "q4" (the default: a 4-bit copy of the head
+    ranks the vocabulary, its 64 best candidates are recomputed exactly), "q8" (the same with an
+    int8 copy) or "exact" (the file's own F16/BF16/F32 values only).
     """
+    from neuro_bitnet.engine.heads import DEFAULT_HEAD
     from neuro_bitnet.engine.model import BitNetModel
     from neuro_bitnet.engine.threads import physical_cores
 
@@ -22,4 +24,4 @@ def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 409
         threads = physical_cores()
     if threads < 1:
         raise EngineError("threads must be >= 1")
-    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head)
+    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head or DEFAULT_HEAD)

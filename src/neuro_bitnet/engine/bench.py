@@ -40,7 +40,7 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(path: Path, *, threads: int | None, prompt_tokens: int, gen_tokens: int, repeat: int,
-              ctx_size: int | None = None, head: str = "q8", seed: int = 0) -> BenchResult:
+              ctx_size: int | None = None, head: str | None = None, seed: int = 0) -> BenchResult:
     """Load the model once, then time ``repeat`` runs of prefill + greedy decode on random tokens."""
     from neuro_bitnet.engine import load_model
 
@@ -69,7 +69,7 @@ def run_bench(path: Path, *, threads: int | None, prompt_tokens: int, gen_tokens
         model=model.name,
         threads=model.threads,
         isa=model.isa,
-        head=head,
+        head=model.head,
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
         load_seconds=load_seconds,

@@ -13,6 +13,7 @@ from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import render_chat
 from neuro_bitnet.engine.gguf import GGUFFile
+from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import GenerationStats
 from neuro_bitnet.engine.stop_strings import StopStringFilter
@@ -26,7 +27,7 @@ PREFILL_CHUNK = 256  # tokens evaluated per core call while reading a prompt
 class BitNetModel:
     """A BitNet model ready to run. Create it with :func:`neuro_bitnet.engine.load_model`."""
 
-    def __init__(self, path: str | Path, *, threads: int, ctx_size: int, head: str = "q8") -> None:
+    def __init__(self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD) -> None:
         start = time.perf_counter()
         self.path = Path(path)
         self._gguf = GGUFFile(self.path)
@@ -38,8 +39,8 @@ class BitNetModel:
         self.name: str = meta.get("general.name") or self.path.stem
         if ctx_size < 8:
             raise EngineError(f"ctx_size {ctx_size} is too small")
-        if head not in ("q8", "exact"):
-            raise EngineError(f"head must be 'q8' or 'exact', not {head!r}")
+        if head not in HEADS:
+            raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
         self.ctx_size = ctx_size
         self.threads = threads
         self.head = head
@@ -48,9 +49,9 @@ class BitNetModel:
             self._core = _core.Model(spec)
         except (ValueError, TypeError, MemoryError) as exc:
             raise EngineError(f"{self.path.name}: {exc}") from None
-        if head == "q8" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
-            # The int8 head is built from the file's float head, which is now only read a few
-            # embedding rows at a time: let its pages go.
+        if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
+            # The quantized head is built from the file's float head, which is now only read a
+            # few rows at a time (embedding lookups, rescored candidates): let its pages go.
             self._gguf.release_pages("output.weight" if "output" in spec else "token_embd.weight")
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()

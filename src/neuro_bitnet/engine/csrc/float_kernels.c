@@ -25,6 +25,18 @@ int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n) {
     return acc;
 }
 
+float nb_dot_q4_portable(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n) {
+    float acc = 0.0f;
+    for (int g = 0; g < n / 128; g++, w += 64, a += 128) {
+        int32_t d = 0;
+        for (int j = 0; j < 32; j++)
+            d += (w[j] & 15) * a[j] + (w[j] >> 4) * a[32 + j] + (w[32 + j] & 15) * a[64 + j] +
+                 (w[32 + j] >> 4) * a[96 + j];
+        acc += s[g] * (float)(d - 8 * gsum[g]);
+    }
+    return acc;
+}
+
 void nb_axpy_portable(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -108,6 +120,30 @@ NB_AVX2 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n) {
     int32_t acc = _mm_cvtsi128_si32(s);
     for (; i < n; i++) acc += (int32_t)a[i] * b[i];
     return acc;
+}
+
+NB_AVX2 float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n) {
+    const __m256i low = _mm256_set1_epi8(15);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int g = 0; g < n / 128; g++, w += 64, a += 128) {
+        /* the head streams from DRAM: ask well ahead, as the ternary decode kernel does */
+        _mm_prefetch((const char *)w + 4096, _MM_HINT_T0);
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+        /* per int16 lane: 4 products pairs of at most 15 * 128 each: 15360, no overflow */
+        __m256i p = _mm256_maddubs_epi16(_mm256_and_si256(v0, low), _mm256_loadu_si256((const __m256i *)a));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low),
+                                                      _mm256_loadu_si256((const __m256i *)(a + 32))));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(v1, low),
+                                                      _mm256_loadu_si256((const __m256i *)(a + 64))));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low),
+                                                      _mm256_loadu_si256((const __m256i *)(a + 96))));
+        /* the code offset, -8 * gsum, joins lane 0 in integers (exact) before the scaling */
+        const __m256i d = _mm256_sub_epi32(_mm256_madd_epi16(p, ones), _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 8 * gsum[g]));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_cvtepi32_ps(d), acc);
+    }
+    return hsum_ps(acc);
 }
 
 NB_AVX2 void nb_axpy_avx2(float *y, float a, const float *x, int n) {

@@ -309,7 +309,11 @@ static void head_task(void *arg, int ith, int nth) {
         for (int r = r0; r < r1; r++) {
             for (int t = 0; t < job->ntok; t++) {
                 float *dst = &job->logits[(size_t)t * V + r];
-                if (m->head_q) {
+                if (m->head_q4) {
+                    const int G = E / 128;
+                    *dst = m->k->dot_q4(m->head_q4 + (size_t)r * (E / 2), m->head_scale + (size_t)r * G,
+                                        m->qa + (size_t)t * E, m->head_gsum + (size_t)t * G, E) / m->qs[t];
+                } else if (m->head_q) {
                     int32_t d = m->k->dot_i8(m->qa + (size_t)t * E, m->head_q + (size_t)r * E, E);
                     *dst = (float)d * (m->head_scale[r] / m->qs[t]);
                 } else {
@@ -321,17 +325,79 @@ static void head_task(void *arg, int ith, int nth) {
     }
 }
 
+/* A quantized head ranks the vocabulary; its NB_RESCORE best candidates are then recomputed
+ * from the float rows. Sampling only ever keeps the top of the distribution (top-k 40 by
+ * default, min-p, top-p), and greedy decoding only the first: those see exact logits whenever
+ * the quantized ranking puts the true candidates within its best 64, which a 4-bit head does
+ * with a wide margin. The rest of the vocabulary keeps the quantized values. */
+#define NB_RESCORE 64
+
+/* Indices of the k largest values of x[0..n) (k <= NB_RESCORE, any order): a min-heap of the
+ * best so far, whose root is the value to beat. */
+static int top_k_indices(const float *x, int n, int k, int *idx) {
+    float val[NB_RESCORE];
+    int cnt = 0;
+    for (int i = 0; i < n; i++) {
+        const float v = x[i];
+        int j;
+        if (cnt < k) { /* sift up */
+            for (j = cnt++; j > 0 && val[(j - 1) / 2] > v; j = (j - 1) / 2) {
+                val[j] = val[(j - 1) / 2];
+                idx[j] = idx[(j - 1) / 2];
+            }
+        } else if (v > val[0]) { /* replace the root, sift down */
+            for (j = 0;;) {
+                int c = 2 * j + 1;
+                if (c >= k) break;
+                if (c + 1 < k && val[c + 1] < val[c]) c++;
+                if (val[c] >= v) break;
+                val[j] = val[c];
+                idx[j] = idx[c];
+                j = c;
+            }
+        } else {
+            continue;
+        }
+        val[j] = v;
+        idx[j] = i;
+    }
+    return cnt;
+}
+
+static void rescore_best(nb_model *m, int ntok, float *logits) {
+    const int E = m->cfg.n_embd, V = m->cfg.n_vocab;
+    const size_t esz = m->cfg.output_type == NB_F32 ? 4 : 2;
+    int idx[NB_RESCORE];
+    for (int t = 0; t < ntok; t++) {
+        float *lt = logits + (size_t)t * V;
+        const int n = top_k_indices(lt, V, V < NB_RESCORE ? V : NB_RESCORE, idx);
+        for (int i = 0; i < n; i++) {
+            const char *row = (const char *)m->cfg.output + (size_t)idx[i] * E * esz;
+            lt[idx[i]] = m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
+        }
+    }
+}
+
 /* Logits of batch tokens t0..t0+ntok-1 into logits[0 .. ntok*n_vocab). */
 static void head(nb_model *m, int t0, int ntok, float *logits) {
     const int E = m->cfg.n_embd;
     for (int t = 0; t < ntok; t++) {
         float *h = m->hn + (size_t)t * E;
         rmsnorm(h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E, m->cfg.rms_eps);
-        if (m->head_q) quantize_row(h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+        if (m->cfg.head == NB_HEAD_EXACT) continue;
+        int8_t *q = m->qa + (size_t)t * E;
+        quantize_row(h, E, q, &m->qsum[t], &m->qs[t]);
+        if (m->cfg.head == NB_HEAD_Q4)
+            for (int g = 0; g < E / 128; g++) {
+                int32_t sum = 0;
+                for (int i = 0; i < 128; i++) sum += q[g * 128 + i];
+                m->head_gsum[(size_t)t * (E / 128) + g] = sum;
+            }
     }
     head_job job = {.m = m, .ntok = ntok, .logits = logits};
     atomic_init(&job.next, 0);
     nb_pool_run(m->pool, head_task, &job);
+    if (m->cfg.head != NB_HEAD_EXACT) rescore_best(m, ntok, logits);
 }
 
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,

@@ -18,6 +18,11 @@ typedef struct {
     float (*dot_row)(const float *x, const void *row, int dtype, int n);
     /* sum_i a[i] * b[i] over int8 (|values| <= 127), n % 32 == 0 for the fast path. */
     int32_t (*dot_i8)(const int8_t *a, const int8_t *b, int n);
+    /* One row of the q4 head against int8 activations a[0..n), n % 128 == 0: per 128-weight
+     * group g, 64 bytes of 4-bit codes u = q + 8 (bytes j of the group's two 32-byte halves hold
+     * weights j | 32 + j and 64 + j | 96 + j, low nibble first) and scale s[g]; gsum[g] is the
+     * sum of a over the group. Returns sum_g s[g] * (sum_i u_i * a_i - 8 * gsum[g]). */
+    float (*dot_q4)(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
     /* y[i] += a * x[i] (attention's weighted sum of values). */
     void (*axpy)(float *y, float a, const float *x, int n);
     /* dst[i] = float(row[i]), row f32, f16 or bf16 (exact). */
@@ -35,12 +40,14 @@ const nb_kernels *nb_kernels_avx2(void);
 void nb_ternary_portable(NB_TERNARY_ARGS);
 float nb_dot_row_portable(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n);
+float nb_dot_q4_portable(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
 void nb_axpy_portable(float *y, float a, const float *x, int n);
 void nb_to_f32_portable(float *dst, const void *row, int dtype, int n);
 #if defined(__x86_64__) || defined(__i386__)
 void nb_ternary_avx2(NB_TERNARY_ARGS);
 float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n);
+float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
 void nb_axpy_avx2(float *y, float a, const float *x, int n);
 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n);
 #endif

@@ -1,4 +1,4 @@
-/* Model construction: validation of the C config, buffers, thread pool and the int8 head. */
+/* Model construction: validation of the C config, buffers, thread pool and the quantized head. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
@@ -15,38 +15,72 @@ static void *alloc_aligned(size_t n) {
 
 static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
 
+/* Row of the q8 head: scale = max|row| / 127, q = round(w / scale). */
+static void quantize_row_q8(const float *row, int n, int8_t *q, float *scale_out) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fabsf(row[i]) > amax ? fabsf(row[i]) : amax;
+    const float scale = amax / 127.0f;
+    for (int i = 0; i < n; i++) {
+        float v = scale > 0.0f ? round_even(row[i] / scale) : 0.0f;
+        v = v > 127.0f ? 127.0f : v;
+        v = v < -127.0f ? -127.0f : v;
+        q[i] = (int8_t)v;
+    }
+    *scale_out = scale;
+}
+
+/* Row of the q4 head, per 128-weight group (as ggml's Q4_0 picks its scale): the value of
+ * largest magnitude m maps to -8, so scale = m / -8 and q = clamp(round(w / scale), -8, 7),
+ * stored as q + 8. Bytes j of a group's two 32-byte halves hold weights j | 32 + j (first half)
+ * and 64 + j | 96 + j (second half), low nibble first. */
+static void quantize_row_q4(const float *row, int n, uint8_t *packed, float *scales) {
+    for (int g = 0; g < n / 128; g++) {
+        const float *w = row + (size_t)g * 128;
+        float m = 0.0f;
+        for (int i = 0; i < 128; i++) m = fabsf(w[i]) > fabsf(m) ? w[i] : m;
+        const float scale = m / -8.0f, inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        uint8_t code[128];
+        for (int i = 0; i < 128; i++) {
+            float v = round_even(w[i] * inv);
+            v = v > 7.0f ? 7.0f : v;
+            v = v < -8.0f ? -8.0f : v;
+            code[i] = (uint8_t)((int)v + 8);
+        }
+        uint8_t *p = packed + (size_t)g * 64;
+        for (int j = 0; j < 32; j++) {
+            p[j] = (uint8_t)(code[j] | code[32 + j] << 4);
+            p[32 + j] = (uint8_t)(code[64 + j] | code[96 + j] << 4);
+        }
+        scales[g] = scale;
+    }
+}
+
 typedef struct {
     nb_model *m;
     atomic_int next;
-} q8_job;
+} quant_job;
 
-#define Q8_CHUNK 256
+#define QUANT_CHUNK 256
 
-/* Row r of the head: scale = max|row| / 127, q = round(w / scale). */
-static void q8_task(void *arg, int ith, int nth) {
+/* Builds the quantized head copy from the file's float rows, rows split across the threads. */
+static void quant_task(void *arg, int ith, int nth) {
     (void)nth;
-    q8_job *job = arg;
+    quant_job *job = arg;
     nb_model *m = job->m;
     const int E = m->cfg.n_embd, V = m->cfg.n_vocab, dt = m->cfg.output_type;
     const size_t esz = dt == NB_F32 ? 4 : 2;
     float *row = m->hn + (size_t)ith * E; /* one scratch row per thread */
     for (;;) {
-        int r0 = atomic_fetch_add(&job->next, Q8_CHUNK);
+        int r0 = atomic_fetch_add(&job->next, QUANT_CHUNK);
         if (r0 >= V) break;
-        int r1 = r0 + Q8_CHUNK < V ? r0 + Q8_CHUNK : V;
+        int r1 = r0 + QUANT_CHUNK < V ? r0 + QUANT_CHUNK : V;
         for (int r = r0; r < r1; r++) {
             m->k->to_f32(row, (const char *)m->cfg.output + (size_t)r * E * esz, dt, E);
-            float amax = 0.0f;
-            for (int i = 0; i < E; i++) amax = fabsf(row[i]) > amax ? fabsf(row[i]) : amax;
-            float scale = amax / 127.0f;
-            m->head_scale[r] = scale;
-            int8_t *q = m->head_q + (size_t)r * E;
-            for (int i = 0; i < E; i++) {
-                float v = scale > 0.0f ? round_even(row[i] / scale) : 0.0f;
-                v = v > 127.0f ? 127.0f : v;
-                v = v < -127.0f ? -127.0f : v;
-                q[i] = (int8_t)v;
-            }
+            if (m->cfg.head == NB_HEAD_Q8)
+                quantize_row_q8(row, E, m->head_q + (size_t)r * E, &m->head_scale[r]);
+            else
+                quantize_row_q4(row, E, m->head_q4 + (size_t)r * (E / 2),
+                                m->head_scale + (size_t)r * (E / 128));
         }
     }
 }
@@ -58,7 +92,9 @@ void nb_model_free(nb_model *m) {
     free(m->kcache);
     free(m->vcache);
     free(m->head_q);
+    free(m->head_q4);
     free(m->head_scale);
+    free(m->head_gsum);
     free(m->rope_freq);
     free(m->x);
     free(m->qb);
@@ -106,7 +142,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->attn = alloc_aligned(UB * D * 4);
     m->g = alloc_aligned(UB * F * 4);
     m->u = alloc_aligned(UB * F * 4);
-    /* hn doubles as per-thread scratch while the q8 head is built */
+    /* hn doubles as per-thread scratch while the quantized head is built */
     m->hn = alloc_aligned((UB > (size_t)cfg->n_threads ? UB : (size_t)cfg->n_threads) * E * 4);
     m->qa = alloc_aligned(UB * maxdim);
     m->qsum = alloc_aligned(UB * 4);
@@ -127,13 +163,20 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
         nb_model_free(m);
         return NULL;
     }
-    if (cfg->head_q8) {
+    if (cfg->head == NB_HEAD_Q8) {
         m->head_q = alloc_aligned((size_t)cfg->n_vocab * E);
         m->head_scale = alloc_aligned((size_t)cfg->n_vocab * 4);
         if (!m->head_q || !m->head_scale) goto oom;
-        q8_job job = {.m = m};
+    } else if (cfg->head == NB_HEAD_Q4) {
+        m->head_q4 = alloc_aligned((size_t)cfg->n_vocab * E / 2);
+        m->head_scale = alloc_aligned((size_t)cfg->n_vocab * (E / 128) * 4);
+        m->head_gsum = alloc_aligned(UB * (E / 128) * 4);
+        if (!m->head_q4 || !m->head_scale || !m->head_gsum) goto oom;
+    }
+    if (cfg->head != NB_HEAD_EXACT) {
+        quant_job job = {.m = m};
         atomic_init(&job.next, 0);
-        nb_pool_run(m->pool, q8_task, &job);
+        nb_pool_run(m->pool, quant_task, &job);
     }
     return m;
 oom:

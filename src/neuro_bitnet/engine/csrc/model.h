@@ -10,6 +10,10 @@
 
 enum nb_act { NB_RELU2 = 0, NB_SILU = 1 };
 
+/* How the output head runs: from the file's float rows, or from an int8 / 4-bit copy whose best
+ * candidates are then recomputed from the float rows (see forward.c). */
+enum nb_head { NB_HEAD_EXACT = 0, NB_HEAD_Q8 = 1, NB_HEAD_Q4 = 2 };
+
 /* Tokens processed together inside one forward call (longer inputs run in several batches). */
 #define NB_UBATCH 64
 
@@ -32,7 +36,7 @@ typedef struct {
 typedef struct {
     int n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size, n_threads;
     float rms_eps, rope_theta;
-    int rope_neox, sub_norms, act, head_q8;
+    int rope_neox, sub_norms, act, head; /* head: enum nb_head */
     const void *tok_embd;
     int tok_embd_type;
     const void *output; /* the head's rows: tok_embd when tied */
@@ -43,7 +47,7 @@ typedef struct {
 
 typedef struct nb_model nb_model;
 
-/* Builds the model (KV cache, scratch, thread pool, int8 head if asked). On failure returns NULL
+/* Builds the model (KV cache, scratch, thread pool, quantized head if asked). On failure returns NULL
  * and sets *err to a static message. The config's weights must outlive the model. */
 nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const char **err);
 void nb_model_free(nb_model *m);

@@ -13,9 +13,14 @@ struct nb_model {
     /* KV cache, f32 (as the reference computes; f16 here moved logits by ~1% of their range),
      * [layer][kv_head][ctx_size][head_dim]; calloc'd so untouched pages stay free. */
     float *kcache, *vcache;
-    /* int8 head (head "q8"): n_vocab x n_embd, one scale per row. */
+    /* Quantized head copies (NULL for the exact head):
+     *   q8: head_q, n_vocab x n_embd int8, one head_scale per row;
+     *   q4: head_q4, n_vocab x n_embd/2 bytes, one head_scale per 128-weight group (layout in
+     *       kernels.h, dot_q4). */
     int8_t *head_q;
+    uint8_t *head_q4;
     float *head_scale;
+    int32_t *head_gsum; /* q4: per token, the sums of its int8 activations per 128-group */
     double *rope_freq; /* head_dim / 2 */
     /* Scratch for NB_UBATCH tokens. */
     float *x, *qb, *kb, *vb, *attn, *g, *u, *hn;

@@ -174,7 +174,7 @@ static PyTypeObject ModelType = {
     .tp_doc = "Model(spec): a BitNet b1.58 model over caller-owned weight buffers (zero copy).\n\n"
               "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
               "n_threads; floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
-              "head 'exact'|'q8'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
+              "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
               "optional output + output_type (untied head); output_norm f32 [n_embd]; layers: list of\n"
               "dicts with f32 attn_norm, ffn_norm (+ attn_sub_norm, ffn_sub_norm when sub_norms) and\n"
               "I2_S matrices attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down as\n"

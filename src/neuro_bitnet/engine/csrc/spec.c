@@ -169,7 +169,7 @@ static int parse_layer(buffer_list *bl, PyObject *layer, int il, const nb_config
 int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_out) {
     const char *w = "spec";
     static const char *const ACTS[] = {"relu2", "silu", NULL};
-    static const char *const HEADS[] = {"exact", "q8", NULL};
+    static const char *const HEADS[] = {"exact", "q8", "q4", NULL}; /* enum nb_head order */
     const long MAXDIM = 1L << 20;
     if (!PyDict_Check(spec)) {
         PyErr_SetString(PyExc_ValueError, "spec must be a dict");
@@ -198,7 +198,7 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
         return -1;
     }
     if ((c->act = get_choice(spec, "ffn_act", w, ACTS)) < 0) return -1;
-    if ((c->head_q8 = get_choice(spec, "head", w, HEADS)) < 0) return -1;
+    if ((c->head = get_choice(spec, "head", w, HEADS)) < 0) return -1;
     if ((c->tok_embd_type = get_choice(spec, "tok_embd_type", w, DTYPES)) < 0) return -1;
     size_t embd_bytes = (size_t)c->n_vocab * (size_t)c->n_embd * DTYPE_SIZE[c->tok_embd_type];
     PyObject *obj = get_item(spec, "tok_embd", w);
