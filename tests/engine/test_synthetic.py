@@ -214,13 +214,13 @@ def test_compare_peers_measures_our_engine(tiny: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--model", str(tiny),
          "--engines", "neuro-bitnet", "--threads", "1", "--ctx", "64", "--prompt", "16",
-         "--gen", "4", "--warmup", "1", "--repeats", "2", "--json", str(out)],
+         "--gen", "4", "--warmup", "1", "--repeats", "2", "--rounds", "2", "--json", str(out)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "neuro-bitnet" in proc.stdout and "decode tok/s" in proc.stdout
     result = json.loads(out.read_text())["results"]["neuro-bitnet"]
-    assert len(result["runs"]) == 2
+    assert len(result["runs"]) == 4 and result["rounds"] == 2  # two interleaved rounds of 2 runs
     assert all(r["decode_steps"] == 4 for r in result["runs"])
     assert result["prefill_tps"] > 0 and result["decode_tps"] > 0
     assert result["peak_rss_mb"] > 10 and result["load_s"] > 0

@@ -509,16 +509,6 @@ class GGUFFile:
         scale = float(data[packed_len : packed_len + 4].view("<f4")[0])
         return data[:packed_len], scale
 
-    def release_pages(self, name: str) -> None:
-        """Tell the OS this process is done reading ``name`` for now: its pages leave our resident
-        memory (the file stays in the page cache; a later read faults them back in)."""
-        info = self.info(name)
-        page = mmap.PAGESIZE
-        start = -(-info.offset // page) * page  # whole pages inside the tensor only
-        end = (info.offset + info.nbytes) // page * page
-        if end > start and hasattr(mmap, "MADV_DONTNEED"):
-            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-
     def dequantize(self, name: str) -> np.ndarray:
         """The tensor as a new float32 array of its shape (any type quants can decode)."""
         info = self.info(name)

@@ -45,14 +45,14 @@ class BitNetModel:
         self.threads = threads
         self.head = head
         spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
+        # A quantized head reads the file's float head once (to build its copy), then only a few
+        # rows per token: the core may drop those pages from our memory when they sit in the
+        # file mapping (not in a converted copy).
+        spec["release_head_pages"] = isinstance(spec.get("output", spec["tok_embd"]), memoryview)
         try:
             self._core = _core.Model(spec)
         except (ValueError, TypeError, MemoryError) as exc:
             raise EngineError(f"{self.path.name}: {exc}") from None
-        if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
-            # The quantized head is built from the file's float head, which is now only read a
-            # few rows at a time (embedding lookups, rescored candidates): let its pages go.
-            self._gguf.release_pages("output.weight" if "output" in spec else "token_embd.weight")
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()

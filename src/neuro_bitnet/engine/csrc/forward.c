@@ -415,6 +415,10 @@ int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, floa
         else if (b + nb == n)
             head(m, nb - 1, 1, logits);
     }
+    /* The rescored candidates and the embedding rows were read from the file mapping; each
+     * read faults in its neighbours too, so without this the whole float head would gradually
+     * become resident again. */
+    if (m->cfg.release_head_pages) nb_release_pages(m->cfg.output, nb_head_bytes(&m->cfg));
     atomic_store(&m->busy, 0);
     return 0;
 }

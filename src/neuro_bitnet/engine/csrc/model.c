@@ -1,10 +1,15 @@
 /* Model construction: validation of the C config, buffers, thread pool and the quantized head. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model_internal.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 static void *alloc_aligned(size_t n) {
     void *p = NULL;
@@ -82,6 +87,9 @@ static void quant_task(void *arg, int ith, int nth) {
                 quantize_row_q4(row, E, m->head_q4 + (size_t)r * (E / 2),
                                 m->head_scale + (size_t)r * (E / 128));
         }
+        /* the float rows are read once here: keep them from piling up in resident memory */
+        if (m->cfg.release_head_pages)
+            nb_release_pages((const char *)m->cfg.output + (size_t)r0 * E * esz, (size_t)(r1 - r0) * E * esz);
     }
 }
 
@@ -114,6 +122,17 @@ void nb_model_free(nb_model *m) {
 }
 
 const char *nb_model_isa(const nb_model *m) { return m->k->name; }
+
+void nb_release_pages(const void *p, size_t n) {
+#if defined(__unix__) || defined(__APPLE__)
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + n) / page * page;
+    if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
 
 nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const char **err) {
     nb_model *m = calloc(1, sizeof(*m));
@@ -177,6 +196,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
         quant_job job = {.m = m};
         atomic_init(&job.next, 0);
         nb_pool_run(m->pool, quant_task, &job);
+        if (cfg->release_head_pages) nb_release_pages(cfg->output, nb_head_bytes(cfg));
     }
     return m;
 oom:

@@ -3,6 +3,7 @@
 #define NB_MODEL_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels.h"
@@ -41,6 +42,9 @@ typedef struct {
     int tok_embd_type;
     const void *output; /* the head's rows: tok_embd when tied */
     int output_type;
+    /* output is a read-only file mapping whose pages may be dropped (quantized heads only): the
+     * head build and every forward call end by giving them back to the page cache. */
+    int release_head_pages;
     const float *output_norm;
     const nb_layer *layers; /* n_layer entries, owned by the caller */
 } nb_config;
@@ -52,6 +56,13 @@ typedef struct nb_model nb_model;
 nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const char **err);
 void nb_model_free(nb_model *m);
 const char *nb_model_isa(const nb_model *m);
+/* Drops the whole pages inside [p, p + n) from this process (madvise DONTNEED): only for
+ * read-only file mappings, whose pages fault back in from the page cache. */
+void nb_release_pages(const void *p, size_t n);
+
+static inline size_t nb_head_bytes(const nb_config *c) {
+    return (size_t)c->n_vocab * (size_t)c->n_embd * (c->output_type == NB_F32 ? 4 : 2);
+}
 
 /* Runs tokens[0..n) at positions n_past.. and writes logits (n_vocab floats, or n * n_vocab
  * when all_logits). Arguments must already be validated. Returns 0, or -1 if the model is busy

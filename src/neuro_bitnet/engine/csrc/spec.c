@@ -212,6 +212,9 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
         c->output = c->tok_embd;
         c->output_type = c->tok_embd_type;
     }
+    PyObject *rel = PyDict_GetItemString(spec, "release_head_pages");
+    if (rel && (c->release_head_pages = PyObject_IsTrue(rel)) < 0) return -1;
+    if (c->release_head_pages && c->head == NB_HEAD_EXACT) c->release_head_pages = 0; /* read whole each token */
     if (get_f32_vector(bl, spec, "output_norm", w, c->n_embd, &c->output_norm)) return -1;
     PyObject *layers = get_item(spec, "layers", w);
     if (!layers) return -1;
