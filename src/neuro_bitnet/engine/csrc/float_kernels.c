@@ -1,4 +1,5 @@
 /* Float / int8 vector kernels (head, attention, KV store): portable C and AVX2. */
+#include <math.h>
 #include <stddef.h>
 
 #include "fp16.h"
@@ -37,8 +38,21 @@ float nb_dot_q4_portable(const uint8_t *w, const float *s, const int8_t *a, cons
     return acc;
 }
 
-void nb_axpy_portable(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+void nb_attn_scores_portable(const float *K, int npos, int hd, const float *q, int nq, float scale,
+                             float *s, int ss) {
+    for (int h = 0; h < nq; h++)
+        for (int j = 0; j < npos; j++) s[(size_t)h * ss + j] = nb_dot_row_portable(q + (size_t)h * hd, K + (size_t)j * hd, NB_F32, hd) * scale;
+}
+
+void nb_attn_values_portable(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out) {
+    for (int h = 0; h < nq; h++) {
+        float *o = out + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int j = 0; j < npos; j++) {
+            const float a = p[(size_t)h * ss + j], *v = V + (size_t)j * hd;
+            for (int i = 0; i < hd; i++) o[i] += a * v[i];
+        }
+    }
 }
 
 void nb_to_f32_portable(float *dst, const void *row, int dtype, int n) {
@@ -49,6 +63,15 @@ void nb_to_f32_portable(float *dst, const void *row, int dtype, int n) {
         for (int i = 0; i < n; i++) dst[i] = nb_f16_to_f32(h[i]);
     else
         for (int i = 0; i < n; i++) dst[i] = nb_bf16_to_f32(h[i]);
+}
+
+float nb_exp_sum_portable(float *s, int n, float mx) {
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    return sum;
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -146,12 +169,85 @@ NB_AVX2 float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, 
     return hsum_ps(acc);
 }
 
-NB_AVX2 void nb_axpy_avx2(float *y, float a, const float *x, int n) {
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+/* Scores of every query head against each key row while the row is in L1. */
+NB_AVX2 void nb_attn_scores_avx2(const float *K, int npos, int hd, const float *q, int nq, float scale,
+                                 float *s, int ss) {
+    if (hd % 16 != 0) {
+        nb_attn_scores_portable(K, npos, hd, q, nq, scale, s, ss);
+        return;
+    }
+    for (int j = 0; j < npos; j++) {
+        const float *k = K + (size_t)j * hd;
+        for (int h = 0; h < nq; h++) {
+            const float *qh = q + (size_t)h * hd;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            for (int i = 0; i < hd; i += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + i), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+            }
+            s[(size_t)h * ss + j] = hsum_ps(_mm256_add_ps(a0, a1)) * scale;
+        }
+    }
+}
+
+/* Weighted sums of the value rows, 32 output dimensions at a time kept in registers. */
+NB_AVX2 void nb_attn_values_avx2(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out) {
+    if (hd % 32 != 0) {
+        nb_attn_values_portable(V, npos, hd, p, nq, ss, out);
+        return;
+    }
+    for (int h = 0; h < nq; h++) {
+        const float *ph = p + (size_t)h * ss;
+        for (int i = 0; i < hd; i += 32) {
+            __m256 o0 = _mm256_setzero_ps(), o1 = _mm256_setzero_ps();
+            __m256 o2 = _mm256_setzero_ps(), o3 = _mm256_setzero_ps();
+            for (int j = 0; j < npos; j++) {
+                const float *v = V + (size_t)j * hd + i;
+                const __m256 a = _mm256_broadcast_ss(ph + j);
+                o0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v), o0);
+                o1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 8), o1);
+                o2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 16), o2);
+                o3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 24), o3);
+            }
+            float *o = out + (size_t)h * hd + i;
+            _mm256_storeu_ps(o, o0);
+            _mm256_storeu_ps(o + 8, o1);
+            _mm256_storeu_ps(o + 16, o2);
+            _mm256_storeu_ps(o + 24, o3);
+        }
+    }
+}
+
+/* exp(x) for x <= 0, within ~2 ulp of expf (Cephes' polynomial): x = n ln2 + r with
+ * |r| <= ln2 / 2, exp(r) by a degree-7 polynomial, 2^n through the exponent bits. Inputs below
+ * -87.3 are clamped there (exp = ~1e-38 instead of a denormal or 0: nothing for a softmax). */
+NB_AVX2 static inline __m256 exp_nonpositive(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+NB_AVX2 float nb_exp_sum_avx2(float *s, int n, float mx) {
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    return hsum_ps(acc) + nb_exp_sum_portable(s + j, n - j, mx);
 }
 
 NB_AVX2 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n) {

@@ -5,6 +5,7 @@
 
 #include "model_internal.h"
 
+
 /* ---- per-row float math (the caller's thread or one task) ---- */
 
 static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
@@ -177,39 +178,33 @@ typedef struct {
     atomic_int next;
 } attn_job;
 
-/* One (token, head) pair: causal softmax attention over positions 0..pos of the cache. */
-static void attend(nb_model *m, int t, int h, int ith) {
+/* One token and one KV head: causal softmax attention of the G query heads that share it
+ * (GQA) over positions 0..pos of the cache; each key and value row is read once for all G. */
+static void attend(nb_model *m, int t, int g, int ith) {
     const nb_config *cfg = &m->cfg;
-    const int HD = cfg->head_dim, pos = m->p0 + t;
-    const int g = h / (cfg->n_head / cfg->n_head_kv);
+    const int HD = cfg->head_dim, npos = m->p0 + t + 1, G = cfg->n_head / cfg->n_head_kv;
     const size_t D = (size_t)cfg->n_head * HD;
     const size_t base = ((size_t)m->il * cfg->n_head_kv + g) * cfg->ctx_size * HD;
-    const float *K = m->kcache + base, *V = m->vcache + base;
-    const float *q = m->qb + t * D + (size_t)h * HD;
-    float *out = m->attn + t * D + (size_t)h * HD;
-    float *sc = m->scores + (size_t)ith * cfg->ctx_size;
-    const float scale = 1.0f / sqrtf((float)HD);
-    float mx = -INFINITY;
-    for (int j = 0; j <= pos; j++) {
-        sc[j] = m->k->dot_row(q, K + (size_t)j * HD, NB_F32, HD) * scale;
-        mx = max_f(mx, sc[j]);
+    const float *q = m->qb + t * D + (size_t)g * G * HD;
+    float *out = m->attn + t * D + (size_t)g * G * HD;
+    float *sc = m->scores + (size_t)ith * G * cfg->ctx_size;
+    m->k->attn_scores(m->kcache + base, npos, HD, q, G, 1.0f / sqrtf((float)HD), sc, cfg->ctx_size);
+    float inv[NB_MAX_GQA];
+    for (int h = 0; h < G; h++) {
+        float *s = sc + (size_t)h * cfg->ctx_size, mx = -INFINITY;
+        for (int j = 0; j < npos; j++) mx = max_f(mx, s[j]);
+        inv[h] = 1.0f / m->k->exp_sum(s, npos, mx);
     }
-    float sum = 0.0f;
-    for (int j = 0; j <= pos; j++) {
-        sc[j] = expf(sc[j] - mx);
-        sum += sc[j];
-    }
-    memset(out, 0, sizeof(float) * HD);
-    for (int j = 0; j <= pos; j++) m->k->axpy(out, sc[j], V + (size_t)j * HD, HD);
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < HD; i++) out[i] *= inv;
+    m->k->attn_values(m->vcache + base, npos, HD, sc, G, cfg->ctx_size, out);
+    for (int h = 0; h < G; h++)
+        for (int i = 0; i < HD; i++) out[(size_t)h * HD + i] *= inv[h];
 }
 
 static void attn_task(void *arg, int ith, int nth) {
     (void)nth;
     attn_job *job = arg;
-    const int nh = job->m->cfg.n_head;
-    for (int c; (c = atomic_fetch_add(&job->next, 1)) < job->total;) attend(job->m, c / nh, c % nh, ith);
+    const int nkv = job->m->cfg.n_head_kv;
+    for (int c; (c = atomic_fetch_add(&job->next, 1)) < job->total;) attend(job->m, c / nkv, c % nkv, ith);
 }
 
 static void op_attn_out(nb_model *m, int t, int ith) {
@@ -248,7 +243,7 @@ static void layer(nb_model *m, int il, int n) {
     float *qkv_out[3] = {m->qb, m->kb, m->vb};
     matmul(m, n, 3, qkv, qkv_out, 0);
     run_tokens(m, op_rope_store, n);
-    attn_job aj = {.m = m, .total = n * m->cfg.n_head};
+    attn_job aj = {.m = m, .total = n * m->cfg.n_head_kv};
     atomic_init(&aj.next, 0);
     nb_pool_run(m->pool, attn_task, &aj);
     run_tokens(m, op_attn_out, n);

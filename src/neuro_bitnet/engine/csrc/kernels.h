@@ -23,8 +23,14 @@ typedef struct {
      * weights j | 32 + j and 64 + j | 96 + j, low nibble first) and scale s[g]; gsum[g] is the
      * sum of a over the group. Returns sum_g s[g] * (sum_i u_i * a_i - 8 * gsum[g]). */
     float (*dot_q4)(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
-    /* y[i] += a * x[i] (attention's weighted sum of values). */
-    void (*axpy)(float *y, float a, const float *x, int n);
+    /* Attention of nq query heads (q: nq x hd) over the npos rows of one KV head (K, V:
+     * npos x hd, f32). scores: s[h * ss + j] = (q_h . K_j) * scale. values:
+     * out[h * hd + i] = sum_j p[h * ss + j] * V[j * hd + i]. */
+    void (*attn_scores)(const float *K, int npos, int hd, const float *q, int nq, float scale,
+                        float *s, int ss);
+    void (*attn_values)(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
+    /* s[j] = exp(s[j] - mx) for j < n; returns their sum (the softmax denominator). */
+    float (*exp_sum)(float *s, int n, float mx);
     /* dst[i] = float(row[i]), row f32, f16 or bf16 (exact). */
     void (*to_f32)(float *dst, const void *row, int dtype, int n);
 } nb_kernels;
@@ -41,14 +47,20 @@ void nb_ternary_portable(NB_TERNARY_ARGS);
 float nb_dot_row_portable(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n);
 float nb_dot_q4_portable(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
-void nb_axpy_portable(float *y, float a, const float *x, int n);
+void nb_attn_scores_portable(const float *K, int npos, int hd, const float *q, int nq, float scale,
+                             float *s, int ss);
+void nb_attn_values_portable(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
+float nb_exp_sum_portable(float *s, int n, float mx);
 void nb_to_f32_portable(float *dst, const void *row, int dtype, int n);
 #if defined(__x86_64__) || defined(__i386__)
 void nb_ternary_avx2(NB_TERNARY_ARGS);
 float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n);
 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n);
 float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
-void nb_axpy_avx2(float *y, float a, const float *x, int n);
+void nb_attn_scores_avx2(const float *K, int npos, int hd, const float *q, int nq, float scale,
+                         float *s, int ss);
+void nb_attn_values_avx2(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
+float nb_exp_sum_avx2(float *s, int n, float mx);
 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n);
 #endif
 

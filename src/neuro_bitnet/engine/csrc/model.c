@@ -168,7 +168,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->qs = alloc_aligned(UB * 4);
     m->rope_cos = alloc_aligned(UB * (HD / 2) * 4);
     m->rope_sin = alloc_aligned(UB * (HD / 2) * 4);
-    m->scores = alloc_aligned((size_t)cfg->n_threads * (size_t)cfg->ctx_size * 4);
+    m->scores = alloc_aligned((size_t)cfg->n_threads * (size_t)(cfg->n_head / cfg->n_head_kv) * (size_t)cfg->ctx_size * 4);
     if (!m->kcache || !m->vcache || !m->rope_freq || !m->x || !m->qb || !m->kb || !m->vb ||
         !m->attn || !m->g || !m->u || !m->hn || !m->qa || !m->qsum || !m->qs || !m->rope_cos ||
         !m->rope_sin || !m->scores)

@@ -15,6 +15,9 @@ enum nb_act { NB_RELU2 = 0, NB_SILU = 1 };
  * candidates are then recomputed from the float rows (see forward.c). */
 enum nb_head { NB_HEAD_EXACT = 0, NB_HEAD_Q8 = 1, NB_HEAD_Q4 = 2 };
 
+/* At most this many query heads share a KV head (n_head / n_head_kv; checked by the spec). */
+#define NB_MAX_GQA 64
+
 /* Tokens processed together inside one forward call (longer inputs run in several batches). */
 #define NB_UBATCH 64
 

@@ -28,7 +28,7 @@ struct nb_model {
     int32_t *qsum;
     float *qs;
     float *rope_cos, *rope_sin;
-    float *scores; /* n_threads x ctx_size */
+    float *scores; /* n_threads x (n_head / n_head_kv) x ctx_size */
     /* The step being run (read by the per-token tasks). */
     int il, p0;
 };
