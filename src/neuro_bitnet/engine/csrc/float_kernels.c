@@ -65,6 +65,40 @@ void nb_to_f32_portable(float *dst, const void *row, int dtype, int n) {
         for (int i = 0; i < n; i++) dst[i] = nb_bf16_to_f32(h[i]);
 }
 
+static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
+
+static inline float max_f(float a, float b) { return b > a ? b : a; } /* fmaxf is a libm call */
+
+static float rms_inv(double ss, int n, float eps) { return 1.0f / sqrtf((float)(ss / n) + eps); }
+
+void nb_rmsnorm_portable(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float inv = rms_inv(ss, n, eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+static int32_t quantize_tail(const float *v, int n, int8_t *q, float s) {
+    int32_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        float r = round_even(v[i] * s);
+        r = r > 127.0f ? 127.0f : r;
+        r = r < -128.0f ? -128.0f : r;
+        q[i] = (int8_t)r;
+        sum += q[i];
+    }
+    return sum;
+}
+
+static float quant_scale(float amax) { return 127.0f / max_f(amax, 1e-5f); }
+
+void nb_quantize_portable(const float *v, int n, int8_t *q, int32_t *qsum, float *s) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = max_f(amax, fabsf(v[i]));
+    *s = quant_scale(amax);
+    *qsum = quantize_tail(v, n, q, *s);
+}
+
 float nb_exp_sum_portable(float *s, int n, float mx) {
     float sum = 0.0f;
     for (int j = 0; j < n; j++) {
@@ -248,6 +282,60 @@ NB_AVX2 float nb_exp_sum_avx2(float *s, int n, float mx) {
         acc = _mm256_add_ps(acc, e);
     }
     return hsum_ps(acc) + nb_exp_sum_portable(s + j, n - j, mx);
+}
+
+NB_AVX2 void nb_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) { /* float * float is exact in double, as in the portable sum */
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        s0 = _mm256_fmadd_pd(lo, lo, s0);
+        s1 = _mm256_fmadd_pd(hi, hi, s1);
+    }
+    double part[4];
+    _mm256_storeu_pd(part, _mm256_add_pd(s0, s1));
+    double ss = (part[0] + part[1]) + (part[2] + part[3]);
+    for (int j = i; j < n; j++) ss += (double)x[j] * x[j];
+    const float inv = rms_inv(ss, n, eps);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+NB_AVX2 void nb_quantize_avx2(const float *v, int n, int8_t *q, int32_t *qsum, float *s) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    for (; i < n; i++) amax = max_f(amax, fabsf(v[i]));
+    const float scale = quant_scale(amax);
+    const __m256 vs = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    /* the packs work inside 128-bit lanes; this puts the 4-byte groups back in order */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i sum = _mm256_setzero_si256();
+    for (i = 0; i + 32 <= n; i += 32) {
+        __m256i r[4];
+        for (int k = 0; k < 4; k++) {
+            const __m256 x = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * k), vs),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(x, lo), hi));
+            sum = _mm256_add_epi32(sum, r[k]);
+        }
+        const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, order));
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    *qsum = _mm_cvtsi128_si32(s4) + quantize_tail(v + i, n - i, q + i, scale);
+    *s = scale;
 }
 
 NB_AVX2 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n) {

@@ -6,41 +6,16 @@
 #include "model_internal.h"
 
 
-/* ---- per-row float math (the caller's thread or one task) ---- */
-
-static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
-
 /* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
 static inline float max_f(float a, float b) { return b > a ? b : a; }
 
-/* 1 / sqrt(mean(x^2) + eps); the sum of squares in double so its order does not matter. */
-static float rms_inv(const float *x, int n, float eps) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float ms = (float)(ss / n);
-    return 1.0f / sqrtf(ms + eps);
+/* Per-row float math (kernels.h): RMS norm and the per-token absmax int8 quantization. */
+static inline void rmsnorm(nb_model *m, float *out, const float *x, const float *w, int n) {
+    m->k->rmsnorm(out, x, w, n, m->cfg.rms_eps);
 }
 
-/* Per-token absmax int8: s = 127 / max(max|v|, 1e-5), q = clamp(round_half_even(v * s)). */
-static void quantize_row(const float *v, int n, int8_t *q, int32_t *qsum, float *s_out) {
-    float amax = 0.0f;
-    for (int i = 0; i < n; i++) amax = max_f(amax, fabsf(v[i]));
-    float s = 127.0f / max_f(amax, 1e-5f);
-    int32_t sum = 0;
-    for (int i = 0; i < n; i++) {
-        float r = round_even(v[i] * s);
-        r = r > 127.0f ? 127.0f : r;
-        r = r < -128.0f ? -128.0f : r;
-        q[i] = (int8_t)r;
-        sum += q[i];
-    }
-    *qsum = sum;
-    *s_out = s;
-}
-
-static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    float inv = rms_inv(x, n, eps);
-    for (int i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
+static inline void quantize_row(nb_model *m, const float *v, int n, int8_t *q, int32_t *qsum, float *s) {
+    m->k->quantize(v, n, q, qsum, s);
 }
 
 /* ---- parallel helpers ---- */
@@ -130,8 +105,8 @@ static void op_attn_in(nb_model *m, int t, int ith) {
     const int E = m->cfg.n_embd;
     const float *x = m->x + (size_t)t * E;
     float *h = m->hn + (size_t)t * E;
-    rmsnorm(h, x, m->layers[m->il].attn_norm, E, m->cfg.rms_eps);
-    quantize_row(h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+    rmsnorm(m, h, x, m->layers[m->il].attn_norm, E);
+    quantize_row(m, h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
 }
 
 static void op_ffn_in(nb_model *m, int t, int ith) {
@@ -139,8 +114,8 @@ static void op_ffn_in(nb_model *m, int t, int ith) {
     const int E = m->cfg.n_embd;
     const float *x = m->x + (size_t)t * E;
     float *h = m->hn + (size_t)t * E;
-    rmsnorm(h, x, m->layers[m->il].ffn_norm, E, m->cfg.rms_eps);
-    quantize_row(h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+    rmsnorm(m, h, x, m->layers[m->il].ffn_norm, E);
+    quantize_row(m, h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
 }
 
 static void rope(float *v, int nh, int hd, int neox, const float *c, const float *s) {
@@ -211,8 +186,8 @@ static void op_attn_out(nb_model *m, int t, int ith) {
     (void)ith;
     const int D = m->cfg.n_head * m->cfg.head_dim;
     float *a = m->attn + (size_t)t * D;
-    if (m->cfg.sub_norms) rmsnorm(a, a, m->layers[m->il].attn_sub_norm, D, m->cfg.rms_eps);
-    quantize_row(a, D, m->qa + (size_t)t * D, &m->qsum[t], &m->qs[t]);
+    if (m->cfg.sub_norms) rmsnorm(m, a, a, m->layers[m->il].attn_sub_norm, D);
+    quantize_row(m, a, D, m->qa + (size_t)t * D, &m->qsum[t], &m->qs[t]);
 }
 
 static void op_ffn_act(nb_model *m, int t, int ith) {
@@ -228,10 +203,10 @@ static void op_ffn_act(nb_model *m, int t, int ith) {
     } else {
         for (int i = 0; i < F; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
     }
-    if (m->cfg.sub_norms) rmsnorm(g, g, m->layers[m->il].ffn_sub_norm, F, m->cfg.rms_eps);
+    if (m->cfg.sub_norms) rmsnorm(m, g, g, m->layers[m->il].ffn_sub_norm, F);
     const int Fp = nb_padded_cols(F); /* ffn_down's row length */
     int8_t *qa = m->qa + (size_t)t * Fp;
-    quantize_row(g, F, qa, &m->qsum[t], &m->qs[t]);
+    quantize_row(m, g, F, qa, &m->qsum[t], &m->qs[t]);
     memset(qa + F, 0, (size_t)(Fp - F));
 }
 
@@ -378,10 +353,10 @@ static void head(nb_model *m, int t0, int ntok, float *logits) {
     const int E = m->cfg.n_embd;
     for (int t = 0; t < ntok; t++) {
         float *h = m->hn + (size_t)t * E;
-        rmsnorm(h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E, m->cfg.rms_eps);
+        rmsnorm(m, h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E);
         if (m->cfg.head == NB_HEAD_EXACT) continue;
         int8_t *q = m->qa + (size_t)t * E;
-        quantize_row(h, E, q, &m->qsum[t], &m->qs[t]);
+        quantize_row(m, h, E, q, &m->qsum[t], &m->qs[t]);
         if (m->cfg.head == NB_HEAD_Q4)
             for (int g = 0; g < E / 128; g++) {
                 int32_t sum = 0;

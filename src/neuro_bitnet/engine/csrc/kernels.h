@@ -29,6 +29,12 @@ typedef struct {
     void (*attn_scores)(const float *K, int npos, int hd, const float *q, int nq, float scale,
                         float *s, int ss);
     void (*attn_values)(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
+    /* out[i] = (x[i] * r) * w[i], r = 1 / sqrt(mean(x^2) + eps) with the sum of squares in
+     * double (so its order does not matter); out may be x. */
+    void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
+    /* Per-token absmax int8: s = 127 / max(max|v|, 1e-5), q = clamp(round_half_even(v * s),
+     * -128, 127), qsum = sum(q). Identical results on every path. */
+    void (*quantize)(const float *v, int n, int8_t *q, int32_t *qsum, float *s);
     /* s[j] = exp(s[j] - mx) for j < n; returns their sum (the softmax denominator). */
     float (*exp_sum)(float *s, int n, float mx);
     /* dst[i] = float(row[i]), row f32, f16 or bf16 (exact). */
@@ -51,6 +57,8 @@ void nb_attn_scores_portable(const float *K, int npos, int hd, const float *q, i
                              float *s, int ss);
 void nb_attn_values_portable(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
 float nb_exp_sum_portable(float *s, int n, float mx);
+void nb_rmsnorm_portable(float *out, const float *x, const float *w, int n, float eps);
+void nb_quantize_portable(const float *v, int n, int8_t *q, int32_t *qsum, float *s);
 void nb_to_f32_portable(float *dst, const void *row, int dtype, int n);
 #if defined(__x86_64__) || defined(__i386__)
 void nb_ternary_avx2(NB_TERNARY_ARGS);
@@ -61,6 +69,8 @@ void nb_attn_scores_avx2(const float *K, int npos, int hd, const float *q, int n
                          float *s, int ss);
 void nb_attn_values_avx2(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
 float nb_exp_sum_avx2(float *s, int n, float mx);
+void nb_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps);
+void nb_quantize_avx2(const float *v, int n, int8_t *q, int32_t *qsum, float *s);
 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n);
 #endif
 
