@@ -6,6 +6,7 @@
 #include "model_internal.h"
 
 
+
 /* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
 static inline float max_f(float a, float b) { return b > a ? b : a; }
 
@@ -308,6 +309,16 @@ static int top_k_indices(const float *x, int n, int k, int *idx) {
     float val[NB_RESCORE];
     int cnt = 0;
     for (int i = 0; i < n; i++) {
+        if (cnt == k && (i & 15) == 0 && i + 16 <= n) {
+            /* Once the heap is full almost nothing beats its root: skip whole blocks of 16
+             * (a max the compiler vectorizes) and look closer only where one might. */
+            float bmax = x[i];
+            for (int j = 1; j < 16; j++) bmax = max_f(bmax, x[i + j]);
+            if (!(bmax > val[0])) {
+                i += 15;
+                continue;
+            }
+        }
         const float v = x[i];
         int j;
         if (cnt < k) { /* sift up */
