@@ -3,7 +3,7 @@
 Runs each head on real-vocabulary prompts and prints, over every prompt position: top-1
 agreement, how often the 40 best tokens (the default top-k) are the same set, mean and max
 KL(exact || quantized), and the max logit difference relative to the logit range. The quantized
-heads recompute their 64 best candidates exactly (engine README), so the differences sit in the
+heads recompute their 128 best candidates exactly (engine README), so the differences sit in the
 tail. Default model: the synthetic 2B-4T (built once, cached); pass --model for a real file.
 
     python benchmarks/head_accuracy.py [--model FILE.gguf] [--threads 2] [--heads q4,q8]

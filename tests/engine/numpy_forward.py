@@ -74,7 +74,7 @@ def q4_head(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-RESCORE = 64  # the core recomputes this many best candidates of a quantized head exactly
+RESCORE = 128  # the core recomputes this many best candidates of a quantized head exactly
 
 
 class NumpyModel:

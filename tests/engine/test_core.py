@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import threading
 
@@ -178,8 +179,8 @@ def test_decode_equals_prefill_and_prefix_reuse(head: str) -> None:
 
 @pytest.mark.parametrize("isa", ["auto", "portable"])
 def test_quantized_heads_recompute_their_best_candidates_exactly(isa: str) -> None:
-    """The core recomputes a quantized head's 64 best logits from the float rows: with a vocabulary
-    of at most 64, every logit is exact; with more, the 64 largest match the exact head and the rest
+    """The core recomputes a quantized head's 128 best logits from the float rows: with a vocabulary
+    of at most 128, every logit is exact; with more, the 128 largest match the exact head and the rest
     only approximately."""
     tokens = [5, 17, 49, 0, 42]
     small = make_spec(seed=10, n_vocab=60)
@@ -192,9 +193,24 @@ def test_quantized_heads_recompute_their_best_candidates_exactly(isa: str) -> No
     approx = run(model_for(dict(big, head="q4"), isa), tokens, 0)
     for want, got in zip(exact, approx):
         is_exact = np.abs(got - want) <= 1e-6 * np.ptp(want)
-        assert 64 <= is_exact.sum() < 300  # the candidates are exact, the tail is the 4-bit copy
+        assert 128 <= is_exact.sum() < 300  # the candidates are exact, the tail is the 4-bit copy
         top = np.argsort(-want)[:10]
         assert is_exact[top].all() and np.argmax(got) == np.argmax(want)
+
+
+def test_head_rows_come_from_the_mapping_when_the_file_cannot_give_them() -> None:
+    """head_fd names where the core may pread the head's rows; an fd that gives nothing back
+    (here /dev/null: end of file at once) must not change a single logit."""
+    spec = make_spec(seed=12, head="q4")
+    want = run(_core.Model(spec), TOKENS, 0)
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        got = run(_core.Model(dict(spec, head_fd=fd, head_offset=0)), TOKENS, 0)
+    finally:
+        os.close(fd)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="head_fd and head_offset"):
+        _core.Model(dict(spec, head_fd=3, head_offset=-1))
 
 
 def test_long_prompt_spans_several_batches() -> None:

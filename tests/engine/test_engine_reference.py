@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuro_bitnet.engine import load_model
+from neuro_bitnet.engine import EngineError, load_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MODEL_FILES = sorted(p for p in FIXTURES.glob("*/model*.gguf") if (p.parent / "reference.npz").exists())
@@ -49,7 +49,7 @@ def test_logits_match_reference(path, threads):
 @pytest.mark.parametrize("head, tail_error", [("q8", 0.01), ("q4", 0.1)])
 @pytest.mark.parametrize("path", MODEL_FILES, ids=_id)
 def test_quantized_heads_keep_the_exact_top_candidates(path, head, tail_error):
-    """A quantized head ranks the vocabulary and its 64 best candidates are recomputed exactly:
+    """A quantized head ranks the vocabulary and its 128 best candidates are recomputed exactly:
     the top of every distribution is the exact head's, the tail carries the quantization error.
     Measured on these fixtures (n_embd 128, a single 4-bit group per row, the worst case): tail
     error 0.5-0.7% of the logit range for q8 and 5.8-7.4% for q4; top-1 and the 10 best logits
@@ -80,3 +80,14 @@ def test_greedy_generation_matches_reference(path, head):
         text = "".join(model.generate(ids, max_tokens=len(greedy), temperature=0, repeat_penalty=1.0))
         assert model.last_tokens == expected
         assert text == model.tokenizer.decode(expected, skip_special=True)
+
+
+def test_head_comes_from_the_argument_then_the_environment(monkeypatch):
+    path = FIXTURES / "bitnet-b1.58" / "model.gguf"
+    assert load_model(path, threads=1, ctx_size=32).head == "q4"
+    monkeypatch.setenv("NEURO_BITNET_HEAD", "exact")
+    assert load_model(path, threads=1, ctx_size=32).head == "exact"
+    assert load_model(path, threads=1, ctx_size=32, head="q8").head == "q8"
+    monkeypatch.setenv("NEURO_BITNET_HEAD", "q3")
+    with pytest.raises(EngineError, match="head must be one of q4, q8, exact, not 'q3'"):
+        load_model(path, threads=1, ctx_size=32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from neuro_bitnet.errors import EngineError
@@ -13,8 +14,9 @@ def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 409
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
     ``head`` selects how the output layer runs: "q4" (the default: a 4-bit copy of the head
-    ranks the vocabulary, its 64 best candidates are recomputed exactly), "q8" (the same with an
-    int8 copy) or "exact" (the file's own F16/BF16/F32 values only).
+    ranks the vocabulary, its 128 best candidates are recomputed exactly), "q8" (the same with an
+    int8 copy) or "exact" (the file's own F16/BF16/F32 values only). ``None`` takes the
+    environment variable ``NEURO_BITNET_HEAD``, else the default.
     """
     from neuro_bitnet.engine.heads import DEFAULT_HEAD
     from neuro_bitnet.engine.model import BitNetModel
@@ -24,4 +26,5 @@ def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 409
         threads = physical_cores()
     if threads < 1:
         raise EngineError("threads must be >= 1")
-    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head or DEFAULT_HEAD)
+    head = head or os.environ.get("NEURO_BITNET_HEAD") or DEFAULT_HEAD
+    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head)

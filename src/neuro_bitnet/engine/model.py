@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -45,13 +47,13 @@ class BitNetModel:
         self.threads = threads
         self.head = head
         spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
-        # A quantized head reads the file's float head once (to build its copy), then only a few
-        # rows per token: the core may drop those pages from our memory when they sit in the
-        # file mapping (not in a converted copy).
-        spec["release_head_pages"] = isinstance(spec.get("output", spec["tok_embd"]), memoryview)
+        self._head_fd: weakref.finalize | None = None
+        if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
+            self._let_core_drop_head_pages(spec)
         try:
             self._core = _core.Model(spec)
         except (ValueError, TypeError, MemoryError) as exc:
+            self._close_head_fd()
             raise EngineError(f"{self.path.name}: {exc}") from None
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
@@ -236,9 +238,23 @@ class BitNetModel:
         tok = self.tokenizer
         return tok.bos_id is not None and prompt.startswith(tok.decode([tok.bos_id]))
 
+    def _let_core_drop_head_pages(self, spec: dict) -> None:
+        """A quantized head reads the file's float head once, to build its copy, then only a few
+        rows per token (its best candidates, and the embeddings when tied). The core drops the
+        mapped pages after the build and reads those rows from a file descriptor instead."""
+        name = "output.weight" if "output" in spec else "token_embd.weight"
+        fd = os.open(self.path, os.O_RDONLY)
+        self._head_fd = weakref.finalize(self, os.close, fd)  # closed with the model, or at exit
+        spec.update(release_head_pages=True, head_fd=fd, head_offset=self._gguf.info(name).offset)
+
+    def _close_head_fd(self) -> None:
+        if self._head_fd is not None:
+            self._head_fd()  # runs once
+
     def close(self) -> None:
-        """Release the engine and the memory map."""
+        """Release the engine, the memory map and the head's file descriptor."""
         self._core = None
+        self._close_head_fd()
         self._gguf.close()
 
     def __enter__(self) -> "BitNetModel":

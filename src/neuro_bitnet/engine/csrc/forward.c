@@ -7,6 +7,7 @@
 
 
 
+
 /* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
 static inline float max_f(float a, float b) { return b > a ? b : a; }
 
@@ -238,9 +239,11 @@ static void layer(nb_model *m, int il, int n) {
 static void embed(nb_model *m, const int32_t *tokens, int n) {
     const nb_config *cfg = &m->cfg;
     const size_t E = cfg->n_embd, esz = cfg->tok_embd_type == NB_F32 ? 4 : 2;
-    for (int t = 0; t < n; t++)
-        m->k->to_f32(m->x + t * E, (const char *)cfg->tok_embd + (size_t)tokens[t] * E * esz,
-                      cfg->tok_embd_type, (int)E);
+    const int tied = cfg->tok_embd == cfg->output; /* then rows can come from the head's file */
+    for (int t = 0; t < n; t++) {
+        const void *row = tied ? nb_head_row(m, tokens[t]) : (const char *)cfg->tok_embd + (size_t)tokens[t] * E * esz;
+        m->k->to_f32(m->x + t * E, row, cfg->tok_embd_type, (int)E);
+    }
 }
 
 static void rope_tables(nb_model *m, int n) {
@@ -299,9 +302,11 @@ static void head_task(void *arg, int ith, int nth) {
 /* A quantized head ranks the vocabulary; its NB_RESCORE best candidates are then recomputed
  * from the float rows. Sampling only ever keeps the top of the distribution (top-k 40 by
  * default, min-p, top-p), and greedy decoding only the first: those see exact logits whenever
- * the quantized ranking puts the true candidates within its best 64, which a 4-bit head does
- * with a wide margin. The rest of the vocabulary keeps the quantized values. */
-#define NB_RESCORE 64
+ * the quantized ranking puts the true candidates within its best 128. With 64, a 4-bit head
+ * on very flat distributions (random weights) swapped members of the top 40 at about half of
+ * the positions; with 128 it did not (benchmarks/head_accuracy.py). The rest of the
+ * vocabulary keeps the quantized values. */
+#define NB_RESCORE 128
 
 /* Indices of the k largest values of x[0..n) (k <= NB_RESCORE, any order): a min-heap of the
  * best so far, whose root is the value to beat. */
@@ -347,15 +352,12 @@ static int top_k_indices(const float *x, int n, int k, int *idx) {
 
 static void rescore_best(nb_model *m, int ntok, float *logits) {
     const int E = m->cfg.n_embd, V = m->cfg.n_vocab;
-    const size_t esz = m->cfg.output_type == NB_F32 ? 4 : 2;
     int idx[NB_RESCORE];
     for (int t = 0; t < ntok; t++) {
         float *lt = logits + (size_t)t * V;
         const int n = top_k_indices(lt, V, V < NB_RESCORE ? V : NB_RESCORE, idx);
-        for (int i = 0; i < n; i++) {
-            const char *row = (const char *)m->cfg.output + (size_t)idx[i] * E * esz;
-            lt[idx[i]] = m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
-        }
+        for (int i = 0; i < n; i++)
+            lt[idx[i]] = m->k->dot_row(m->hn + (size_t)t * E, nb_head_row(m, idx[i]), m->cfg.output_type, E);
     }
 }
 
@@ -396,10 +398,6 @@ int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, floa
         else if (b + nb == n)
             head(m, nb - 1, 1, logits);
     }
-    /* The rescored candidates and the embedding rows were read from the file mapping; each
-     * read faults in its neighbours too, so without this the whole float head would gradually
-     * become resident again. */
-    if (m->cfg.release_head_pages) nb_release_pages(m->cfg.output, nb_head_bytes(&m->cfg));
     atomic_store(&m->busy, 0);
     return 0;
 }

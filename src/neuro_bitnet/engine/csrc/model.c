@@ -7,6 +7,7 @@
 #include "model_internal.h"
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <errno.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #endif
@@ -103,6 +104,7 @@ void nb_model_free(nb_model *m) {
     free(m->head_q4);
     free(m->head_scale);
     free(m->head_gsum);
+    free(m->row_buf);
     free(m->rope_freq);
     free(m->x);
     free(m->qb);
@@ -122,6 +124,24 @@ void nb_model_free(nb_model *m) {
 }
 
 const char *nb_model_isa(const nb_model *m) { return m->k->name; }
+
+const void *nb_head_row(nb_model *m, int r) {
+    const size_t bytes = (size_t)m->cfg.n_embd * (m->cfg.output_type == NB_F32 ? 4 : 2);
+    const char *mapped = (const char *)m->cfg.output + (size_t)r * bytes;
+#if defined(__unix__) || defined(__APPLE__)
+    if (m->cfg.head_fd >= 0) {
+        size_t got = 0;
+        const off_t at = (off_t)m->cfg.head_offset + (off_t)r * (off_t)bytes;
+        while (got < bytes) {
+            ssize_t k = pread(m->cfg.head_fd, (char *)m->row_buf + got, bytes - got, at + (off_t)got);
+            if (k <= 0 && !(k < 0 && errno == EINTR)) break;
+            if (k > 0) got += (size_t)k;
+        }
+        if (got == bytes) return m->row_buf;
+    }
+#endif
+    return mapped; /* no file, or it failed: the mapping holds the same bytes */
+}
 
 void nb_release_pages(const void *p, size_t n) {
 #if defined(__unix__) || defined(__APPLE__)
@@ -168,10 +188,11 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->qs = alloc_aligned(UB * 4);
     m->rope_cos = alloc_aligned(UB * (HD / 2) * 4);
     m->rope_sin = alloc_aligned(UB * (HD / 2) * 4);
+    m->row_buf = alloc_aligned(E * 4);
     m->scores = alloc_aligned((size_t)cfg->n_threads * (size_t)(cfg->n_head / cfg->n_head_kv) * (size_t)cfg->ctx_size * 4);
     if (!m->kcache || !m->vcache || !m->rope_freq || !m->x || !m->qb || !m->kb || !m->vb ||
         !m->attn || !m->g || !m->u || !m->hn || !m->qa || !m->qsum || !m->qs || !m->rope_cos ||
-        !m->rope_sin || !m->scores)
+        !m->rope_sin || !m->scores || !m->row_buf)
         goto oom;
     for (size_t i = 0; i < HD / 2; i++)
         m->rope_freq[i] = pow((double)cfg->rope_theta, -2.0 * (double)i / (double)HD);

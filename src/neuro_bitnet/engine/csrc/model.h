@@ -45,9 +45,15 @@ typedef struct {
     int tok_embd_type;
     const void *output; /* the head's rows: tok_embd when tied */
     int output_type;
-    /* output is a read-only file mapping whose pages may be dropped (quantized heads only): the
-     * head build and every forward call end by giving them back to the page cache. */
+    /* output is a read-only file mapping whose pages may be dropped (quantized heads only):
+     * the head build gives them back to the page cache as it goes. */
     int release_head_pages;
+    /* When head_fd >= 0, the same rows can be read with pread() at head_offset in that file:
+     * the rescored candidates (and the embedding rows of a tied head) are read that way, so
+     * the dropped pages stay out of this process (reading through the mapping would fault them
+     * back in, 64 KB around each row). */
+    int head_fd;
+    long long head_offset;
     const float *output_norm;
     const nb_layer *layers; /* n_layer entries, owned by the caller */
 } nb_config;

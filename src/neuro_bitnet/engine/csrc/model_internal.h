@@ -21,6 +21,7 @@ struct nb_model {
     uint8_t *head_q4;
     float *head_scale;
     int32_t *head_gsum; /* q4: per token, the sums of its int8 activations per 128-group */
+    void *row_buf;      /* one head row read with pread (head_fd) */
     double *rope_freq; /* head_dim / 2 */
     /* Scratch for NB_UBATCH tokens. */
     float *x, *qb, *kb, *vb, *attn, *g, *u, *hn;
@@ -32,5 +33,9 @@ struct nb_model {
     /* The step being run (read by the per-token tasks). */
     int il, p0;
 };
+
+/* Row r of the head (the file's float values): read from head_fd when there is one, else
+ * through the mapping. Caller's thread only (the result may be m->row_buf). */
+const void *nb_head_row(nb_model *m, int r);
 
 #endif

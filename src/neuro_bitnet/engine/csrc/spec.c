@@ -216,6 +216,19 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
     PyObject *rel = PyDict_GetItemString(spec, "release_head_pages");
     if (rel && (c->release_head_pages = PyObject_IsTrue(rel)) < 0) return -1;
     if (c->release_head_pages && c->head == NB_HEAD_EXACT) c->release_head_pages = 0; /* read whole each token */
+    c->head_fd = -1;
+    PyObject *fd = PyDict_GetItemString(spec, "head_fd");
+    if (fd && fd != Py_None) {
+        long long off = 0;
+        PyObject *o = PyDict_GetItemString(spec, "head_offset");
+        if (!PyLong_Check(fd) || !o || !PyLong_Check(o) || (c->head_fd = (int)PyLong_AsLong(fd)) < 0 ||
+            (off = PyLong_AsLongLong(o)) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "spec: head_fd and head_offset must be non-negative ints");
+            return -1;
+        }
+        c->head_offset = off;
+    }
     if (get_f32_vector(bl, spec, "output_norm", w, c->n_embd, &c->output_norm)) return -1;
     PyObject *layers = get_item(spec, "layers", w);
     if (!layers) return -1;

@@ -43,7 +43,9 @@ void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_
 
 #define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
 /* 4 KB ahead: at 1 KB a decode thread stalls on DRAM latency (measured ~8% slower). */
+#ifndef NB_PREFETCH
 #define NB_PREFETCH 4096
+#endif
 #define NB_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
 NB_AVX2_INLINE int32_t hsum_i32(__m256i v) {
