@@ -5,9 +5,6 @@
 
 #include "model_internal.h"
 
-
-
-
 /* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
 static inline float max_f(float a, float b) { return b > a ? b : a; }
 
