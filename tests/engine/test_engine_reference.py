@@ -52,7 +52,7 @@ def test_quantized_heads_keep_the_exact_top_candidates(path, head, tail_error):
     """A quantized head ranks the vocabulary and its 128 best candidates are recomputed exactly:
     the top of every distribution is the exact head's, the tail carries the quantization error.
     Measured on these fixtures (n_embd 128, a single 4-bit group per row, the worst case): tail
-    error 0.5-0.7% of the logit range for q8 and 5.8-7.4% for q4; top-1 and the 10 best logits
+    error 0.5-0.7% of the logit range for q8 and 5.4-7.4% for q4; top-1 and the 10 best logits
     exact at every position for both."""
     exact = load_model(path, threads=2, ctx_size=128, head="exact")
     fast = load_model(path, threads=2, ctx_size=128, head=head)
