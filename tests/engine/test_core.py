@@ -213,6 +213,14 @@ def test_head_rows_come_from_the_mapping_when_the_file_cannot_give_them() -> Non
         _core.Model(dict(spec, head_fd=3, head_offset=-1))
 
 
+def test_token_by_token_decode_over_80_positions_matches_numpy() -> None:
+    spec = make_spec(seed=13, ctx_size=96, n_layer=1)
+    tokens = list(np.random.default_rng(2).integers(0, 300, size=80))
+    model = model_for(spec)
+    got = np.concatenate([run(model, [t], i) for i, t in enumerate(tokens)])
+    assert_close(got, numpy_forward.NumpyModel(spec).forward(tokens, 0))
+
+
 def test_long_prompt_spans_several_batches() -> None:
     spec = make_spec(seed=4, ctx_size=160, n_layer=1)
     n = 150  # more than the core's internal token batch (64)

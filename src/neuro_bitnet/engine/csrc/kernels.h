@@ -49,29 +49,31 @@ const nb_kernels *nb_kernels_avx2(void);
 #define NB_TERNARY_ARGS                                                                        \
     const uint8_t *w, int cols, int r0, int r1, const int8_t *q, const int32_t *qsum,         \
         const float *fac, int ntok, float *y, int ys, int accumulate
-void nb_ternary_portable(NB_TERNARY_ARGS);
-float nb_dot_row_portable(const float *x, const void *row, int dtype, int n);
-int32_t nb_dot_i8_portable(const int8_t *a, const int8_t *b, int n);
-float nb_dot_q4_portable(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
-void nb_attn_scores_portable(const float *K, int npos, int hd, const float *q, int nq, float scale,
-                             float *s, int ss);
-void nb_attn_values_portable(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
-float nb_exp_sum_portable(float *s, int n, float mx);
-void nb_rmsnorm_portable(float *out, const float *x, const float *w, int n, float eps);
-void nb_quantize_portable(const float *v, int n, int8_t *q, int32_t *qsum, float *s);
-void nb_to_f32_portable(float *dst, const void *row, int dtype, int n);
+/* Declares one set of implementations, nb_<kernel>_<sfx>, in the table's order. */
+#define NB_DECLARE_KERNELS(sfx)                                                                 \
+    void nb_ternary_##sfx(NB_TERNARY_ARGS);                                                    \
+    float nb_dot_row_##sfx(const float *x, const void *row, int dtype, int n);                 \
+    int32_t nb_dot_i8_##sfx(const int8_t *a, const int8_t *b, int n);                          \
+    float nb_dot_q4_##sfx(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, \
+                          int n);                                                              \
+    void nb_attn_scores_##sfx(const float *K, int npos, int hd, const float *q, int nq,        \
+                              float scale, float *s, int ss);                                  \
+    void nb_attn_values_##sfx(const float *V, int npos, int hd, const float *p, int nq, int ss, \
+                              float *out);                                                     \
+    void nb_rmsnorm_##sfx(float *out, const float *x, const float *w, int n, float eps);       \
+    void nb_quantize_##sfx(const float *v, int n, int8_t *q, int32_t *qsum, float *s);         \
+    float nb_exp_sum_##sfx(float *s, int n, float mx);                                         \
+    void nb_to_f32_##sfx(float *dst, const void *row, int dtype, int n);
+
+/* The table of one set, for kernels.c. */
+#define NB_KERNEL_TABLE(sfx)                                                                    \
+    {#sfx, nb_ternary_##sfx, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx,               \
+     nb_attn_scores_##sfx, nb_attn_values_##sfx, nb_rmsnorm_##sfx, nb_quantize_##sfx,          \
+     nb_exp_sum_##sfx, nb_to_f32_##sfx}
+
+NB_DECLARE_KERNELS(portable)
 #if defined(__x86_64__) || defined(__i386__)
-void nb_ternary_avx2(NB_TERNARY_ARGS);
-float nb_dot_row_avx2(const float *x, const void *row, int dtype, int n);
-int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n);
-float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
-void nb_attn_scores_avx2(const float *K, int npos, int hd, const float *q, int nq, float scale,
-                         float *s, int ss);
-void nb_attn_values_avx2(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
-float nb_exp_sum_avx2(float *s, int n, float mx);
-void nb_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps);
-void nb_quantize_avx2(const float *v, int n, int8_t *q, int32_t *qsum, float *s);
-void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n);
+NB_DECLARE_KERNELS(avx2)
 #endif
 
 #endif
