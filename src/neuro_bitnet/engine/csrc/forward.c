@@ -78,10 +78,11 @@ static void mm_task(void *arg, int ith, int nth) {
 }
 
 /* y_i (+)= W_i . qa for up to three matrices sharing the quantized input in m->qa.
- * Decode takes 128-row chunks: long contiguous weight streams keep the prefetch ahead useful. */
+ * Decode takes 256-row chunks: long contiguous weight streams keep the prefetch ahead useful
+ * (in-process A/B against 128 rows: +1 to +8% decode over three runs; 64 rows: -4%). */
 static void matmul(nb_model *m, int n, int nparts, const nb_tmat *const *w, float *const *y,
                    int accumulate) {
-    mm_job job = {.m = m, .nparts = nparts, .ntok = n, .chunk_rows = n == 1 ? 128 : 16};
+    mm_job job = {.m = m, .nparts = nparts, .ntok = n, .chunk_rows = n == 1 ? 256 : 16};
     atomic_init(&job.next, 0);
     int total = 0;
     for (int p = 0; p < nparts; p++) {
