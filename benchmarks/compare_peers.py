@@ -37,8 +37,8 @@ DEFAULT_CACHE = Path(os.environ.get("NEURO_BENCH_CACHE", Path.home() / ".cache" 
 PEERS = ("ik_llama.cpp", "ik_llama.cpp-r4", "llama.cpp")
 OURS = "neuro-bitnet"
 ENGINES = (*PEERS, OURS)
-FORMATS = {"ik_llama.cpp": "IQ2_BN", "ik_llama.cpp-r4": "IQ2_BN_R4", "llama.cpp": "TQ2_0 (arch bitnet)", OURS: "I2_S"}
 IK_TYPES = {"ik_llama.cpp": "IQ2_BN", "ik_llama.cpp-r4": "IQ2_BN_R4"}  # llama-quantize type names
+FORMATS = {**IK_TYPES, "llama.cpp": "TQ2_0 (arch bitnet)", OURS: "I2_S"}
 
 
 class BenchError(Exception):

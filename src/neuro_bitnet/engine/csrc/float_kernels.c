@@ -4,6 +4,7 @@
 
 #include "fp16.h"
 #include "kernels.h"
+#include "simd.h"
 
 float nb_dot_row_portable(const float *x, const void *row, int dtype, int n) {
     float acc = 0.0f;
@@ -65,10 +66,6 @@ void nb_to_f32_portable(float *dst, const void *row, int dtype, int n) {
         for (int i = 0; i < n; i++) dst[i] = nb_bf16_to_f32(h[i]);
 }
 
-static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
-
-static inline float max_f(float a, float b) { return b > a ? b : a; } /* fmaxf is a libm call */
-
 static float rms_inv(double ss, int n, float eps) { return 1.0f / sqrtf((float)(ss / n) + eps); }
 
 void nb_rmsnorm_portable(float *out, const float *x, const float *w, int n, float eps) {
@@ -109,16 +106,6 @@ float nb_exp_sum_portable(float *s, int n, float mx) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-
-#define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-NB_AVX2 static inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 NB_AVX2 static inline __m256 load_row8(const void *row, int dtype, int i) {
     if (dtype == NB_F32) return _mm256_loadu_ps((const float *)row + i);
@@ -170,11 +157,7 @@ NB_AVX2 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n) {
         __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(vb, vb), _mm256_sign_epi8(va, vb));
         acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p, ones));
     }
-    acc0 = _mm256_add_epi32(acc0, acc1);
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc0), _mm256_extracti128_si256(acc0, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    int32_t acc = _mm_cvtsi128_si32(s);
+    int32_t acc = hsum_i32(_mm256_add_epi32(acc0, acc1));
     for (; i < n; i++) acc += (int32_t)a[i] * b[i];
     return acc;
 }
@@ -331,10 +314,7 @@ NB_AVX2 void nb_quantize_avx2(const float *v, int n, int8_t *q, int32_t *qsum, f
         const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
         _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, order));
     }
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-    *qsum = _mm_cvtsi128_si32(s4) + quantize_tail(v + i, n - i, q + i, scale);
+    *qsum = hsum_i32(sum) + quantize_tail(v + i, n - i, q + i, scale);
     *s = scale;
 }
 

@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "model_internal.h"
-
-/* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
-static inline float max_f(float a, float b) { return b > a ? b : a; }
+#include "simd.h"
 
 /* Per-row float math (kernels.h): RMS norm and the per-token absmax int8 quantization. */
 static inline void rmsnorm(nb_model *m, float *out, const float *x, const float *w, int n) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "simd.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <errno.h>
@@ -18,8 +19,6 @@ static void *alloc_aligned(size_t n) {
     if (posix_memalign(&p, 64, (n + 63) / 64 * 64) != 0) return NULL;
     return p;
 }
-
-static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
 
 /* Row of the q8 head: scale = max|row| / 127, q = round(w / scale). */
 static void quantize_row_q8(const float *row, int n, int8_t *q, float *scale_out) {

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "kernels.h"
+#include "simd.h"
 
 static inline void store_out(float *dst, int32_t dot, int32_t qsum, float fac, int accumulate) {
     float v = (float)(dot - qsum) * fac;
@@ -39,21 +40,8 @@ void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-
-#define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
 /* 4 KB ahead: at 1 KB a decode thread stalls on DRAM latency (measured ~8% slower). */
-#ifndef NB_PREFETCH
 #define NB_PREFETCH 4096
-#endif
-#define NB_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
-
-NB_AVX2_INLINE int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
 
 /* One weight row against NT activation rows: each 32-byte block is unpacked once and applied
  * to all NT tokens. maddubs results are summed as int16 over up to NB_GROUP blocks before one
