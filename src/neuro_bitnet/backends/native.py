@@ -28,7 +28,7 @@ class NativeBackend:
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Exact token count of the chat prompt for ``messages``."""
-        return len(self.model.tokenize(self.model.render_chat(messages), add_bos=False))
+        return len(self.model.chat_prompt_ids(messages))
 
     def cancel(self) -> None:
         self.model.cancel()

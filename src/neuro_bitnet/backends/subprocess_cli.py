@@ -115,6 +115,7 @@ class SubprocessBackend:
 
     def __init__(self, model_path: Path, *, settings: Settings, threads: int | None, ctx_size: int,
                  model_name: str | None = None) -> None:
+        from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
         from neuro_bitnet.engine.gguf import GGUFFile
         from neuro_bitnet.engine.threads import physical_cores
         from neuro_bitnet.engine.tokenizer import Tokenizer
@@ -126,28 +127,26 @@ class SubprocessBackend:
         with GGUFFile(self.model_path) as gguf:  # metadata only: the chat template and tokenizer
             meta = dict(gguf.metadata)
         self.model_name = model_name or meta.get("general.name") or self.model_path.stem
-        self._chat_template = meta.get("tokenizer.chat_template")
         self._tokenizer = Tokenizer.from_gguf_metadata(meta)
+        try:
+            self._chat_prompt = ChatPrompter(self._tokenizer, meta.get("tokenizer.chat_template"))
+        except ChatFormatError as exc:
+            raise EngineError(f"{self.model_path.name}: {exc}") from None
         self._process: subprocess.Popen | None = None
         self._cancelled = False
         self._stats = AnswerStats()
 
     # -- prompt ---------------------------------------------------------------------------------
     def render_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The chat prompt as text, without the BOS token (llama-cli adds it)."""
-        from neuro_bitnet.engine.chat_format import render_chat
-
-        tok = self._tokenizer
-        bos = tok.decode([tok.bos_id]) if tok.bos_id is not None else ""
-        eos = tok.decode([tok.eos_id]) if tok.eos_id is not None else ""
-        text = render_chat(messages, template=self._chat_template, bos_token=bos, eos_token=eos)
-        return text[len(bos):] if bos and text.startswith(bos) else text
+        """The chat prompt as text (the engine's one chat rule), without the BOS token
+        (llama-cli adds it)."""
+        return self._chat_prompt.text_without_bos(messages)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_bos=False))
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        return len(self._tokenizer.encode(self.render_prompt(messages), add_bos=True))
+        return len(self._chat_prompt.ids(messages))
 
     def command(self, prompt: str, options: GenerationOptions, prompt_file: Path | None = None) -> list[str]:
         """The llama-cli command line for one answer (the prompt read from ``prompt_file`` if given)."""

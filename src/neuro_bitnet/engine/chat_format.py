@@ -1,22 +1,45 @@
-"""Chat messages -> prompt text: the GGUF's jinja ``tokenizer.chat_template`` or the BitNet format.
+"""Chat messages -> prompt: the one rule for how a model file's chats are rendered.
+
+:func:`chat_format` decides, from a file's ``tokenizer.chat_template``, whether chats use that
+jinja template or the built-in BitNet format (no template, or Microsoft's placeholder marked
+``BITNET``); :class:`ChatPrompter` applies the decision for one model (text, token ids with one
+BOS). Every answer path (engine, daemon, CLI, MCP, the llama-cli backend) goes through them.
 
 Templates run in jinja2's immutable sandbox with the helpers Hugging Face provides
 (``raise_exception``, ``strftime_now``), so a template from a downloaded file cannot reach Python
-internals.
+internals; rendering is bounded in time and output size, and can be stopped (see
+:func:`render_chat`), so a hostile template cannot wedge the model thread.
 """
 
 from __future__ import annotations
 
+import ctypes
+import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from neuro_bitnet.errors import NeuroError
 
-__all__ = ["ChatFormatError", "render_chat", "BITNET_EOT", "ROLES"]
+if TYPE_CHECKING:
+    from neuro_bitnet.engine.tokenizer import Tokenizer
+
+__all__ = [
+    "BITNET_EOT",
+    "ChatFormat",
+    "ChatFormatError",
+    "ChatPrompter",
+    "MICROSOFT_PLACEHOLDER_TEMPLATE",
+    "PLACEHOLDER_MARKER",
+    "ROLES",
+    "chat_format",
+    "render_chat",
+]
 
 ROLES = ("system", "user", "assistant")
 BITNET_EOT = "<|eot_id|>"
@@ -63,6 +86,47 @@ def _validate(messages: list[dict]) -> list[dict[str, str]]:
     return clean
 
 
+# Microsoft's converter writes this into the official 2B-4T GGUF. Their runtime only looks for the
+# marker and renders the trained format instead; rendered as written it drops the system prompt,
+# ends the prompt with EOS and never shows the model its `Role: text<|eot_id|>` turns.
+PLACEHOLDER_MARKER = "BITNET"
+MICROSOFT_PLACEHOLDER_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\n\nBITNETAssistant: ' + eos_token }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+
+# Bounds on rendering a file's template (a real one takes milliseconds and writes about its input).
+RENDER_SECONDS = 5.0
+MIN_OUTPUT_CHARS = 1 << 20  # plus 4x the messages' text
+MAX_POWER_EXPONENT = 4096
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a model file's chats become prompts."""
+
+    template: str | None  # the jinja template rendered, or None for the built-in BitNet format
+    description: str  # one line for people (``neuro model info``)
+
+    @property
+    def name(self) -> str:
+        return "bitnet" if self.template is None else "template"
+
+
+def chat_format(template: str | None) -> ChatFormat:
+    """The chat format for a file whose ``tokenizer.chat_template`` is ``template``: the file's
+    template, except none or Microsoft's placeholder (it holds ``BITNET``), which mean the
+    trained BitNet format ``<|begin_of_text|>System: ...<|eot_id|>User: ...<|eot_id|>Assistant: ``."""
+    if template is not None and not isinstance(template, str):
+        raise ChatFormatError(f"tokenizer.chat_template must be a string, not {type(template).__name__}")
+    if not template:
+        return ChatFormat(None, "BitNet (built in; the file has no chat template)")
+    if PLACEHOLDER_MARKER in template:
+        return ChatFormat(None, "BitNet (built in; the file's template is Microsoft's placeholder)")
+    return ChatFormat(template, "the file's chat template (tokenizer.chat_template)")
+
+
 def _raise_exception(message: str) -> None:
     raise jinja2.TemplateError(message)
 
@@ -71,13 +135,66 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+class _TooBig(jinja2.exceptions.SecurityError):
+    """A template operation would build a value past the output bound."""
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox plus size checks on the operations that can allocate without bound
+    in one step (``'x' * N``, ``a + b``, ``N ** M``, ``str.ljust(N)`` and the like)."""
+
+    intercepted_binops = frozenset(["*", "+", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        limit = _limit()
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > limit:
+                    raise _TooBig(f"'*' would build {len(seq) * n:,} items")
+        elif operator == "+":
+            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+                if len(left) + len(right) > limit:
+                    raise _TooBig(f"'+' would build {len(left) + len(right):,} items")
+        elif operator == "**" and isinstance(right, int) and abs(right) > MAX_POWER_EXPONENT:
+            raise _TooBig(f"exponent {right} is too large")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        # Width and count arguments (ljust, center, zfill, expandtabs, ...) build strings in one
+        # C call that the time bound cannot interrupt.
+        limit = _limit()
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                raise _TooBig(f"argument {value:,} is too large")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+_render_state = threading.local()  # .limit: the output bound of the render on this thread
+
+
+def _limit() -> int:
+    return getattr(_render_state, "limit", MIN_OUTPUT_CHARS)
+
+
+def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """A width-taking filter (center, indent, ...) that refuses widths past the output bound."""
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args[1:], *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and value > _limit():
+                raise _TooBig(f"{name} width {value:,} is too large")
+        return original(*args, **kwargs)
+
+    return bounded
+
+
 @lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
+    env = _BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    for name in ("center", "indent", "wordwrap", "truncate"):
+        env.filters[name] = _bounded_filter(name, env.filters[name])
     try:
         return env.from_string(template)
     except jinja2.TemplateSyntaxError as exc:
@@ -93,6 +210,63 @@ def _render_bitnet(messages: list[dict[str, str]], bos_token: str, add_generatio
     return prompt
 
 
+class _Stopped(BaseException):
+    """Raised inside a template's rendering thread to end it (time bound or cancellation)."""
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise _Stopped in ``thread`` at its next Python instruction (a long C call finishes first)."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Stopped))
+
+
+def _render_template(compiled: jinja2.Template, variables: dict[str, Any], limit: int,
+                     timeout: float, cancelled: Callable[[], bool] | None) -> str:
+    """Render on a helper thread, which is stopped past ``timeout`` seconds, past ``limit``
+    characters of output or when ``cancelled()`` turns true; the caller is never held longer."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            _render_state.limit = limit
+            size, parts = 0, []
+            for part in compiled.generate(**variables):
+                size += len(part)
+                if size > limit:
+                    raise _TooBig(f"the prompt would be longer than {limit:,} characters")
+                parts.append(part)
+            box["text"] = "".join(parts)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=work, name="chat-template", daemon=True)
+    end = time.monotonic() + timeout
+    thread.start()
+    while not done.wait(0.02):
+        stop = cancelled is not None and cancelled()
+        if stop or time.monotonic() > end:
+            _interrupt(thread)
+            reason = "was cancelled" if stop else f"took longer than {timeout:g} s"
+            raise ChatFormatError(f"rendering the chat template {reason}; stopped")
+    error = box.get("error")
+    if error is None and "text" in box:
+        return box["text"]
+    if error is None or isinstance(error, _Stopped):
+        raise ChatFormatError("rendering the chat template was stopped")
+    if isinstance(error, _TooBig):
+        raise ChatFormatError(f"chat template refused: {error}") from None
+    if isinstance(error, jinja2.exceptions.SecurityError):
+        raise ChatFormatError(f"chat template tried an unsafe operation: {error}") from None
+    if isinstance(error, jinja2.TemplateError):
+        raise ChatFormatError(f"chat template error: {error}") from None
+    if isinstance(error, Exception):  # a template can fail in arbitrary ways (bad index, type error)
+        raise ChatFormatError(f"chat template failed: {type(error).__name__}: {error}") from None
+    raise error
+
+
 def render_chat(
     messages: list[dict],
     *,
@@ -100,26 +274,49 @@ def render_chat(
     bos_token: str,
     eos_token: str,
     add_generation_prompt: bool = True,
+    cancelled: Callable[[], bool] | None = None,
+    timeout: float = RENDER_SECONDS,
 ) -> str:
     """Prompt text for ``messages`` (dicts with ``role`` system/user/assistant and ``content``).
 
-    Uses the jinja ``template`` when given (the GGUF's ``tokenizer.chat_template``), otherwise the
-    BitNet format. Raises ChatFormatError for bad messages or a failing template.
+    ``template`` is the file's ``tokenizer.chat_template``; :func:`chat_format` decides whether
+    it or the BitNet format is used. A template's rendering stops with ChatFormatError after
+    ``timeout`` seconds, past 4x the messages' text plus 1 MiB of output, or once
+    ``cancelled()`` is true. Raises ChatFormatError for bad messages or a failing template.
     """
     clean = _validate(messages)
-    if not template:
+    fmt = chat_format(template)
+    if fmt.template is None:
         return _render_bitnet(clean, bos_token, add_generation_prompt)
-    compiled = _compile(template)
-    try:
-        return compiled.render(
-            messages=clean,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
-        )
-    except jinja2.exceptions.SecurityError as exc:
-        raise ChatFormatError(f"chat template tried an unsafe operation: {exc}") from None
-    except jinja2.TemplateError as exc:
-        raise ChatFormatError(f"chat template error: {exc}") from None
-    except Exception as exc:  # a template can fail in arbitrary ways (bad index, type error)
-        raise ChatFormatError(f"chat template failed: {type(exc).__name__}: {exc}") from None
+    compiled = _compile(fmt.template)
+    limit = MIN_OUTPUT_CHARS + 4 * sum(len(m["content"]) for m in clean)
+    variables = dict(messages=clean, bos_token=bos_token, eos_token=eos_token,
+                     add_generation_prompt=add_generation_prompt)
+    return _render_template(compiled, variables, limit, timeout, cancelled)
+
+
+class ChatPrompter:
+    """Chats -> prompts for one model: its chat format (see :func:`chat_format`), its BOS."""
+
+    def __init__(self, tokenizer: "Tokenizer", template: str | None) -> None:
+        self.tokenizer = tokenizer
+        self.format = chat_format(template)
+        tok = tokenizer
+        self.bos_token = tok.decode([tok.bos_id]) if tok.bos_id is not None else ""
+        self.eos_token = tok.decode([tok.eos_id]) if tok.eos_id is not None else ""
+
+    def text(self, messages: list[dict], *, cancelled: Callable[[], bool] | None = None) -> str:
+        """The prompt text, BOS text included when the format writes it."""
+        return render_chat(messages, template=self.format.template, bos_token=self.bos_token,
+                           eos_token=self.eos_token, cancelled=cancelled)
+
+    def ids(self, messages: list[dict], *, cancelled: Callable[[], bool] | None = None) -> list[int]:
+        """The prompt's token ids, with BOS once (added only if the format did not write it)."""
+        prompt = self.text(messages, cancelled=cancelled)
+        has_bos = bool(self.bos_token) and prompt.startswith(self.bos_token)
+        return self.tokenizer.encode(prompt, add_bos=not has_bos)
+
+    def text_without_bos(self, messages: list[dict]) -> str:
+        """The prompt text without a leading BOS, for programs that add BOS themselves."""
+        text = self.text(messages)
+        return text[len(self.bos_token):] if self.bos_token and text.startswith(self.bos_token) else text

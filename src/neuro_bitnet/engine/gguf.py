@@ -531,6 +531,17 @@ class GGUFFile:
             raise EngineError(f"{self.path.name}: tensor {name!r}: {exc}") from None
         return flat.reshape(info.shape)
 
+    def drop_pages(self, name: str) -> None:
+        """Give the whole memory pages of a tensor back to the page cache (they fault in again
+        if read): for big tensors read once in a while, such as the head after a scoring call."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        info = self.info(name)
+        start = -(-info.offset // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = (info.offset + info.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def close(self) -> None:
         """Release the memory map (views still in use keep it alive until they go)."""
         mm, self._mmap = self._mmap, None

@@ -7,13 +7,13 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.architecture import HParams
-from neuro_bitnet.engine.chat_format import render_chat
+from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
@@ -35,10 +35,16 @@ class BitNetModel:
         self._gguf = GGUFFile(self.path)
         meta = self._gguf.metadata
         tokens = meta.get("tokenizer.ggml.tokens")
-        self.hparams = HParams.from_metadata(meta, n_vocab_fallback=len(tokens) if tokens else None)
+        n_tokens = len(tokens) if isinstance(tokens, list) and tokens else None
+        self.hparams = HParams.from_metadata(meta, n_vocab_fallback=n_tokens)
         self.tokenizer = Tokenizer.from_gguf_metadata(meta)
         self.chat_template: str | None = meta.get("tokenizer.chat_template")
-        self.name: str = meta.get("general.name") or self.path.stem
+        try:
+            self.chat_prompt = ChatPrompter(self.tokenizer, self.chat_template)
+        except ChatFormatError as exc:
+            raise EngineError(f"{self.path.name}: {exc}") from None
+        name = meta.get("general.name")
+        self.name: str = name if isinstance(name, str) and name else self.path.stem
         if ctx_size < 8:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
@@ -48,6 +54,7 @@ class BitNetModel:
         self.head = head
         spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
         self._head_fd: weakref.finalize | None = None
+        self._head_name = "output.weight" if "output" in spec else "token_embd.weight"
         if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
             self._let_core_drop_head_pages(spec)
         try:
@@ -93,31 +100,43 @@ class BitNetModel:
         if bad:
             raise EngineError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
 
-    def _forward(self, ids: Sequence[int], n_past: int, out: np.ndarray, all_logits: bool) -> None:
+    def _forward(self, ids: Sequence[int], n_past: int, out: np.ndarray, all_logits: bool,
+                 exact_head: bool = False) -> None:
         tokens = np.asarray(ids, dtype=np.int32)
         try:
-            self._core.forward(tokens, n_past, out, all_logits)
+            self._core.forward(tokens, n_past, out, all_logits, exact_head)
         except ValueError as exc:
             raise EngineError(str(exc)) from None
 
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Logits for every position of ``ids`` in a fresh context: float32 (len(ids), vocab)."""
+    def logits(self, ids: Sequence[int], *, exact: bool = True) -> np.ndarray:
+        """Logits for every position of ``ids`` in a fresh context: float32 (len(ids), vocab).
+
+        A scoring call (perplexity, evaluation, ranking): by default every logit is computed
+        from the file's float head, whatever head generation uses. ``exact=False`` takes the
+        model's head (with "q4"/"q8" only the 128 best logits per position are exact).
+        """
         ids = [int(t) for t in ids]
         self._check_ids(ids)
+        exact = exact and self.head != "exact"  # an exact model head is exact already
         with self._exclusive():
             start = time.perf_counter()
             out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
             self._cached = []
-            for lo in range(0, len(ids), PREFILL_CHUNK):
-                chunk = ids[lo : lo + PREFILL_CHUNK]
-                self._forward(chunk, lo, out[lo : lo + len(chunk)], True)
-                self._cached = ids[: lo + len(chunk)]
+            try:
+                for lo in range(0, len(ids), PREFILL_CHUNK):
+                    chunk = ids[lo : lo + PREFILL_CHUNK]
+                    self._forward(chunk, lo, out[lo : lo + len(chunk)], True, exact)
+                    self._cached = ids[: lo + len(chunk)]
+            finally:
+                if exact and self._head_fd is not None:  # the float head's pages were dropped
+                    self._gguf.drop_pages(self._head_name)  # after the head build: again
             self.last_stats = GenerationStats(
                 load_seconds=self.load_seconds,
                 prompt_tokens=len(ids),
                 prefill_seconds=time.perf_counter() - start,
                 finish_reason="stop",
             )
+            _check_finite(out)
             return out
 
     def _prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
@@ -194,6 +213,7 @@ class BitNetModel:
                 if self._cancel.is_set():
                     stats.finish_reason = "cancelled"
                     break
+                _check_finite(logits)
                 token = sampler.sample(logits, history)
                 if token in self.tokenizer.stop_ids:
                     stats.finish_reason = "stop"
@@ -218,31 +238,29 @@ class BitNetModel:
 
     def chat(self, messages: list[dict[str, str]], **kwargs) -> Iterator[str]:
         """Stream the assistant's reply to ``messages`` ([{"role": ..., "content": ...}])."""
-        prompt = self.render_chat(messages)
-        ids = self.tokenizer.encode(prompt, add_bos=not self._starts_with_bos(prompt))
-        return self.generate(ids, **kwargs)
+        return self.generate(self.chat_prompt_ids(messages), **kwargs)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text for ``messages``: the file's chat template, else the BitNet format."""
-        tok = self.tokenizer
-        bos = tok.decode([tok.bos_id]) if tok.bos_id is not None else ""
-        eos = tok.decode([tok.eos_id]) if tok.eos_id is not None else ""
+        """The prompt text for ``messages`` in this file's chat format (see ``chat_format``)."""
         try:
-            return render_chat(messages, template=self.chat_template, bos_token=bos, eos_token=eos)
-        except EngineError:
-            raise
-        except ValueError as exc:
+            return self.chat_prompt.text(messages)
+        except ChatFormatError as exc:
             raise EngineError(str(exc)) from None
 
-    def _starts_with_bos(self, prompt: str) -> bool:
-        tok = self.tokenizer
-        return tok.bos_id is not None and prompt.startswith(tok.decode([tok.bos_id]))
+    def chat_prompt_ids(self, messages: list[dict[str, str]], *,
+                        cancelled: Callable[[], bool] | None = None) -> list[int]:
+        """Token ids of the chat prompt for ``messages``, BOS once. ``cancelled()`` returning
+        true stops a slow chat template (EngineError)."""
+        try:
+            return self.chat_prompt.ids(messages, cancelled=cancelled)
+        except ChatFormatError as exc:
+            raise EngineError(str(exc)) from None
 
     def _let_core_drop_head_pages(self, spec: dict) -> None:
         """A quantized head reads the file's float head once, to build its copy, then only a few
         rows per token (its best candidates, and the embeddings when tied). The core drops the
         mapped pages after the build and reads those rows from a file descriptor instead."""
-        name = "output.weight" if "output" in spec else "token_embd.weight"
+        name = self._head_name
         fd = os.open(self.path, os.O_RDONLY)
         self._head_fd = weakref.finalize(self, os.close, fd)  # closed with the model, or at exit
         spec.update(release_head_pages=True, head_fd=fd, head_offset=self._gguf.info(name).offset)
@@ -262,6 +280,13 @@ class BitNetModel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_finite(logits: np.ndarray) -> None:
+    """NaN or infinite logits come from broken weights: say so instead of sampling garbage."""
+    if not np.isfinite(logits).all():
+        raise EngineError("the model computed NaN or infinite logits: its weights are broken "
+                          "(non-finite or huge values in the file)")
 
 
 class _Release:

@@ -46,12 +46,14 @@ class GenerationResult:
         }
 
 
-def chat_prompt_ids(model: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of the chat prompt, with BOS added only if the template did not write it."""
-    prompt = model.render_chat(messages)
-    bos_id = getattr(model.tokenizer, "bos_id", None)
-    has_bos = bos_id is not None and prompt.startswith(model.detokenize([bos_id]))
-    return model.tokenize(prompt, add_bos=not has_bos)
+def chat_prompt_ids(model: Any, job: Job, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of the chat prompt (the engine's one chat rule); a client that goes away
+    stops a slow chat template."""
+    try:
+        return model.chat_prompt_ids(messages, cancelled=job.cancelled.is_set)
+    except Exception:
+        job.check()  # stopped because the client left: report a cancellation
+        raise
 
 
 def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: GenerationSpec) -> GenerationResult:
@@ -59,7 +61,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     language = None
     if spec.translate:
         language, messages = _translate_question(model, job, messages)
-    ids = chat_prompt_ids(model, messages)
+    ids = chat_prompt_ids(model, job, messages)
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
         result.text = _translate(model, result.text, source="en", target=language)

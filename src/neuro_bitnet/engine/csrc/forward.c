@@ -269,6 +269,7 @@ static void rope_tables(nb_model *m, int n) {
 typedef struct {
     nb_model *m;
     int ntok;
+    int exact; /* every row from the float values, whatever the model's head */
     float *logits;
     atomic_int next;
 } head_job;
@@ -289,16 +290,16 @@ static void head_task(void *arg, int ith, int nth) {
         for (int r = r0; r < r1; r++) {
             for (int t = 0; t < job->ntok; t++) {
                 float *dst = &job->logits[(size_t)t * V + r];
-                if (m->head_q4) {
+                if (job->exact) {
+                    const char *row = (const char *)m->cfg.output + (size_t)r * E * esz;
+                    *dst = m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
+                } else if (m->head_q4) {
                     const int G = E / 128;
                     *dst = m->k->dot_q4(m->head_q4 + (size_t)r * (E / 2), m->head_scale + (size_t)r * G,
                                         m->qa + (size_t)t * E, m->head_gsum + (size_t)t * G, E) / m->qs[t];
-                } else if (m->head_q) {
+                } else { /* q8 */
                     int32_t d = m->k->dot_i8(m->qa + (size_t)t * E, m->head_q + (size_t)r * E, E);
                     *dst = (float)d * (m->head_scale[r] / m->qs[t]);
-                } else {
-                    const char *row = (const char *)m->cfg.output + (size_t)r * E * esz;
-                    *dst = m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
                 }
             }
         }
@@ -367,13 +368,15 @@ static void rescore_best(nb_model *m, int ntok, float *logits) {
     }
 }
 
-/* Logits of batch tokens t0..t0+ntok-1 into logits[0 .. ntok*n_vocab). */
-static void head(nb_model *m, int t0, int ntok, float *logits) {
+/* Logits of batch tokens t0..t0+ntok-1 into logits[0 .. ntok*n_vocab); exact: from the float
+ * rows only. */
+static void head(nb_model *m, int t0, int ntok, float *logits, int exact) {
+    exact = exact || m->cfg.head == NB_HEAD_EXACT;
     const int E = m->cfg.n_embd;
     for (int t = 0; t < ntok; t++) {
         float *h = m->hn + (size_t)t * E;
         rmsnorm(m, h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E);
-        if (m->cfg.head == NB_HEAD_EXACT) continue;
+        if (exact) continue;
         int8_t *q = m->qa + (size_t)t * E;
         quantize_row(m, h, E, q, &m->qsum[t], &m->qs[t]);
         if (m->cfg.head == NB_HEAD_Q4)
@@ -383,14 +386,14 @@ static void head(nb_model *m, int t0, int ntok, float *logits) {
                 m->head_gsum[(size_t)t * (E / 128) + g] = sum;
             }
     }
-    head_job job = {.m = m, .ntok = ntok, .logits = logits};
+    head_job job = {.m = m, .ntok = ntok, .exact = exact, .logits = logits};
     atomic_init(&job.next, 0);
     nb_pool_run(m->pool, head_task, &job);
-    if (m->cfg.head != NB_HEAD_EXACT) rescore_best(m, ntok, logits);
+    if (!exact) rescore_best(m, ntok, logits);
 }
 
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
-                     int all_logits) {
+                     int all_logits, int exact_head) {
     if (atomic_exchange(&m->busy, 1)) return -1;
     const size_t V = m->cfg.n_vocab;
     for (int b = 0; b < n; b += NB_UBATCH) {
@@ -400,9 +403,9 @@ int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, floa
         rope_tables(m, nb);
         for (int il = 0; il < m->cfg.n_layer; il++) layer(m, il, nb);
         if (all_logits)
-            head(m, 0, nb, logits + (size_t)b * V);
+            head(m, 0, nb, logits + (size_t)b * V, exact_head);
         else if (b + nb == n)
-            head(m, nb - 1, 1, logits);
+            head(m, nb - 1, 1, logits, exact_head);
     }
     atomic_store(&m->busy, 0);
     return 0;

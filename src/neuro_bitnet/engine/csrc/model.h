@@ -74,9 +74,10 @@ static inline size_t nb_head_bytes(const nb_config *c) {
 }
 
 /* Runs tokens[0..n) at positions n_past.. and writes logits (n_vocab floats, or n * n_vocab
- * when all_logits). Arguments must already be validated. Returns 0, or -1 if the model is busy
- * in another thread. */
+ * when all_logits); exact_head computes every logit from the float rows, whatever cfg.head
+ * (scoring; with released head pages they fault back in, the caller may drop them again).
+ * Arguments must already be validated. Returns 0, or -1 if the model is busy in another thread. */
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
-                     int all_logits);
+                     int all_logits, int exact_head);
 
 #endif

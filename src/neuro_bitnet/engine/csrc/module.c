@@ -105,11 +105,11 @@ static int check_forward_args(ModelObject *self, const Py_buffer *tb, const Py_b
 }
 
 static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"tokens", "n_past", "logits", "all_logits", NULL};
+    static char *kwlist[] = {"tokens", "n_past", "logits", "all_logits", "exact_head", NULL};
     PyObject *tok_obj, *log_obj;
-    int n_past, all_logits = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiO|p:forward", kwlist, &tok_obj, &n_past, &log_obj,
-                                     &all_logits))
+    int n_past, all_logits = 0, exact_head = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OiO|pp:forward", kwlist, &tok_obj, &n_past, &log_obj,
+                                     &all_logits, &exact_head))
         return NULL;
     if (!self->m) {
         PyErr_SetString(PyExc_RuntimeError, "Model is not initialized");
@@ -132,7 +132,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwds
     if (check_forward_args(self, &tb, &lb, n, n_past, all_logits) == 0) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = nb_model_forward(self->m, tokens, (int)n, n_past, lb.buf, all_logits);
+        rc = nb_model_forward(self->m, tokens, (int)n, n_past, lb.buf, all_logits, exact_head);
         Py_END_ALLOW_THREADS
         if (rc != 0) PyErr_SetString(PyExc_RuntimeError, "this Model is running a forward pass in another thread");
     }
@@ -162,8 +162,9 @@ static PyGetSetDef model_getset[] = {
 
 static PyMethodDef model_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(tokens, n_past, logits, all_logits=False): run int32 tokens at positions n_past.., "
-     "write float32 logits (last token, or every token when all_logits)."},
+     "forward(tokens, n_past, logits, all_logits=False, exact_head=False): run int32 tokens at "
+     "positions n_past.., write float32 logits (last token, or every token when all_logits); "
+     "exact_head: every logit from the head's float rows, whatever the model's head."},
     {NULL, NULL, 0, NULL},
 };
 
