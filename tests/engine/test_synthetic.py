@@ -1,12 +1,16 @@
 """The synthetic BitNet b1.58 model: official layout, realistic random weights, caching.
 
-Only the "tiny" shapes are built here; the 2B file is for benchmarks.
+Most tests use the "tiny" shapes. The 2B file (1.2 GB, a minute or more to write) is built once
+into ~/.cache/neuro-bitnet/test-models and reused: its size must be the official file's, and
+chat on it must render the trained BitNet format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import struct
 import subprocess
 import sys
 import threading
@@ -18,16 +22,80 @@ import pytest
 from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 from neuro_bitnet.engine.quants import tq2_0_to_ternary, unpack_i2s_codes
+from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.synthetic import (
     ARCH,
-    BITNET_CHAT_TEMPLATE,
+    OFFICIAL_2B_FILE_SIZE,
     SYNTHETIC_SHAPES,
     build_synthetic_model,
+    file_size,
+    header_size,
     synthetic_model_path,
 )
 from neuro_bitnet.errors import ConfigError, NeuroError
 
 TINY = SYNTHETIC_SHAPES["tiny"]
+S, U32, I32, F32, BOOL, ARR = "string", "uint32", "int32", "float32", "bool", "array"
+# The official ggml-model-i2_s.gguf's keys in file order with their types (arrays: element type),
+# from public loader dumps (docs: shared reference "The official 2B file, exactly").
+OFFICIAL_KEYS = [
+    ("general.architecture", S), ("general.name", S),
+    *[(f"{ARCH}.{k}", U32) for k in (
+        "vocab_size", "context_length", "embedding_length", "block_count", "feed_forward_length",
+        "rope.dimension_count", "attention.head_count", "attention.head_count_kv")],
+    ("tokenizer.ggml.add_bos_token", BOOL),
+    (f"{ARCH}.attention.layer_norm_rms_epsilon", F32), (f"{ARCH}.rope.freq_base", F32),
+    ("general.file_type", U32), ("tokenizer.ggml.model", S),
+    ("tokenizer.ggml.tokens", (ARR, S)), ("tokenizer.ggml.scores", (ARR, F32)),
+    ("tokenizer.ggml.token_type", (ARR, I32)), ("tokenizer.ggml.merges", (ARR, S)),
+    ("tokenizer.ggml.bos_token_id", U32), ("tokenizer.ggml.eos_token_id", U32),
+    ("tokenizer.ggml.padding_token_id", U32), ("tokenizer.chat_template", S),
+    ("general.quantization_version", U32),
+]
+_TYPE_NAMES = {4: U32, 5: I32, 6: F32, 7: BOOL, 8: S, 9: ARR}
+_SIZES = {4: 4, 5: 4, 6: 4, 7: 1}
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " Hi there "}]
+TRAINED_PROMPT = "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi there<|eot_id|>Assistant: "
+
+
+def _key_layout(path: Path) -> list[tuple[str, object]]:
+    """(key, type) of every metadata key in file order, read with struct alone."""
+    data = path.read_bytes()[: 16 << 20]
+    pos = 24
+    n_kv = struct.unpack_from("<Q", data, 16)[0]
+
+    def string() -> str:
+        nonlocal pos
+        n = struct.unpack_from("<Q", data, pos)[0]
+        pos += 8 + n
+        return data[pos - n : pos].decode()
+
+    layout = []
+    for _ in range(n_kv):
+        key = string()
+        vtype = struct.unpack_from("<I", data, pos)[0]
+        pos += 4
+        if vtype == 8:
+            string()
+            layout.append((key, S))
+        elif vtype == 9:
+            etype, count = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            for _ in range(count):
+                if etype == 8:
+                    string()
+                else:
+                    pos += _SIZES[etype]
+            layout.append((key, (ARR, _TYPE_NAMES[etype])))
+        else:
+            pos += _SIZES[vtype]
+            layout.append((key, _TYPE_NAMES[vtype]))
+    return layout
+
+
+def _test_models_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "neuro-bitnet" / "test-models"
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
 
@@ -46,6 +114,63 @@ def test_2b_shapes_are_the_official_model() -> None:
     assert (s["n_vocab"], s["n_embd"], s["n_ff"], s["n_layer"]) == (128256, 2560, 6912, 30)
     assert (s["n_head"], s["n_head_kv"], s["ctx"]) == (20, 5, 4096)
     assert (s["rope_theta"], s["rms_eps"]) == (500000.0, 1e-5)
+
+
+def test_2b_header_is_the_official_size() -> None:
+    """Computed from the key list and the tensor table alone (no tensor data generated)."""
+    assert header_size("2b") == 8_351_360
+    assert file_size("2b") == OFFICIAL_2B_FILE_SIZE == 1_187_801_280
+
+
+def test_header_mirrors_the_official_keys_in_order(tiny: Path) -> None:
+    assert _key_layout(tiny) == OFFICIAL_KEYS
+    with GGUFFile(tiny) as f:
+        meta = f.metadata
+    assert "tokenizer.ggml.pre" not in meta and "tokenizer.ggml.add_eos_token" not in meta
+    assert meta["general.name"] == "bitnet2b-tiny"
+    assert meta["tokenizer.ggml.padding_token_id"] == meta["tokenizer.ggml.eos_token_id"]
+    n_regular = TINY["n_vocab"] - 256
+    assert set(meta["tokenizer.ggml.scores"][:n_regular]) == {0.0}
+    assert set(meta["tokenizer.ggml.scores"][n_regular:]) == {-1000.0}
+    assert meta["general.quantization_version"] == 2
+
+
+def test_chat_on_the_placeholder_template_is_the_trained_format(tiny: Path) -> None:
+    model = load_model(tiny, threads=1, ctx_size=64)
+    try:
+        assert model.render_chat(CHAT) == TRAINED_PROMPT
+        ids = model.chat_prompt_ids(CHAT)
+        eot = model.tokenizer.tokens.index("<|eot_id|>")
+        assert ids[0] == model.tokenizer.bos_id and ids.count(model.tokenizer.bos_id) == 1
+        assert ids.count(eot) == 2 and model.tokenizer.eos_id not in ids
+        assert {eot, model.tokenizer.eos_id} <= model.tokenizer.stop_ids
+        assert model.chat_prompt.format.name == "bitnet"
+    finally:
+        model.close()
+
+
+@pytest.fixture(scope="module")
+def official_2b() -> Path:
+    return synthetic_model_path("2b", _test_models_dir())
+
+
+def test_2b_file_is_the_official_size_and_chats_in_the_trained_format(official_2b: Path) -> None:
+    assert official_2b.stat().st_size == OFFICIAL_2B_FILE_SIZE
+    assert _key_layout(official_2b) == OFFICIAL_KEYS
+    with GGUFFile(official_2b) as f:
+        meta = f.metadata
+        assert len(f.tensors) == 332
+    assert meta["general.name"] == "bitnet2b"
+    assert meta["tokenizer.chat_template"] == MICROSOFT_PLACEHOLDER_TEMPLATE
+    assert len(MICROSOFT_PLACEHOLDER_TEMPLATE) == 282
+    assert len(meta["tokenizer.ggml.merges"]) == 280_147
+    model = load_model(official_2b, threads=2, ctx_size=64)
+    try:
+        assert model.render_chat(CHAT) == TRAINED_PROMPT
+        list(model.chat(CHAT, max_tokens=2, temperature=0))
+        assert model.last_stats.prompt_tokens == len(model.chat_prompt_ids(CHAT))
+    finally:
+        model.close()
 
 
 def test_metadata_has_the_official_keys(tiny: Path) -> None:
@@ -69,7 +194,7 @@ def test_metadata_has_the_official_keys(tiny: Path) -> None:
     assert len(meta["tokenizer.ggml.tokens"]) == TINY["n_vocab"]
     assert meta["tokenizer.ggml.tokens"][meta["tokenizer.ggml.bos_token_id"]] == "<|begin_of_text|>"
     assert "<|eot_id|>" in meta["tokenizer.ggml.tokens"]
-    assert meta["tokenizer.chat_template"] == BITNET_CHAT_TEMPLATE
+    assert meta["tokenizer.chat_template"] == MICROSOFT_PLACEHOLDER_TEMPLATE
 
 
 def test_tensors_have_the_official_names_types_and_shapes(tiny: Path) -> None:

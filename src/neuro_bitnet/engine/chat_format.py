@@ -92,7 +92,7 @@ def _validate(messages: list[dict]) -> list[dict[str, str]]:
 PLACEHOLDER_MARKER = "BITNET"
 MICROSOFT_PLACEHOLDER_TEMPLATE = (
     "{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}"
-    "{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\n\nBITNETAssistant: ' + eos_token }}"
+    "{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' + eos_token }}"
     "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
 )
 

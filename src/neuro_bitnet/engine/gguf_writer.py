@@ -301,6 +301,10 @@ class GGUFWriter:
         header = b"".join(parts)
         return header + bytes(align_up(len(header), self.alignment) - len(header))
 
+    def header_size(self) -> int:
+        """Bytes of the header write() would produce (metadata, tensor table, alignment)."""
+        return len(self._header())
+
     def write(self) -> Path:
         """Write the file: to a temporary file in the same folder, then renamed over ``path``."""
         header = self._header()

@@ -3,6 +3,8 @@
 The file has the architecture, metadata keys, tensor names, types and shapes of Microsoft's
 ``ggml-model-i2_s.gguf`` (F16 ``token_embd``, F32 norms, I2_S ternary projections with one scale
 per tensor, the real Llama-3 tokenizer), so engines do exactly the work they do on the real model.
+The header mirrors the official one key for key (order, types, values, the placeholder chat
+template), so the 2B file has the official size, 1,187,801,280 bytes.
 Weights are random but well-conditioned: embeddings ~ N(0, 0.02), ternary weights uniform over
 {-1, 0, +1} (a third zeros) with a scale that keeps every projection's output near unit variance,
 so activations stay finite and non-degenerate through all layers.
@@ -21,8 +23,9 @@ import numpy as np
 from filelock import FileLock
 
 from neuro_bitnet.engine import quants
-from neuro_bitnet.engine.gguf import GGMLType
-from neuro_bitnet.engine.gguf_writer import GGUFWriter, _PendingTensor
+from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
+from neuro_bitnet.engine.gguf import DEFAULT_ALIGNMENT, GGMLType, GGUFValueType, align_up, tensor_nbytes
+from neuro_bitnet.engine.gguf_writer import GGUFWriter
 from neuro_bitnet.engine.tokenizer import gguf_metadata_from_hf_tokenizer, llama3_tokenizer_json
 from neuro_bitnet.errors import ConfigError
 
@@ -30,7 +33,10 @@ ARCH = "bitnet-b1.58"
 LLAMA3_VOCAB = 128256
 LLAMA3_ADDED_TOKENS = 256  # special tokens after the 128,000 regular ones
 FILE_TYPE_MOSTLY_I2_S = 40  # general.file_type of the official file (bitnet.cpp's llama.h)
-FORMAT_VERSION = 1  # bump when the generated content changes, so caches rebuild
+FORMAT_VERSION = 2  # bump when the generated content changes, so caches rebuild
+# Size of Microsoft's ggml-model-i2_s.gguf (revision a1f2f1c7...), which the 2b file matches.
+OFFICIAL_2B_FILE_SIZE = 1_187_801_280
+ADDED_TOKEN_SCORE = -1000.0  # tokenizer.ggml.scores of the 256 special tokens (0.0 for the rest)
 
 SYNTHETIC_SHAPES: dict[str, dict[str, Any]] = {
     "2b": dict(n_vocab=LLAMA3_VOCAB, n_embd=2560, n_ff=6912, n_layer=30, n_head=20,
@@ -40,8 +46,9 @@ SYNTHETIC_SHAPES: dict[str, dict[str, Any]] = {
                  n_head_kv=2, ctx=512, rope_theta=500000.0, rms_eps=1e-5),
 }
 
-# The chat template of microsoft/bitnet-b1.58-2B-4T (tokenizer_config.json):
-# "<|begin_of_text|>System: ...<|eot_id|>User: ...<|eot_id|>Assistant: ".
+# The trained chat template of microsoft/bitnet-b1.58-2B-4T (its tokenizer_config.json, not the
+# GGUF, which carries Microsoft's placeholder): "<|begin_of_text|>System: ...<|eot_id|>User: ...
+# <|eot_id|>Assistant: ". Test models that want a real template use it.
 BITNET_CHAT_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
     "{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}"
@@ -117,21 +124,6 @@ def _ternary_scale(rng: np.random.Generator, n_in: int) -> float:
     return float(rng.uniform(0.8, 1.2) / np.sqrt(2.0 * n_in / 3.0))
 
 
-class _SyntheticWriter(GGUFWriter):
-    """GGUFWriter plus tensors whose bytes are generated only while the file is written.
-
-    The writer's public ``add_tensor``/``add_ternary`` need each tensor's data up front, which for
-    the 2B model would hold ~1.2 GB in memory; generating chunks on demand keeps peak memory to
-    one chunk. ``produce()`` returns an iterator of bytes-like chunks (the writer's own protocol).
-    """
-
-    def add_lazy(
-        self, name: str, shape: tuple[int, ...], ggml_type: GGMLType, produce: Callable[[], Iterator[Any]]
-    ) -> None:
-        nbytes = self._check(name, shape, ggml_type)
-        self._tensors[name] = _PendingTensor(name, shape, ggml_type, nbytes, produce)
-
-
 def _tensor_plan(s: dict[str, Any]) -> list[tuple[str, tuple[int, ...], GGMLType, str, int]]:
     """(name, numpy shape, type, kind, input width) for every tensor, in file order."""
     n_embd, n_ff = s["n_embd"], s["n_ff"]
@@ -158,43 +150,65 @@ def _tensor_plan(s: dict[str, Any]) -> list[tuple[str, tuple[int, ...], GGMLType
     return plan
 
 
-def _metadata(name: str, s: dict[str, Any]) -> dict[str, Any]:
+def _metadata(name: str, s: dict[str, Any]) -> list[tuple[str, Any, GGUFValueType]]:
+    """The official file's 24 keys after general.architecture, in its order, types and values
+    (see OFFICIAL_2B_FILE_SIZE); only the shape values and the vocabulary follow ``s``."""
     n_embd, n_head = s["n_embd"], s["n_head"]
     if n_embd % n_head:
         raise ConfigError(f"synthetic shape {name!r}: n_embd {n_embd} is not a multiple of n_head {n_head}")
-    p = ARCH + "."
-    meta: dict[str, Any] = {
-        "general.name": f"bitnet-b1.58 synthetic {name}",
-        "general.file_type": FILE_TYPE_MOSTLY_I2_S,
-        "general.quantization_version": 2,
-        p + "vocab_size": s["n_vocab"],
-        p + "context_length": s["ctx"],
-        p + "embedding_length": n_embd,
-        p + "block_count": s["n_layer"],
-        p + "feed_forward_length": s["n_ff"],
-        p + "rope.dimension_count": n_embd // n_head,
-        p + "attention.head_count": n_head,
-        p + "attention.head_count_kv": s["n_head_kv"],
-        p + "attention.layer_norm_rms_epsilon": float(s["rms_eps"]),
-        p + "rope.freq_base": float(s["rope_theta"]),
-    }
     limit = None if s["n_vocab"] == LLAMA3_VOCAB else s["n_vocab"] - LLAMA3_ADDED_TOKENS
     tok = _tokenizer_metadata(limit)
-    if len(tok["tokenizer.ggml.tokens"]) != s["n_vocab"]:
+    tokens = tok["tokenizer.ggml.tokens"]
+    if len(tokens) != s["n_vocab"]:
         raise ConfigError(
-            f"synthetic shape {name!r}: tokenizer has {len(tok['tokenizer.ggml.tokens'])} tokens, "
-            f"not n_vocab={s['n_vocab']}"
+            f"synthetic shape {name!r}: tokenizer has {len(tokens)} tokens, not n_vocab={s['n_vocab']}"
         )
-    meta.update(tok)
-    return meta
+    n_regular = len(tokens) - LLAMA3_ADDED_TOKENS
+    scores = np.zeros(len(tokens), dtype=np.float32)
+    scores[n_regular:] = ADDED_TOKEN_SCORE
+    p, u32, f32 = ARCH + ".", GGUFValueType.UINT32, GGUFValueType.FLOAT32
+    eos = tok["tokenizer.ggml.eos_token_id"]
+    return [
+        ("general.name", "bitnet2b" if name == "2b" else f"bitnet2b-{name}", GGUFValueType.STRING),
+        (p + "vocab_size", s["n_vocab"], u32),
+        (p + "context_length", s["ctx"], u32),
+        (p + "embedding_length", n_embd, u32),
+        (p + "block_count", s["n_layer"], u32),
+        (p + "feed_forward_length", s["n_ff"], u32),
+        (p + "rope.dimension_count", n_embd // n_head, u32),
+        (p + "attention.head_count", n_head, u32),
+        (p + "attention.head_count_kv", s["n_head_kv"], u32),
+        ("tokenizer.ggml.add_bos_token", True, GGUFValueType.BOOL),
+        (p + "attention.layer_norm_rms_epsilon", float(s["rms_eps"]), f32),
+        (p + "rope.freq_base", float(s["rope_theta"]), f32),
+        ("general.file_type", FILE_TYPE_MOSTLY_I2_S, u32),
+        ("tokenizer.ggml.model", tok["tokenizer.ggml.model"], GGUFValueType.STRING),
+        ("tokenizer.ggml.tokens", tokens, GGUFValueType.STRING),
+        ("tokenizer.ggml.scores", scores, f32),
+        ("tokenizer.ggml.token_type", np.asarray(tok["tokenizer.ggml.token_type"], dtype=np.int32),
+         GGUFValueType.INT32),
+        ("tokenizer.ggml.merges", tok["tokenizer.ggml.merges"], GGUFValueType.STRING),
+        ("tokenizer.ggml.bos_token_id", tok["tokenizer.ggml.bos_token_id"], u32),
+        ("tokenizer.ggml.eos_token_id", eos, u32),
+        ("tokenizer.ggml.padding_token_id", eos, u32),
+        ("tokenizer.chat_template", MICROSOFT_PLACEHOLDER_TEMPLATE, GGUFValueType.STRING),
+        ("general.quantization_version", 2, u32),
+    ]
 
 
 @lru_cache(maxsize=2)
 def _tokenizer_metadata(vocab_limit: int | None) -> dict[str, Any]:
     """The Llama-3 tokenizer keys (slow to derive, so kept for the next build; read-only)."""
-    return gguf_metadata_from_hf_tokenizer(
-        llama3_tokenizer_json(), vocab_limit=vocab_limit, chat_template=BITNET_CHAT_TEMPLATE
-    )
+    return gguf_metadata_from_hf_tokenizer(llama3_tokenizer_json(), vocab_limit=vocab_limit)
+
+
+def _writer(name: str, path: Path) -> GGUFWriter:
+    """The writer for ``name`` with its metadata and tensor list (tensor bytes come lazily)."""
+    s = _shape(name)
+    writer = GGUFWriter(path, ARCH)
+    for key, value, vtype in _metadata(name, s):
+        writer.add(key, value, vtype)
+    return writer
 
 
 def build_synthetic_model(name: str, path: Path, *, seed: int = 0, progress: Progress | None = None) -> Path:
@@ -203,14 +217,28 @@ def build_synthetic_model(name: str, path: Path, *, seed: int = 0, progress: Pro
     Deterministic for a given ``seed``. ``progress(tensor_name, index, total)`` is called as each
     tensor is generated. The file appears atomically (written beside ``path``, then renamed).
     """
-    s = _shape(name)
-    writer = _SyntheticWriter(path, ARCH)
-    for key, value in _metadata(name, s).items():
-        writer.add(key, value)
-    plan = _tensor_plan(s)
+    writer = _writer(name, path)
+    plan = _tensor_plan(_shape(name))
     for index, (tname, shape, ggml_type, kind, n_in) in enumerate(plan):
         writer.add_lazy(tname, shape, ggml_type, _producer(seed, index, len(plan), tname, shape, kind, n_in, progress))
     return writer.write()
+
+
+def header_size(name: str) -> int:
+    """Bytes of the synthetic model's header (metadata and tensor table, aligned), computed
+    without generating any tensor data."""
+    writer = _writer(name, Path("unused.gguf"))
+    for tname, shape, ggml_type, _, _ in _tensor_plan(_shape(name)):
+        writer.add_lazy(tname, shape, ggml_type, lambda: iter(()))
+    return writer.header_size()
+
+
+def file_size(name: str) -> int:
+    """Bytes of the synthetic model file ``name`` (header plus aligned tensor data)."""
+    data = 0
+    for _, shape, ggml_type, _, _ in _tensor_plan(_shape(name)):
+        data = align_up(data + tensor_nbytes(ggml_type, int(np.prod(shape))), DEFAULT_ALIGNMENT)
+    return header_size(name) + data
 
 
 def _producer(seed: int, index: int, total: int, name: str, shape: tuple[int, ...], kind: str,
@@ -246,4 +274,12 @@ def synthetic_model_path(name: str, cache_dir: Path) -> Path:
     return path
 
 
-__all__ = ["SYNTHETIC_SHAPES", "BITNET_CHAT_TEMPLATE", "build_synthetic_model", "synthetic_model_path"]
+__all__ = [
+    "BITNET_CHAT_TEMPLATE",
+    "OFFICIAL_2B_FILE_SIZE",
+    "SYNTHETIC_SHAPES",
+    "build_synthetic_model",
+    "file_size",
+    "header_size",
+    "synthetic_model_path",
+]
