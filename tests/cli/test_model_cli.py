@@ -17,6 +17,8 @@ import pytest
 
 from hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
 
+from neuro_bitnet.engine.synthetic import build_synthetic_model
+
 SIZE = 512 * 1024
 
 
@@ -209,10 +211,19 @@ def test_force_needs_confirmation_without_terminal(hub: HubServer, tmp_path: Pat
 
 def test_local_gguf_path_is_accepted(hub: HubServer, tmp_path: Path) -> None:
     write_catalog(tmp_path / "models.toml")
-    local = tmp_path / "mine.gguf"
-    local.write_bytes(b"GGUF" + b"\0" * 100)
+    local = build_synthetic_model("tiny", tmp_path / "mine.gguf")
     info = json.loads(run(hub, tmp_path, "model", "info", str(local), "--json").stdout)
-    assert info == {"path": str(local), "size": 104, "kind": "local file"}
+    assert (info["path"], info["size"], info["kind"]) == (str(local), local.stat().st_size, "local file")
+    assert (info["architecture"], info["name"], info["context_length"]) == ("bitnet-b1.58", "bitnet2b-tiny", 512)
+    assert info["tensor_types"] == {"F32": 9, "I2_S": 14, "F16": 1} and info["file_type"] == 40
+    assert info["chat_format"]["format"] == "bitnet"
+    text = run(hub, tmp_path, "model", "info", str(local)).stdout
+    assert "architecture  bitnet-b1.58" in text and "name          bitnet2b-tiny" in text
+    assert "context       512 tokens" in text and "I2_S x14, F32 x9, F16 x1 (file_type 40)" in text
+    assert "chat format   BitNet (built in; the file's template is Microsoft's placeholder)" in text
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 100)
+    assert_one_clear_error(run(hub, tmp_path, "model", "info", str(broken)), 5, "unsupported GGUF version 0")
     missing = run(hub, tmp_path, "model", "info", str(tmp_path / "nope.gguf"))
     assert_one_clear_error(missing, 3, "model file not found")
 

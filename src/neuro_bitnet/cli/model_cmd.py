@@ -228,6 +228,29 @@ def _print_entry_info(info: dict[str, Any]) -> None:
         click.echo(f"{key.ljust(width)}  {value}")
 
 
+def _print_gguf_info(info: dict[str, Any]) -> None:
+    arch = info["architecture"] or "-"
+    if info["file_architecture"] != info["architecture"]:
+        arch += f" (the file says {info['file_architecture']!r})"
+    if not info["supported"]:
+        arch += " (not supported by the engine)"
+    rows = [
+        ("path", info["path"]),
+        ("size", f"{format_size(info['size'])} ({info['size']} bytes)"),
+        ("architecture", arch),
+        ("name", info["name"] or "-"),
+        ("context", f"{info['context_length']} tokens" if info["context_length"] else "-"),
+        ("quantization", info["quantization"] + (f" (file_type {info['file_type']})"
+                                                 if info["file_type"] is not None else "")),
+        ("chat format", info["chat_format"]["description"]),
+    ]
+    if "sha256" in info:
+        rows.append(("sha256", info["sha256"]))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
 def _cache_info(mm: ModelManager) -> dict[str, Any]:
     cache = mm.cache_info()
     return {
@@ -277,14 +300,16 @@ def info_cmd(ctx: click.Context, model_id: str | None, as_json: bool, verify: bo
         return
     resolved = mm.resolve(model_id)
     if isinstance(resolved, Path):
-        info = {"path": str(resolved), "size": resolved.stat().st_size, "kind": "local file"}
+        from neuro_bitnet.engine.file_info import gguf_summary
+
+        info = {"path": str(resolved), "size": resolved.stat().st_size, "kind": "local file",
+                **gguf_summary(resolved)}  # EngineError (exit 5) if it is not a readable GGUF
         if verify:
             info["sha256"] = sha256_file(resolved)
         if as_json:
             print_json(info)
         else:
-            for key, value in info.items():
-                click.echo(f"{key.ljust(6)}  {value}")
+            _print_gguf_info(info)
         return
     info = _entry_info(mm, resolved, verify and mm.status(resolved).size_on_disk > 0)
     if as_json:
