@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from neuro_bitnet.engine.chat_format import ChatFormatError, render_chat
+from neuro_bitnet.engine.chat_format import (
+    MICROSOFT_PLACEHOLDER_TEMPLATE,
+    PLACEHOLDER_MARKER,
+    ChatFormatError,
+    chat_format,
+    render_chat,
+)
 from neuro_bitnet.errors import NeuroError
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
@@ -152,3 +161,84 @@ def test_content_parts_and_none():
     assert render_chat(chat, template=None, bos_token="", eos_token=EOS) == (
         "User: Hi there<|eot_id|>Assistant: <|eot_id|>Assistant: "
     )
+
+
+# -- the one rule: Microsoft's placeholder template means the trained BitNet format ------------
+def test_the_placeholder_template_renders_the_trained_format():
+    """The official 2B file's template, rendered as written, would drop the system prompt and end
+    the prompt with EOS; the rule replaces it by the format the model was trained on."""
+    assert len(MICROSOFT_PLACEHOLDER_TEMPLATE) == 282 and PLACEHOLDER_MARKER in MICROSOFT_PLACEHOLDER_TEMPLATE
+    for chat in CHATS:
+        rendered = render_chat(chat, template=MICROSOFT_PLACEHOLDER_TEMPLATE, bos_token=BOS, eos_token=EOS)
+        assert rendered == render_chat(chat, template=None, bos_token=BOS, eos_token=EOS)
+        assert EOS not in rendered and rendered.endswith("<|eot_id|>Assistant: ")
+    assert render_chat(CHATS[2], template=MICROSOFT_PLACEHOLDER_TEMPLATE, bos_token=BOS, eos_token=EOS) == (
+        "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi<|eot_id|>"
+        "Assistant: Hello!<|eot_id|>User: Tell me a joke 🦙<|eot_id|>Assistant: "
+    )
+
+
+def test_chat_format_decision():
+    assert chat_format(None).name == chat_format("").name == "bitnet"
+    assert chat_format(MICROSOFT_PLACEHOLDER_TEMPLATE).template is None
+    assert "placeholder" in chat_format(MICROSOFT_PLACEHOLDER_TEMPLATE).description
+    assert chat_format(LLAMA3_TEMPLATE) == chat_format(LLAMA3_TEMPLATE)
+    assert chat_format(LLAMA3_TEMPLATE).template == LLAMA3_TEMPLATE  # other templates are honoured
+    with pytest.raises(ChatFormatError, match="must be a string, not int"):
+        chat_format(7)
+
+
+# -- hostile templates fail quickly and leave nothing running -----------------------------------
+HOSTILE_SLOW = [
+    "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+    "{% for m in messages %}{% for a in m.content * 9999 %}{% for b in m.content * 9999 %}"
+    "{% endfor %}{% endfor %}{% endfor %}",
+]
+HOSTILE_BIG = [
+    ("{{ 'x' * 3000000000 }}", "would build 3,000,000,000 items"),
+    ("{% for x in [1] * 3000000000 %}{% endfor %}", "would build"),
+    ("{{ 10 ** 100000000 }}", "exponent"),
+    ("{{ 'x'.ljust(3000000000) }}", "argument 3,000,000,000 is too large"),
+    ("{{ 'x' | center(3000000000) }}", "center width"),
+    ("{% for i in range(99999) %}{{ 'y' * 99 }}{% endfor %}", "the prompt would be longer than"),
+]
+
+
+def _template_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "chat-template"]
+
+
+def _wait_no_template_threads() -> None:
+    deadline = time.monotonic() + 60
+    while _template_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _template_threads()
+
+
+@pytest.mark.parametrize("template", HOSTILE_SLOW)
+def test_slow_templates_are_stopped_at_the_time_bound(template):
+    with pytest.raises(ChatFormatError, match="took longer than 0.5 s; stopped"):
+        render_chat(CHATS[0], template=template, bos_token=BOS, eos_token=EOS, timeout=0.5)
+    _wait_no_template_threads()  # the rendering thread itself was ended, not left spinning
+
+
+@pytest.mark.parametrize("template, message", HOSTILE_BIG)
+def test_huge_values_are_refused_before_they_are_built(template, message):
+    with pytest.raises(ChatFormatError, match=message) as info:
+        render_chat(CHATS[0], template=template, bos_token=BOS, eos_token=EOS, timeout=60)
+    assert "\n" not in str(info.value)
+
+
+def test_a_cancelled_render_stops_at_once():
+    flag = threading.Event()
+    threading.Timer(0.3, flag.set).start()
+    with pytest.raises(ChatFormatError, match="was cancelled"):
+        render_chat(CHATS[0], template=HOSTILE_SLOW[0], bos_token=BOS, eos_token=EOS,
+                    timeout=600, cancelled=flag.is_set)
+    _wait_no_template_threads()
+
+
+def test_big_but_honest_prompts_still_render():
+    chat = [{"role": "user", "content": "word " * 200_000}]
+    text = render_chat(chat, template=LLAMA3_TEMPLATE, bos_token=BOS, eos_token=EOS)
+    assert text.count("word") == 200_000

@@ -275,13 +275,13 @@ def render_chat(
     eos_token: str,
     add_generation_prompt: bool = True,
     cancelled: Callable[[], bool] | None = None,
-    timeout: float = RENDER_SECONDS,
+    timeout: float | None = None,
 ) -> str:
     """Prompt text for ``messages`` (dicts with ``role`` system/user/assistant and ``content``).
 
     ``template`` is the file's ``tokenizer.chat_template``; :func:`chat_format` decides whether
     it or the BitNet format is used. A template's rendering stops with ChatFormatError after
-    ``timeout`` seconds, past 4x the messages' text plus 1 MiB of output, or once
+    ``timeout`` seconds (default RENDER_SECONDS), past 4x the messages' text plus 1 MiB of output, or once
     ``cancelled()`` is true. Raises ChatFormatError for bad messages or a failing template.
     """
     clean = _validate(messages)
@@ -292,7 +292,8 @@ def render_chat(
     limit = MIN_OUTPUT_CHARS + 4 * sum(len(m["content"]) for m in clean)
     variables = dict(messages=clean, bos_token=bos_token, eos_token=eos_token,
                      add_generation_prompt=add_generation_prompt)
-    return _render_template(compiled, variables, limit, timeout, cancelled)
+    return _render_template(compiled, variables, limit, RENDER_SECONDS if timeout is None else timeout,
+                            cancelled)
 
 
 class ChatPrompter:
