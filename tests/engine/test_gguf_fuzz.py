@@ -125,3 +125,131 @@ def test_fuzz_gguf_reader(tmp_path: Path) -> None:
     assert stats["cases"] >= 2000, stats
     assert stats["rejected"] > stats["header_end"]  # every header truncation is an error
     assert stats["loaded"] > 0  # some changes (float data, padding, values) leave a valid file
+
+
+# -- the whole load path: corrupt model files load and run one step, or raise EngineError ---------
+MODEL_FUZZ_SCRIPT = textwrap.dedent(
+    r'''
+    import json, os, struct, sys, time
+    from pathlib import Path
+
+    import numpy as np
+
+    from neuro_bitnet.engine import load_model
+    from neuro_bitnet.engine.gguf import GGUFFile
+    from neuro_bitnet.engine.gguf_writer import GGUFWriter
+    from neuro_bitnet.engine.synthetic import BITNET_CHAT_TEMPLATE
+    from neuro_bitnet.errors import EngineError
+
+    fixture, work, seed, budget = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    rng = np.random.default_rng(seed)
+    # The fixture model plus a real chat template, so that rendering is fuzzed too.
+    src = work / "valid.gguf"
+    with GGUFFile(fixture) as f:
+        w = GGUFWriter(src, f.metadata["general.architecture"])
+        for key, value in f.metadata.items():
+            if key != "general.architecture":
+                w.add(key, value)
+        w.add("tokenizer.chat_template", BITNET_CHAT_TEMPLATE)
+        for name, info in f.tensors.items():
+            w.add_raw_tensor(name, info.shape, info.ggml_type, bytes(f.raw(name)))
+        first_tensor = next(iter(f.tensors))
+    w.write()
+    blob = src.read_bytes()
+    with GGUFFile(src) as g:
+        header_end = g.data_offset
+        meta = dict(g.metadata)
+        tensors = [(n, i.shape, i.ggml_type, bytes(g.raw(n))) for n, i in g.tensors.items()]
+
+    def retyped(key, value):
+        """The valid file with one key's value replaced (a value of another type)."""
+        path = work / "retyped.gguf"
+        w = GGUFWriter(path, value if key == "general.architecture" else meta["general.architecture"])
+        for k, v in meta.items():
+            if k != "general.architecture":
+                w.add(k, value if k == key else v)
+        for name, shape, ggml_type, data in tensors:
+            w.add_raw_tensor(name, shape, ggml_type, data)
+        return w.write().read_bytes()
+
+    small_keys_end = blob.find(b"tokenizer.ggml.tokens")  # every key before the big arrays
+    template_at = blob.find(b"tokenizer.chat_template")
+    table_at = blob.find(struct.pack("<Q", len(first_tensor)) + first_tensor.encode())
+    assert 0 < small_keys_end < template_at < table_at < header_end
+
+    shm = Path("/dev/shm")
+    case_dir = shm if shm.is_dir() and os.access(shm, os.W_OK) else work
+    case_path = case_dir / f"neuro-model-fuzz-{os.getpid()}.gguf"
+    stats = {"ran": 0, "rejected": 0, "cases": 0}
+    deadline = time.monotonic() + budget
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+
+    def check(data, label):
+        case_path.write_bytes(bytes(data))
+        stats["cases"] += 1
+        try:
+            model = load_model(case_path, threads=1, ctx_size=64)
+            try:
+                list(model.chat(chat, max_tokens=1, temperature=0.7, seed=1))
+                list(model.generate([1, 2], max_tokens=1, temperature=0))
+            finally:
+                model.close()
+            stats["ran"] += 1
+        except EngineError as exc:
+            if not str(exc) or "\n" in str(exc):
+                raise AssertionError(f"{label}: bad message {exc!r}")
+            stats["rejected"] += 1
+        except Exception as exc:
+            raise AssertionError(f"{label}: {type(exc).__name__}: {exc}") from exc
+
+    def windows(lo, hi, count):
+        return sorted(set(rng.integers(lo, hi, size=count).tolist()))
+
+    def cases():
+        yield blob, "valid"
+        # every key with a value of the wrong type (or a wrong value of its type)
+        for key in meta:
+            for value in ("x", 7, 2**40, -3, 0.5, True, [1, 2], ["a"], [0.5], ""):
+                yield retyped(key, value), f"{key}={value!r}"
+        for cut in windows(0, len(blob), 40):
+            yield blob[:cut], f"truncate@{cut}"
+        # small keys (shapes, types, value types), the chat template and the tensor table
+        for lo, hi in ((24, small_keys_end), (template_at - 12, template_at + 300), (table_at, header_end)):
+            for pos in windows(lo, hi - 4, 80):
+                for v in (0, 1, 2, 5, 6, 8, 9, 12, 255, 2**31, 2**32 - 1):
+                    data = bytearray(blob); struct.pack_into("<I", data, pos, v)
+                    yield data, f"u32@{pos}={v}"
+        while True:  # random byte flips, mostly in the header
+            data = bytearray(blob)
+            for _ in range(int(rng.integers(1, 4))):
+                limit = header_end if rng.random() < 0.8 else len(blob)
+                data[int(rng.integers(0, limit))] = int(rng.integers(0, 256))
+            yield data, "flip"
+
+    try:
+        for data, label in cases():
+            if time.monotonic() > deadline:
+                break
+            check(data, label)
+    finally:
+        case_path.unlink(missing_ok=True)
+    print(json.dumps(stats))
+    '''
+)
+
+
+def test_fuzz_load_model_and_one_generation_step(tmp_path: Path) -> None:
+    """Corrupt copies of a real model (with a chat template): load_model, one chat step and one
+    generation step either work or raise a one-line EngineError; never another exception or a
+    crash. Bounded by a time budget (the count depends on the machine) and a minimum count."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"
+    script = tmp_path / "model_fuzz.py"
+    script.write_text(MODEL_FUZZ_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(fixture), str(tmp_path), "20261201", "20"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"model fuzz run failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}"
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stats["cases"] >= 100, stats
+    assert stats["ran"] >= 1 and stats["rejected"] >= 1, stats

@@ -100,9 +100,19 @@ def _byte_level_decode(text: str) -> bytes:
         )
 
 
-def _meta_get(meta: dict, key: str, default: Any = None) -> Any:
-    value = meta.get(key, default)
-    return default if value is None else value
+_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "a list"}
+
+
+def _meta_get(meta: dict, key: str, default: Any = None, kind: type | None = None) -> Any:
+    """``meta[key]`` (``default`` when absent); EngineError if it is not of type ``kind``."""
+    value = meta.get(key)
+    if value is None:
+        return default
+    if kind is bool and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if kind is not None and not isinstance(value, kind):
+        raise EngineError(f"GGUF key {key} must be {_TYPE_NAMES[kind]}, not {value!r:.40}")
+    return value
 
 
 def _optional_id(meta: dict, key: str, n_vocab: int) -> int | None:
@@ -158,7 +168,7 @@ class Tokenizer:
     @classmethod
     def from_gguf_metadata(cls, meta: dict) -> "Tokenizer":
         """Build a tokenizer from a GGUF metadata dict. Raises EngineError if it is unusable."""
-        kind = meta.get("tokenizer.ggml.model")
+        kind = _meta_get(meta, "tokenizer.ggml.model", kind=str)
         if kind is None:
             raise EngineError("GGUF has no tokenizer (missing tokenizer.ggml.model)")
         if kind not in ("gpt2", "llama"):
@@ -184,14 +194,14 @@ class Tokenizer:
             types[i] = TOKEN_CONTROL
 
         if kind == "gpt2":
-            pre = _meta_get(meta, "tokenizer.ggml.pre", "llama-bpe")
-            merges = meta.get("tokenizer.ggml.merges")
+            pre = _meta_get(meta, "tokenizer.ggml.pre", "llama-bpe", kind=str)
+            merges = _meta_get(meta, "tokenizer.ggml.merges", kind=list)
             if merges is None:
                 raise EngineError("GGUF byte-level BPE tokenizer has no tokenizer.ggml.merges")
             hf = _build_bpe(tokens, types, merges, pre)
             add_bos_default, add_space_prefix = pre in _LLAMA3_PRE_NAMES, False
         else:
-            scores = meta.get("tokenizer.ggml.scores")
+            scores = _meta_get(meta, "tokenizer.ggml.scores", kind=list)
             if scores is None:
                 raise EngineError("GGUF SentencePiece tokenizer has no tokenizer.ggml.scores")
             if len(scores) != n_vocab:
@@ -201,7 +211,7 @@ class Tokenizer:
             unk_id = _optional_id(meta, "tokenizer.ggml.unknown_token_id", n_vocab)
             if unk_id is None and TOKEN_UNKNOWN in types:
                 unk_id = types.index(TOKEN_UNKNOWN)
-            add_space_prefix = bool(_meta_get(meta, "tokenizer.ggml.add_space_prefix", True))
+            add_space_prefix = _meta_get(meta, "tokenizer.ggml.add_space_prefix", True, kind=bool)
             hf = _build_spm(tokens, types, scores, unk_id, add_space_prefix)
             add_bos_default = True
 
@@ -214,8 +224,8 @@ class Tokenizer:
             eos_id=eos_id,
             eot_id=eot_id,
             pad_id=pad_id,
-            add_bos=bool(_meta_get(meta, "tokenizer.ggml.add_bos_token", add_bos_default)),
-            add_eos=bool(_meta_get(meta, "tokenizer.ggml.add_eos_token", False)),
+            add_bos=_meta_get(meta, "tokenizer.ggml.add_bos_token", add_bos_default, kind=bool),
+            add_eos=_meta_get(meta, "tokenizer.ggml.add_eos_token", False, kind=bool),
             add_space_prefix=add_space_prefix,
             stop_ids=stop_ids,
         )
@@ -336,7 +346,7 @@ def _read_tokens(meta: dict) -> list[str]:
 
 
 def _read_token_types(meta: dict, tokens: list[str], kind: str) -> list[int]:
-    types = meta.get("tokenizer.ggml.token_type")
+    types = _meta_get(meta, "tokenizer.ggml.token_type", kind=list)
     if types is None:
         return _guess_token_types(tokens, kind)
     if len(types) != len(tokens):
