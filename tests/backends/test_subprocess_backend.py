@@ -29,7 +29,9 @@ from neuro_bitnet.backends.subprocess_cli import (
 )
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.engine import load_model
+from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
+from support.gguf_edit import rewrite_gguf
 
 # The first test to use the `llama_cli` fixture may build it (several minutes on 2 cores).
 pytestmark = pytest.mark.timeout(2400)
@@ -186,6 +188,30 @@ def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Pat
     assert sub_result["backend"] == "subprocess" and native_result["backend"] == "native"
     assert sub_result["answer"] == native_result["answer"]
     assert sub_result["usage"] == native_result["usage"]
+
+
+def test_placeholder_template_gets_the_trained_format_on_both_backends(
+        llama_cli: Path, tiny_bitnet_tq2: Path, home: Path, tmp_path: Path) -> None:
+    """The same model with Microsoft's placeholder template instead of the trained one: both
+    backends render the trained format (the same prompt llama-cli gets), so they give the same
+    answers and token counts as on the file with the trained template."""
+    placeholder = rewrite_gguf(tiny_bitnet_tq2, tmp_path / "placeholder.gguf",
+                               set_keys={"tokenizer.chat_template": MICROSOFT_PLACEHOLDER_TEMPLATE})
+    backend = SubprocessBackend(placeholder, settings=load_settings(bitnet_cli_path=llama_cli),
+                                threads=1, ctx_size=512)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    assert backend.render_prompt(messages) == PROMPT
+    results = {}
+    for name, model in (("trained", tiny_bitnet_tq2), ("placeholder", placeholder)):
+        for kind in ("subprocess", "native"):
+            done = run_neuro(ask_args(model, "--json", max_tokens=6, backend=kind), home,
+                             llama_cli if kind == "subprocess" else None)
+            assert done.returncode == 0, done.stderr
+            result = json.loads(done.stdout)
+            results[name, kind] = (result["answer"], result["usage"]["prompt_tokens"])
+    assert results["placeholder", "subprocess"] == results["trained", "subprocess"]
+    assert results["placeholder", "native"] == results["trained", "native"]
+    assert results["placeholder", "native"][1] == results["placeholder", "subprocess"][1]
 
 
 def test_llama_cpp_with_f32_cache_matches_engine(llama_cli: Path, tiny_bitnet_tq2: Path) -> None:
