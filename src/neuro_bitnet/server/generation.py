@@ -47,8 +47,17 @@ class GenerationResult:
 
 
 def chat_prompt_ids(model: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of the chat prompt, with BOS added only if the template did not write it."""
-    prompt = model.render_chat(messages)
+    """Token ids of the chat prompt, with BOS added only if the template did not write it.
+
+    A conversation the model's chat template refuses (roles out of order...) is a 400.
+    """
+    from neuro_bitnet.errors import EngineError
+
+    try:
+        prompt = model.render_chat(messages)
+    except (EngineError, ValueError) as exc:  # ChatFormatError is a ValueError
+        raise APIError(400, f"the messages cannot be formatted for this model: {exc}", param="messages",
+                       code="invalid_messages") from None
     bos_id = getattr(model.tokenizer, "bos_id", None)
     has_bos = bos_id is not None and prompt.startswith(model.detokenize([bos_id]))
     return model.tokenize(prompt, add_bos=not has_bos)
