@@ -181,13 +181,13 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise APIError(400, f"the request body has a value out of range ({exc})", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
+    if _SURROGATE_ESCAPE.search(raw) and has_lone_surrogate(data):
         raise APIError(400, "the request body contains a lone UTF-16 surrogate escape (\\udXXX), "
                        "which is not valid Unicode text", code="invalid_json")
     return data
 
 
-def _has_lone_surrogate(data: Any) -> bool:
+def has_lone_surrogate(data: Any) -> bool:
     """True if a string (key or value) anywhere in ``data`` cannot be encoded as UTF-8."""
     stack = [data]
     while stack:
