@@ -122,7 +122,7 @@ def test_neuro_daemon_alias_runs_serve() -> None:
 
 
 @pytest.mark.parametrize("key, why", [("", "empty"), ("   ", "a space"), ("clé-secrète", "'é'"),
-                                      ("two words", "a space"), ("tab\tkey", "a space")])
+                                      ("two words", "a space"), ("tab\tkey", "whitespace")])
 def test_unusable_api_keys_are_refused_at_start(tmp_path: Path, key: str, why: str) -> None:
     result = neuro("serve", "--model", str(FIXTURE_MODEL), "--threads", "1", "--port", "0", "--api-key", key,
                    env=isolated_env(tmp_path))

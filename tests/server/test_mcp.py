@@ -143,7 +143,8 @@ def test_every_request_line_gets_a_reply(tmp_path: Path) -> None:
     raw = _RawMCP(tmp_path)
     try:
         raw.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode())
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}).encode())
         assert raw.reply()["id"] == 1
         raw.send(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
 

@@ -55,8 +55,8 @@ def test_a_huge_prompt_is_refused_early_and_health_keeps_answering(roomy) -> Non
     poller = threading.Thread(target=poll_health)
     poller.start()
     try:
-        for path, body in (("/v1/completions", {"prompt": "x" * BIG_PROMPT_BYTES}),
-                           ("/v1/chat/completions", {"messages": [{"role": "user", "content": "y" * BIG_PROMPT_BYTES}]})):
+        chat = {"messages": [{"role": "user", "content": "y" * BIG_PROMPT_BYTES}]}
+        for path, body in (("/v1/completions", {"prompt": "x" * BIG_PROMPT_BYTES}), ("/v1/chat/completions", chat)):
             response = httpx.post(roomy.url + path, json=body, timeout=120)
             assert response.status_code == 400, response.text
             assert response.json()["error"]["code"] == "context_length_exceeded"

@@ -66,7 +66,7 @@ def check_api_key(key: str) -> str:
         raise ConfigError("the API key is empty: give a real key (or leave --api-key out to serve without one)")
     bad = next((c for c in key if not "!" <= c <= "~"), None)
     if bad is not None:
-        what = "a space" if bad.isspace() else f"the character {bad!r}"
+        what = "a space" if bad == " " else "whitespace" if bad.isspace() else f"the character {bad!r}"
         raise ConfigError(f"the API key contains {what}: use visible ASCII characters only "
                           "(letters, digits, punctuation), e.g. from `python -c 'import secrets; "
                           "print(secrets.token_urlsafe(32))'`")

@@ -169,11 +169,11 @@ def find_by_url(url: str, api_key: str | None = None) -> DaemonRecord | None:
     """
     import httpx
 
-    from neuro_bitnet.server.client import API_KEY_ENV, _headers
+    from neuro_bitnet.server.client import API_KEY_ENV, bearer_headers
     from neuro_bitnet.server.config import is_loopback
 
     try:
-        response = httpx.get(f"{url.rstrip('/')}/health", headers=_headers(api_key), timeout=10.0)
+        response = httpx.get(f"{url.rstrip('/')}/health", headers=bearer_headers(api_key), timeout=10.0)
     except httpx.HTTPError:
         return None
     if response.status_code == 401:

@@ -164,9 +164,9 @@ def build_server(settings: MCPSettings) -> Any:
                   translate: bool = False) -> str:
         spec = _spec(max_tokens, temperature, translate=translate)
         hits = await retrieval.search(question, 8) if retrieval is not None and use_documents else []
-        budget = min(ASK_CONTEXT_BUDGET, settings.ctx_size - max_tokens - ASK_PROMPT_RESERVE)
 
         def work(model: Any, job: Job) -> GenerationResult:
+            budget = min(ASK_CONTEXT_BUDGET, model.ctx_size - max_tokens - ASK_PROMPT_RESERVE)
             messages = grounded_messages(model, question, hits, budget)
             return run_chat(model, job, messages, spec)
 
