@@ -229,3 +229,23 @@ def test_the_guard_evicts_the_oldest_idle_connection_and_never_a_busy_one() -> N
         conn.in_request = True
     assert not guard.admit(_FakeConnection(False))  # type: ignore[arg-type]  # every slot is busy
     assert guard.refused == 1 and guard.open == 3
+
+
+def test_when_every_connection_is_busy_a_newcomer_gets_a_503_json(tmp_path) -> None:
+    proc = DaemonProcess(["--ctx-size", "256", "--max-connections", "2", "--read-timeout", "600"], tmp_path)
+    proc.wait_ready()
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(2):  # requests in progress: the app waits for their bodies
+            sock = socket.create_connection(_address(proc), timeout=30)
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+            assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")  # the server is reading this body now
+            busy.append(sock)
+        health = httpx.get(proc.url + "/health", timeout=30)
+        assert health.status_code == 503
+        assert health.json()["error"]["code"] == "too_many_connections"
+    finally:
+        for sock in busy:
+            sock.close()
+        assert proc.stop() == 0, proc.output()

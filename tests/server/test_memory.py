@@ -45,16 +45,18 @@ def roomy(tmp_path_factory) -> Iterator[DaemonProcess]:
 def test_a_huge_prompt_is_refused_early_and_health_keeps_answering(roomy) -> None:
     before = _rss(roomy.proc.pid)
     health_codes: list[int] = []
-    sent = threading.Event()
+    polling, sent = threading.Event(), threading.Event()
 
     def poll_health() -> None:
         with httpx.Client(base_url=roomy.url, timeout=30) as client:
             while not sent.is_set():
                 health_codes.append(client.get("/health").status_code)
+                polling.set()
 
     poller = threading.Thread(target=poll_health)
     poller.start()
     try:
+        assert polling.wait(60)
         chat = {"messages": [{"role": "user", "content": "y" * BIG_PROMPT_BYTES}]}
         for path, body in (("/v1/completions", {"prompt": "x" * BIG_PROMPT_BYTES}), ("/v1/chat/completions", chat)):
             response = httpx.post(roomy.url + path, json=body, timeout=120)
