@@ -52,8 +52,8 @@ from neuro_bitnet.server.config import (
 @click.option("--read-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_READ_TIMEOUT,
               show_default=True, help="Seconds a client has to send a request's head, and again its body.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-              help="Also answer requests for this Host name (repeatable; '*' for any). Default: localhost and "
-                   "IP addresses only, against DNS rebinding.")
+              help="Also answer requests for this Host name (repeatable; '*' for any). Default, against DNS "
+                   "rebinding: localhost and loopback addresses (any IP address when bound beyond loopback).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Let web pages from ORIGIN (e.g. http://localhost:3000) call the API (repeatable). Default: none.")
 @click.option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULT_SHUTDOWN_GRACE, show_default=True,
