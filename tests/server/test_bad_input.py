@@ -56,7 +56,7 @@ def test_malformed_and_non_object_json(post) -> None:
         == "invalid_json"
     assert _error(post(CHAT, json=[1, 2]), 400)["code"] == "invalid_json"
     assert _error(post(CHAT, content=b"\xff\xfe", headers={"content-type": "application/json"}), 400)
-    assert _error(post(CHAT, content=b""), 400)
+    assert _error(post(CHAT, content=b"", headers={"content-type": "application/json"}), 400)
 
 
 def test_unsupported_content_parts_are_rejected(post) -> None:
@@ -94,6 +94,91 @@ def test_body_over_the_limit_is_413(post) -> None:
 def test_unknown_route_and_method(daemon, auth) -> None:
     assert _error(httpx.get(daemon.url + "/v1/nothing", headers=auth), 404)["code"] == "not_found"
     assert _error(httpx.get(daemon.url + CHAT, headers=auth), 405)["code"] == "method_not_allowed"
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("path, raw", [
+    (CHAT, b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": ' + b"9" * 5000 + b"}"),
+    ("/v1/completions", b'{"prompt": "hi", "seed": ' + b"1" * 5000 + b"}"),
+    (CHAT, b"[" * 30_000 + b"]" * 30_000),
+    (CHAT, b'{"messages": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"),
+    (CHAT, b'{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}'),
+    ("/v1/completions", b'{"model": "x\\udfff", "prompt": "hi"}'),
+    ("/v1/embeddings", b'{"input": ["fine", "\\ud83d alone"]}'),
+    ("/v1/search", b'{"query": "\\udc00"}'),
+])
+# Nesting: 30,000 levels (the body limit here is 64 KB) is far past the JSON decoder's recursion limit.
+def test_hostile_json_is_400_never_500(post, path, raw) -> None:
+    assert _error(post(path, content=raw, headers=JSON), 400)["code"] == "invalid_json"
+
+
+def test_a_valid_surrogate_pair_is_text(post) -> None:
+    body = b'{"model": "default", "prompt": "\\ud83d\\ude00", "max_tokens": 1}'  # an emoji, escaped
+    assert post("/v1/completions", content=body, headers=JSON).status_code == 200
+
+
+def test_tool_messages_are_refused_while_tools_are_not_supported(post) -> None:
+    messages = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42", "tool_call_id": "a"}]
+    error = _error(post(CHAT, json={"messages": messages}), 400)
+    assert error["param"] == "messages" and "tool" in error["message"]
+
+
+def test_json_endpoints_require_the_json_content_type(post) -> None:
+    body = b'{"prompt": "hi", "max_tokens": 1}'
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        headers = {"content-type": content_type} if content_type else {}
+        assert _error(post("/v1/completions", content=body, headers=headers), 415)["code"] == "unsupported_media_type"
+    ok = post("/v1/completions", content=body, headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_a_prompt_too_long_for_any_tokenization_is_refused_before_tokenizing(post, daemon, auth) -> None:
+    # MAX_BODY allows it, the context (CTX_SIZE tokens of the fixture's <= 30-byte tokens) cannot.
+    big = "z" * (MAX_BODY - 1000)
+    error = _error(post("/v1/completions", json={"prompt": big}), 400)
+    assert error["code"] == "context_length_exceeded" and "bytes" in error["message"]
+    assert _error(post(CHAT, json={"messages": [{"role": "user", "content": big}]}), 400)["param"] == "messages"
+    assert _error(post("/v1/completions", json={"prompt": list(range(CTX_SIZE))}), 400)["code"] \
+        == "context_length_exceeded"
+
+
+def _raw(daemon, data: bytes) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(daemon.url)
+    with socket.create_connection((address.hostname, address.port), timeout=60) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("data", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 70_000,  # an endless head
+    b"GET /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: nope\r\n\r\n",
+])
+def test_malformed_http_gets_a_json_400(daemon, data) -> None:
+    import json
+
+    head, _, body = _raw(daemon, data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["code"] == "invalid_http"
+
+
+def test_internal_value_errors_are_not_client_errors() -> None:
+    from neuro_bitnet.errors import EngineError
+    from neuro_bitnet.server.app import as_api_error
+    from neuro_bitnet.server.errors import APIError
+
+    assert as_api_error(ValueError("bug")).status == 500
+    assert as_api_error(EngineError("non-finite logits")).status == 500
+    assert as_api_error(APIError(400, "bad")).status == 400
 
 
 def test_server_still_answers_after_bad_input(post, daemon, auth) -> None:

@@ -119,3 +119,82 @@ def test_neuro_daemon_alias_runs_serve() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "--api-key" in result.stdout and "--detach" in result.stdout
+
+
+@pytest.mark.parametrize("key, why", [("", "empty"), ("   ", "a space"), ("clé-secrète", "'é'"),
+                                      ("two words", "a space"), ("tab\tkey", "whitespace")])
+def test_unusable_api_keys_are_refused_at_start(tmp_path: Path, key: str, why: str) -> None:
+    result = neuro("serve", "--model", str(FIXTURE_MODEL), "--threads", "1", "--port", "0", "--api-key", key,
+                   env=isolated_env(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "API key" in result.stderr and why in result.stderr
+    assert "Traceback" not in result.stderr and "serving" not in result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_key_on_the_command_line_warns_about_ps(tmp_path: Path) -> None:
+    daemon = DaemonProcess(["--api-key", "k3y-for-the-test"], tmp_path).wait_ready()
+    try:
+        assert "NEURO_DAEMON_API_KEY" in daemon.output() and "process list" in daemon.output()
+    finally:
+        assert daemon.stop() == 0
+    env = isolated_env(tmp_path)
+    env["NEURO_DAEMON_API_KEY"] = "k3y-for-the-test"
+    quiet = DaemonProcess([], tmp_path, env=env).wait_ready()
+    try:
+        assert httpx.get(quiet.url + "/health").status_code == 401
+        assert "process list" not in quiet.output()
+    finally:
+        assert quiet.stop() == 0
+
+
+def test_daemon_stop_reaches_a_foreground_server(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    env["NEURO_DAEMON_API_KEY"] = "stop-key-123"
+    daemon = DaemonProcess([], tmp_path, env=env).wait_ready()
+    no_pid_file = str(tmp_path / "none.pid")
+    try:
+        status = neuro("daemon", "status", "--pid-file", no_pid_file, "--url", daemon.url, env=env)
+        assert status.returncode == 0 and "running" in status.stdout, status.stdout + status.stderr
+
+        without_key = dict(env)
+        del without_key["NEURO_DAEMON_API_KEY"]
+        refused = neuro("daemon", "stop", "--pid-file", no_pid_file, "--url", daemon.url, env=without_key)
+        assert refused.returncode != 0 and "API key" in refused.stderr
+        assert daemon.proc.poll() is None  # still serving
+
+        stopped = neuro("daemon", "stop", "--pid-file", no_pid_file, "--url", daemon.url, env=env)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert f"pid {daemon.proc.pid}" in stopped.stdout
+        assert daemon.proc.wait(60) == 0  # a graceful stop
+    finally:
+        daemon.stop()
+    nothing = neuro("daemon", "stop", "--pid-file", no_pid_file, "--url", daemon.url, env=env)
+    assert nothing.returncode == 0 and "no daemon running" in nothing.stdout
+
+
+def test_daemon_stop_refuses_a_server_that_is_not_a_neuro_daemon(tmp_path: Path) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotNeuro(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotNeuro)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = neuro("daemon", "stop", "--pid-file", str(tmp_path / "none.pid"), "--url", url,
+                       env=isolated_env(tmp_path))
+        assert result.returncode == 6, result.stdout + result.stderr
+        assert "pid" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        server.shutdown()

@@ -75,3 +75,115 @@ def test_search_documents_appears_with_an_index(tmp_path: Path) -> None:
     assert "search_documents" in names
     assert not found.is_error, _text(found)
     assert "pets.md" in _text(found).split("\n")[0]
+
+
+def test_a_bad_model_file_is_a_one_line_tool_error(tmp_path: Path) -> None:
+    """The tool result carries the CLI's message; stderr has no traceback."""
+    import subprocess
+
+    from mcp import Client, StdioServerParameters
+
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"NOPE" + bytes(4092))
+    stderr = tmp_path / "stderr.txt"
+    env = isolated_env(tmp_path)
+    cli = subprocess.run([sys.executable, "-m", "neuro_bitnet.cli.main", "ask", "--model", str(fake), "hi"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    message = cli.stderr.strip().removeprefix("error: ")
+    assert cli.returncode == 5 and "not a GGUF file" in message
+
+    args = ["-c", 'exec "$0" "$@" 2>"$NEURO_TEST_STDERR"', sys.executable, "-m", "neuro_bitnet.cli.main", "mcp",
+            "--model", str(fake), "--threads", "1"]
+    params = StdioServerParameters(command="sh", args=args, env={**env, "NEURO_TEST_STDERR": str(stderr)})
+
+    async def calls():
+        async with Client(params) as client:
+            first = await client.call_tool("generate", {"prompt": "Hello", "max_tokens": 4})
+            second = await client.call_tool("ask", {"question": "Hi", "max_tokens": 4})
+            return first, second
+
+    for result in asyncio.run(calls()):
+        assert result.is_error
+        assert message in _text(result), _text(result)
+    assert "Traceback" not in stderr.read_text()
+
+
+class _RawMCP:
+    """``neuro mcp`` driven line by line (what an SDK client cannot send: broken JSON)."""
+
+    def __init__(self, tmp: Path) -> None:
+        import queue
+        import subprocess
+        import threading
+
+        args = ["-m", "neuro_bitnet.cli.main", "mcp", "--model", str(FIXTURE_MODEL), "--threads", "1",
+                "--ctx-size", "512"]
+        self.proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=isolated_env(tmp))
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout], daemon=True).start()
+
+    def send(self, raw: bytes) -> None:
+        self.proc.stdin.write(raw + b"\n")
+        self.proc.stdin.flush()
+
+    def reply(self) -> dict:
+        import json
+
+        return json.loads(self.lines.get(timeout=120))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+def test_every_request_line_gets_a_reply(tmp_path: Path) -> None:
+    import json
+
+    raw = _RawMCP(tmp_path)
+    try:
+        raw.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}).encode())
+        assert raw.reply()["id"] == 1
+        raw.send(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+
+        raw.send(b"{not json")
+        parse_error = raw.reply()
+        assert parse_error["id"] is None and parse_error["error"]["code"] == -32700
+
+        raw.send(b'{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "generate", '
+                 b'"arguments": {"prompt": "\\ud800 hello", "max_tokens": 2}}}')
+        surrogate = raw.reply()
+        assert surrogate["id"] == 2 and surrogate["result"]["isError"] is True
+        assert "surrogate" in surrogate["result"]["content"][0]["text"]
+
+        raw.send(b'{"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"cursor": "\\udc00"}}')
+        assert raw.reply()["error"]["code"] == -32602
+
+        raw.send(b'{"id": 4, "method": 7}')
+        assert raw.reply()["error"]["code"] == -32600
+
+        raw.send(json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "generate", "arguments": {"prompt": "Hello", "max_tokens": 2}}}).encode())
+        fine = raw.reply()
+        assert fine["id"] == 5 and fine["result"]["isError"] is False  # the server still serves
+    finally:
+        raw.close()
+
+
+def test_ask_fits_long_passages_into_the_context() -> None:
+    from neuro_bitnet.engine import load_model
+    from neuro_bitnet.server.mcp_server import grounded_messages
+
+    model = load_model(FIXTURE_MODEL, threads=1, ctx_size=512)
+    long_text = " ".join(f"sentence {i} about dogs and cats." for i in range(400))
+    hits = [{"path": f"doc{i}.md", "location": "lines 1-9", "text": long_text} for i in range(8)]
+    budget = 200
+    messages = grounded_messages(model, "What about dogs?", hits, budget)
+    user = messages[-1]["content"]
+    assert "[1] doc0.md (lines 1-9)" in user and "Question: What about dogs?" in user
+    block = user.split("Sources:\n", 1)[1].rsplit("\n\nQuestion:", 1)[0]
+    assert len(model.tokenize(block, add_bos=False)) <= budget
+    assert len(model.tokenize(user, add_bos=False)) < model.ctx_size
+    assert grounded_messages(model, "Q?", hits, 0)[-1]["content"] == "Q?"  # no room: no passages

@@ -63,20 +63,31 @@ def status(pid_file: Path | None, url: str | None, api_key: str | None, as_json:
 
 @command.command("stop")
 @_pid_option
+@click.option("--url", default=None, help="Daemon URL to stop when no pid file names one (a foreground "
+                                          "`neuro serve`). [env NEURO_DAEMON_URL]")
+@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None, help="[env NEURO_DAEMON_API_KEY]")
 @click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to wait for answers in progress to finish.")
 @click.option("--force", is_flag=True, help="Kill the daemon if it has not exited after --timeout.")
-def stop(pid_file: Path | None, timeout: float, force: bool) -> None:
-    """Stop the daemon gracefully (SIGTERM: answers in progress finish first)."""
+def stop(pid_file: Path | None, url: str | None, api_key: str | None, timeout: float, force: bool) -> None:
+    """Stop the daemon gracefully (SIGTERM: answers in progress finish first).
+
+    Stops the daemon of the pid file, else the one answering at --url (the same one
+    `neuro daemon status` reports).
+    """
     from neuro_bitnet.server import daemon
+    from neuro_bitnet.server.config import env_url
 
     pid_file = pid_file or daemon.default_pid_file()
-    start = time.monotonic()
-    record = daemon.stop(pid_file, timeout=timeout, force=force)
+    target = url or env_url()
+    record = daemon.running_record(pid_file) or daemon.find_by_url(target, api_key)
     if record is None:
-        click.echo(f"no daemon running (pid file {pid_file})")
+        click.echo(f"no daemon running (no live daemon in {pid_file}, nothing answers at {target})")
         return
-    click.echo(f"stopped the daemon (pid {record.pid}) in {time.monotonic() - start:.1f}s")
+    start = time.monotonic()
+    daemon.stop(record, pid_file, timeout=timeout, force=force)
+    where = f", {record.url}" if record.url else ""
+    click.echo(f"stopped the daemon (pid {record.pid}{where}) in {time.monotonic() - start:.1f}s")
 
 
 def _duration(seconds: float) -> str:

@@ -12,10 +12,13 @@ import click
 from neuro_bitnet.server.config import (
     DEFAULT_CTX_SIZE,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_SHUTDOWN_GRACE,
     ServerConfig,
+    check_api_key,
     env_host,
     env_port,
 )
@@ -31,7 +34,8 @@ from neuro_bitnet.server.config import (
 @click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
               help="Context size in tokens (prompt + answer).")
 @click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None,
-              help="Require 'Authorization: Bearer KEY' on every request. [env NEURO_DAEMON_API_KEY]")
+              help="Require 'Authorization: Bearer KEY' on every request. Prefer the environment variable: "
+                   "the flag shows in the process list. [env NEURO_DAEMON_API_KEY]")
 @click.option("--auto-translate/--no-auto-translate", default=False, show_default=True,
               help="Answer non-English questions by translating through English (per request: \"translate\").")
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -43,6 +47,15 @@ from neuro_bitnet.server.config import (
               help="Requests that may wait for the model before new ones get 503.")
 @click.option("--max-body", "max_body_bytes", type=click.IntRange(1024), default=DEFAULT_MAX_BODY_BYTES,
               show_default=True, help="Largest request body in bytes.")
+@click.option("--max-connections", type=click.IntRange(1), default=DEFAULT_MAX_CONNECTIONS, show_default=True,
+              help="Open connections; at the limit the oldest idle one is closed.")
+@click.option("--read-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_READ_TIMEOUT,
+              show_default=True, help="Seconds a client has to send a request's head, and again its body.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this Host name (repeatable; '*' for any). Default, against DNS "
+                   "rebinding: localhost and loopback addresses (any IP address when bound beyond loopback).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN (e.g. http://localhost:3000) call the API (repeatable). Default: none.")
 @click.option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULT_SHUTDOWN_GRACE, show_default=True,
               help="Seconds SIGTERM waits for answers in progress.")
 @click.option("--detach", is_flag=True, help="Run in the background (see `neuro daemon status|stop`).")
@@ -54,7 +67,9 @@ from neuro_bitnet.server.config import (
 @click.option("--quiet", "-q", is_flag=True, help="No per-request access log.")
 def command(host: str | None, port: int | None, model_name: str | None, threads: int | None, ctx_size: int,
             api_key: str | None, auto_translate: bool, storage: Path | None, embedder: str | None,
-            default_max_tokens: int, max_queue: int, max_body_bytes: int, shutdown_grace: float, detach: bool,
+            default_max_tokens: int, max_queue: int, max_body_bytes: int, max_connections: int,
+            read_timeout: float, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
+            shutdown_grace: float, detach: bool,
             pid_file: Path | None, log_file: Path | None, assume_yes: bool, quiet: bool) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (keeps it loaded between requests)."""
     from neuro_bitnet.cli import console
@@ -63,10 +78,15 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     from neuro_bitnet.server.model_loader import load, resolve_model
     from neuro_bitnet.server.runner import insecure_bind_warning, load_retrieval, serve
 
+    if api_key is not None:
+        check_api_key(api_key)
+        if click.get_current_context().get_parameter_source("api_key") == click.core.ParameterSource.COMMANDLINE:
+            console.warn("--api-key shows in the process list (ps) to every user of this machine; "
+                         "prefer the NEURO_DAEMON_API_KEY environment variable")
     config = ServerConfig(
         host=host or env_host(),
         port=env_port() if port is None else port,
-        api_key=api_key or None,
+        api_key=api_key,
         auto_translate=auto_translate,
         storage=storage,
         default_max_tokens=default_max_tokens,
@@ -74,6 +94,10 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         max_queue=max_queue,
         shutdown_grace=shutdown_grace,
         pid_file=pid_file,
+        max_connections=max_connections,
+        read_timeout=read_timeout,
+        allowed_hosts=list(allowed_hosts),
+        cors_origins=list(cors_origins),
     )
     if storage is not None and not storage.is_dir():
         raise DaemonError(f"--storage {storage}: no such directory (build an index with `neuro index` first)")
@@ -103,7 +127,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     path, info = resolve_model(model_name, assume_yes=assume_yes)
     console.status(f"loading {info.id} from {path}")
     model = load(path, info, threads=threads, ctx_size=ctx_size)
-    retrieval = load_retrieval(storage, embedder)
+    retrieval = load_retrieval(storage, embedder, max_queue)
     serve(model, info, config, retrieval=retrieval, access_log=not quiet,
           announce=lambda line: click.echo(line, err=False) or sys.stdout.flush())
 
@@ -114,8 +138,13 @@ def _child_args(config: ServerConfig, model_name: str | None, threads: int | Non
     args = ["--host", config.host, "--port", str(config.port), "--ctx-size", str(ctx_size),
             "--max-tokens", str(config.default_max_tokens), "--max-queue", str(config.max_queue),
             "--max-body", str(config.max_body_bytes), "--shutdown-grace", str(config.shutdown_grace),
-            "--pid-file", str(config.pid_file),
+            "--pid-file", str(config.pid_file), "--max-connections", str(config.max_connections),
+            "--read-timeout", str(config.read_timeout),
             "--auto-translate" if config.auto_translate else "--no-auto-translate"]
+    for name in config.allowed_hosts:
+        args += ["--allowed-host", name]
+    for origin in config.cors_origins:
+        args += ["--cors-origin", origin]
     if model_name:
         args += ["--model", model_name]
     if threads:

@@ -242,11 +242,13 @@ class Tokenizer:
             raise TypeError(f"encode() needs a str, got {type(text).__name__}")
         with self._hf_lock:
             self._hf.encode_special_tokens = not parse_special
+            # encode_batch releases the GIL while it works (encode does not): a long prompt
+            # tokenized on the model thread must not stall the daemon's event loop.
             try:
-                ids = self._hf.encode(text, add_special_tokens=False).ids
+                ids = self._hf.encode_batch([text], add_special_tokens=False)[0].ids
             except TypeError:  # lone surrogates (e.g. from JSON "\ud800") are not valid text
                 clean = _SURROGATE_RE.sub("\ufffd", text)
-                ids = self._hf.encode(clean, add_special_tokens=False).ids
+                ids = self._hf.encode_batch([clean], add_special_tokens=False)[0].ids
         if add_bos and self.add_bos and self.bos_id is not None:
             if not ids or ids[0] != self.bos_id:
                 ids.insert(0, self.bos_id)

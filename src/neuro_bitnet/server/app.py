@@ -7,25 +7,29 @@ import base64
 import contextlib
 import hmac
 import logging
+import os
 import time
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neuro_bitnet import __version__
-from neuro_bitnet.errors import EngineError, NeuroError
+from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.config import ServerConfig
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.generation import GenerationSpec, run_chat, run_completion
+from neuro_bitnet.server.hosts import HostGuard, HostPolicy
 from neuro_bitnet.server.model_loader import ModelInfo
 from neuro_bitnet.server.responses import CompletionFormatter
-from neuro_bitnet.server.retrieval_service import RetrievalService
+from neuro_bitnet.server.retrieval_service import RetrievalBusyError, RetrievalService
 from neuro_bitnet.server.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -80,34 +84,90 @@ class ServerState:
             )
         return requested
 
+    def check_prompt_size(self, texts: list[str], param: str) -> None:
+        """Refuse, before any tokenizing, text that cannot fit the context whatever its tokens.
+
+        Tokenizing holds the interpreter lock for its whole run (a 4 MB prompt stalls every
+        other request for seconds), so a prompt longer than the context times the longest token
+        in bytes is rejected here, at once.
+        """
+        limit = self.info.ctx_size * self.info.max_token_bytes
+        size = sum(len(t.encode("utf-8")) for t in texts)
+        if size > limit:
+            raise APIError(
+                400,
+                f"the prompt has {size} bytes, more than the model's context of {self.info.ctx_size} tokens "
+                f"can hold (at most {limit} bytes); shorten it or restart the server with a larger --ctx-size",
+                code="context_length_exceeded",
+                param=param,
+            )
+
+    def check_token_ids(self, ids: list[int]) -> None:
+        """Token-id prompts: within the vocabulary and the context."""
+        if len(ids) >= self.info.ctx_size:
+            raise APIError(400, f"the prompt has {len(ids)} tokens but the model's context holds "
+                           f"{self.info.ctx_size} (including the answer)", code="context_length_exceeded",
+                           param="prompt")
+        if self.info.n_vocab is not None:
+            bad = next((t for t in ids if not 0 <= t < self.info.n_vocab), None)
+            if bad is not None:
+                raise APIError(400, f"token id {bad} is outside the vocabulary (0..{self.info.n_vocab - 1})",
+                               param="prompt", code="invalid_token_id")
+
 
 # -- plumbing ----------------------------------------------------------------------------------
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body; a 413 as soon as it is known to exceed ``limit`` bytes, a 408 if it
+    has not all arrived within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
-    too_big = APIError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
+    too_big = APIError(413, f"the request body exceeds {limit} bytes", code="request_too_large",
+                       headers={"Connection": "close"})
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def collect() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except asyncio.TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout:g}s", code="request_timeout",
+                       headers={"Connection": "close"}) from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    return (content_type or "").partition(";")[0].strip().lower() == "application/json"
 
 
 async def json_body(request: Request) -> dict[str, Any]:
+    """The body of a JSON endpoint: ``Content-Type: application/json`` required (415 otherwise).
+
+    Requiring the JSON type also means a browser page cannot send the request without a CORS
+    preflight, which this server only answers for ``--cors-origin`` origins.
+    """
     state: ServerState = request.app.state.neuro
-    return parse_json(await read_body(request, state.config.max_body_bytes))
+    if not _is_json(request.headers.get("content-type")):
+        raise APIError(415, "send the request body as JSON with 'Content-Type: application/json'",
+                       code="unsupported_media_type")
+    return parse_json(await read_body(request, state.config.max_body_bytes, state.config.read_timeout))
+
+
+def _busy(exc: Exception) -> APIError:
+    return APIError(503, f"the server is busy ({exc}); retry shortly", type="server_error",
+                    code="server_overloaded", headers={"Retry-After": "1"})
 
 
 def submit(state: ServerState, fn: Any) -> Job:
     try:
         return state.worker.submit(fn)
     except QueueFullError as exc:
-        raise APIError(503, f"the server is busy ({exc}); retry shortly", type="server_error",
-                       code="server_overloaded", headers={"Retry-After": "1"}) from None
+        raise _busy(exc) from None
     except WorkerClosedError:
         raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down") from None
 
@@ -119,9 +179,8 @@ def as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, JobCancelled):
         return APIError(503, "the request was cancelled (the server is shutting down)", type="server_error",
                         code="cancelled")
-    if isinstance(exc, (EngineError, ValueError)):
-        return APIError(400, str(exc))
-    if isinstance(exc, NeuroError):
+    if isinstance(exc, NeuroError):  # client mistakes were turned into APIErrors before this point
+        log.error("the model failed: %s", exc)
         return APIError(500, str(exc), type="server_error")
     log.error("unexpected error while generating", exc_info=exc)
     return APIError(500, "internal error while generating; see the server log", type="server_error")
@@ -202,6 +261,7 @@ async def health(request: Request) -> JSONResponse:
     state: ServerState = request.app.state.neuro
     return JSONResponse({
         "status": "ok",
+        "pid": os.getpid(),  # lets `neuro daemon stop` reach a server started in the foreground
         "model": state.info.id,
         "path": str(state.info.path) if state.info.path else None,
         "uptime": round(time.time() - state.started, 3),
@@ -255,6 +315,7 @@ async def chat_completions(request: Request) -> Response:
     model_id = state.check_model(body.model)
     spec = _spec(state, body)
     messages = body.plain_messages()
+    state.check_prompt_size([m["content"] for m in messages], "messages")
     job = submit(state, lambda model, job: run_chat(model, job, messages, spec))
     fmt = CompletionFormatter(model=model_id, chat=True, include_usage=body.include_usage())
     return await respond(request, state, job, body.stream, fmt)
@@ -266,6 +327,10 @@ async def completions(request: Request) -> Response:
     model_id = state.check_model(body.model)
     spec = _spec(state, body)
     prompt = body.prompt_value()
+    if isinstance(prompt, str):
+        state.check_prompt_size([prompt], "prompt")
+    else:
+        state.check_token_ids(prompt)
     job = submit(state, lambda model, job: run_completion(model, job, prompt, spec))
     fmt = CompletionFormatter(model=model_id, chat=False, include_usage=body.include_usage())
     return await respond(request, state, job, body.stream, fmt)
@@ -282,7 +347,10 @@ async def embeddings(request: Request) -> JSONResponse:
         raise APIError(404, f"The model '{body.model}' does not exist; embeddings come from "
                        f"'{retrieval.embedder_name}'", code="model_not_found", param="model")
     texts = body.texts()
-    vectors, tokens = await retrieval.embed(texts, query=body.input_type == "query")
+    try:
+        vectors, tokens = await retrieval.embed(texts, query=body.input_type == "query")
+    except RetrievalBusyError as exc:
+        raise _busy(exc) from None
     data = []
     for i, vector in enumerate(vectors):
         if body.encoding_format == "base64":
@@ -304,7 +372,10 @@ async def search(request: Request) -> JSONResponse:
     if state.retrieval is None or not state.retrieval.can_search:
         raise APIError(404, "search is off: start the server with --storage DIR (an index built with "
                        "`neuro index`)", code="search_disabled")
-    hits = await state.retrieval.search(body.query, body.top_k)
+    try:
+        hits = await state.retrieval.search(body.query, body.top_k)
+    except RetrievalBusyError as exc:
+        raise _busy(exc) from None
     return JSONResponse({"object": "list", "query": body.query, "data": hits})
 
 
@@ -367,12 +438,18 @@ def create_app(model: Any, info: ModelInfo, config: ServerConfig,
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
     ]
+    middleware = [Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]
+    if config.cors_origins:  # outside the key check: preflight requests carry no Authorization
+        middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins,
+                                     allow_methods=["GET", "POST"],
+                                     allow_headers=["authorization", "content-type"], max_age=600))
+    if config.api_key:
+        middleware.append(Middleware(BearerAuth, api_key=config.api_key))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=middleware,
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.neuro = state
-    if config.api_key:
-        app.add_middleware(BearerAuth, api_key=config.api_key)
     return app

@@ -20,7 +20,8 @@ from neuro_bitnet.server.errors import DaemonError
 API_KEY_ENV = "NEURO_DAEMON_API_KEY"
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
+def bearer_headers(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``api_key`` (default: ``NEURO_DAEMON_API_KEY``), if any."""
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -28,7 +29,8 @@ def _headers(api_key: str | None) -> dict[str, str]:
 def is_running(url: str | None = None, *, api_key: str | None = None, timeout: float = 1.0) -> bool:
     """True if a neuro daemon answers ``GET /health`` at ``url`` (default: the environment's)."""
     try:
-        response = httpx.get(f"{(url or env_url()).rstrip('/')}/health", headers=_headers(api_key), timeout=timeout)
+        response = httpx.get(f"{(url or env_url()).rstrip('/')}/health", headers=bearer_headers(api_key),
+                             timeout=timeout)
     except httpx.HTTPError:
         return False
     if response.status_code != 200:
@@ -73,7 +75,7 @@ class DaemonClient:
     # -- plumbing ------------------------------------------------------------------------------
     def _get(self, path: str) -> dict[str, Any]:
         try:
-            response = httpx.get(self.url + path, headers=_headers(self.api_key), timeout=10.0)
+            response = httpx.get(self.url + path, headers=bearer_headers(self.api_key), timeout=10.0)
         except httpx.HTTPError as exc:
             raise DaemonError(f"no neuro daemon answers at {self.url} ({exc})") from None
         _raise_for_error(response)
@@ -83,7 +85,7 @@ class DaemonClient:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         self.last_usage, self.last_finish_reason = {}, None
         try:
-            with httpx.stream("POST", self.url + path, json=body, headers=_headers(self.api_key),
+            with httpx.stream("POST", self.url + path, json=body, headers=bearer_headers(self.api_key),
                               timeout=httpx.Timeout(self.timeout, connect=5.0)) as response:
                 if response.status_code != 200:
                     response.read()

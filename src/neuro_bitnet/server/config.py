@@ -14,6 +14,8 @@ DEFAULT_MAX_TOKENS = 512  # when a request does not say
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_QUEUE = 128  # requests waiting for the model before new ones get 503
 DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds SIGTERM waits for in-flight answers
+DEFAULT_MAX_CONNECTIONS = 512  # open connections; at the limit the oldest idle one is closed
+DEFAULT_READ_TIMEOUT = 30.0  # seconds for a request head to arrive, and again for its body
 
 
 def env_host() -> str:
@@ -56,6 +58,21 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def check_api_key(key: str) -> str:
+    """``key`` if it is usable as a bearer token (visible ASCII, no spaces), else a ConfigError."""
+    from neuro_bitnet.errors import ConfigError
+
+    if not key:
+        raise ConfigError("the API key is empty: give a real key (or leave --api-key out to serve without one)")
+    bad = next((c for c in key if not "!" <= c <= "~"), None)
+    if bad is not None:
+        what = "a space" if bad == " " else "whitespace" if bad.isspace() else f"the character {bad!r}"
+        raise ConfigError(f"the API key contains {what}: use visible ASCII characters only "
+                          "(letters, digits, punctuation), e.g. from `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`")
+    return key
+
+
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
@@ -81,3 +98,7 @@ class ServerConfig:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     pid_file: Path | None = None
     extra_aliases: list[str] = field(default_factory=list)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names accepted besides loopback ones
+    cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers at all

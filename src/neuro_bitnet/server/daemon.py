@@ -161,15 +161,46 @@ def start_detached(args: list[str], pid_file: Path, log_file: Path, env: dict[st
     raise DaemonError(f"the daemon did not answer within {timeout:.0f}s; see {log_file}")
 
 
-def stop(pid_file: Path, timeout: float = 60.0, force: bool = False) -> DaemonRecord | None:
-    """SIGTERM the daemon and wait for it to exit; SIGKILL after ``timeout`` if ``force``.
+def find_by_url(url: str, api_key: str | None = None) -> DaemonRecord | None:
+    """The daemon answering at ``url`` (a foreground ``neuro serve`` has no pid file).
 
-    Returns the stopped daemon's record, or None if none was running.
+    None if nothing answers there; a DaemonError if something answers but cannot be stopped
+    from here (refused key, no pid reported, not a process of this machine).
     """
-    record = running_record(pid_file)
-    if record is None:
+    import httpx
+
+    from neuro_bitnet.server.client import API_KEY_ENV, bearer_headers
+    from neuro_bitnet.server.config import is_loopback
+
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", headers=bearer_headers(api_key), timeout=10.0)
+    except httpx.HTTPError:
         return None
-    os.kill(record.pid, signal.SIGTERM)
+    if response.status_code == 401:
+        raise DaemonError(f"a daemon answers at {url} but refuses the API key; set {API_KEY_ENV} or pass --api-key")
+    try:
+        health = response.json()
+        pid = int(health["pid"])
+    except (ValueError, KeyError, TypeError):
+        raise DaemonError(f"the server at {url} answered {response.status_code} without a neuro daemon's pid; "
+                          "stop it where it runs") from None
+    if not is_loopback(httpx.URL(url).host):
+        raise DaemonError(f"the daemon at {url} runs on another machine (pid {pid} there); stop it there")
+    if not is_alive(pid):
+        raise DaemonError(f"the daemon at {url} reports pid {pid}, which is no neuro process of this machine "
+                          "(a container or another user?); stop it where it runs")
+    return DaemonRecord(pid=pid, url=url, model=health.get("model"))
+
+
+def stop(record: DaemonRecord, pid_file: Path | None = None, timeout: float = 60.0,
+         force: bool = False) -> DaemonRecord:
+    """SIGTERM the daemon of ``record`` and wait for it to exit; SIGKILL after ``timeout`` if ``force``."""
+    try:
+        os.kill(record.pid, signal.SIGTERM)
+    except PermissionError:
+        raise DaemonError(f"not allowed to stop the daemon (pid {record.pid}): it belongs to another user") from None
+    except ProcessLookupError:
+        return record
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_alive(record.pid):
@@ -185,7 +216,9 @@ def stop(pid_file: Path, timeout: float = 60.0, force: bool = False) -> DaemonRe
     return record
 
 
-def _cleanup(pid_file: Path, pid: int) -> None:
+def _cleanup(pid_file: Path | None, pid: int) -> None:
+    if pid_file is None:
+        return
     record = read_pid_file(pid_file)
     if record is not None and record.pid == pid:
         for path in (pid_file, _info_file(pid_file)):

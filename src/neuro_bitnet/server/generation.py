@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from neuro_bitnet.engine.chat_format import ChatFormatError
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
 
@@ -48,12 +49,14 @@ class GenerationResult:
 
 def chat_prompt_ids(model: Any, job: Job, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of the chat prompt (the engine's one chat rule); a client that goes away
-    stops a slow chat template."""
+    stops a slow chat template. A conversation the template refuses (roles out of order...)
+    is a 400."""
     try:
         return model.chat_prompt_ids(messages, cancelled=job.cancelled.is_set)
-    except Exception:
+    except ChatFormatError as exc:
         job.check()  # stopped because the client left: report a cancellation
-        raise
+        raise APIError(400, f"the messages cannot be formatted for this model: {exc}", param="messages",
+                       code="invalid_messages") from None
 
 
 def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: GenerationSpec) -> GenerationResult:

@@ -2,12 +2,14 @@
 
 Tools: ``ask``, ``generate``, ``translate``, ``summarize`` and, when an index is configured,
 ``search_documents``. The model loads on the first tool call (so the editor's handshake is
-instant) and runs on the same FIFO worker as the HTTP daemon.
+instant) and runs on the same FIFO worker as the HTTP daemon. Failures the user can act on
+(a file that is not a model, a busy index...) come back as one-line tool errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +23,8 @@ from neuro_bitnet.server.worker import DONE, ERROR, Job, ModelWorker
 
 MAX_TOOL_TOKENS = 2048
 SEARCH_CONTEXT_CHARS = 6000
+ASK_CONTEXT_BUDGET = 1024  # tokens of passages at most, as `neuro ask` uses
+ASK_PROMPT_RESERVE = 128  # tokens kept for the instructions, the question and the chat format
 
 
 @dataclass
@@ -54,7 +58,10 @@ class ModelRunner:
     async def _ensure(self) -> ModelWorker:
         async with self._lock:
             if self._worker is None:
-                self._worker = await asyncio.to_thread(self._load)
+                try:
+                    self._worker = await asyncio.to_thread(self._load)
+                except NeuroError as exc:  # e.g. "model.gguf: not a GGUF file": the CLI's message
+                    raise ToolError(str(exc)) from None
         return self._worker
 
     def _load(self) -> ModelWorker:
@@ -90,12 +97,29 @@ class ModelRunner:
 
 def _tool_error(exc: BaseException) -> Exception:
     from neuro_bitnet.server.errors import APIError
+    from neuro_bitnet.server.retrieval_service import RetrievalBusyError
 
     if isinstance(exc, APIError):
         return ToolError(exc.message)
-    if isinstance(exc, NeuroError):
+    if isinstance(exc, (NeuroError, RetrievalBusyError)):
         return ToolError(str(exc))
     return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+def _one_line_errors(tool: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can act on into ToolError (one line, no traceback in the log)."""
+    @functools.wraps(tool)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await tool(*args, **kwargs)
+        except ToolError:
+            raise
+        except Exception as exc:
+            error = _tool_error(exc)
+            if error is exc:
+                raise
+            raise error from None
+    return wrapper
 
 
 def _spec(max_tokens: int, temperature: float, **extra: Any) -> GenerationSpec:
@@ -134,18 +158,22 @@ def build_server(settings: MCPSettings) -> Any:
         return result.text.strip()
 
     @server.tool(description="Answer a question with the local model. With an index configured, the answer "
-                             "is grounded on the best matching document passages (use_documents).")
+                             "is grounded on the best matching document passages (use_documents), cited as [n].")
+    @_one_line_errors
     async def ask(question: str, max_tokens: int = 256, temperature: float = 0.3, use_documents: bool = True,
                   translate: bool = False) -> str:
-        system = "You are a helpful, concise assistant."
-        if retrieval is not None and use_documents:
-            hits = await retrieval.search(question, 4)
-            if hits:
-                system += " Answer from these passages when they are relevant, citing [n]:\n\n" + _passages(hits)
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-        return await chat(messages, max_tokens, temperature, translate)
+        spec = _spec(max_tokens, temperature, translate=translate)
+        hits = await retrieval.search(question, 8) if retrieval is not None and use_documents else []
+
+        def work(model: Any, job: Job) -> GenerationResult:
+            budget = min(ASK_CONTEXT_BUDGET, model.ctx_size - max_tokens - ASK_PROMPT_RESERVE)
+            messages = grounded_messages(model, question, hits, budget)
+            return run_chat(model, job, messages, spec)
+
+        return (await runner.run(work)).text.strip()
 
     @server.tool(description="Continue a raw text prompt (plain completion, no chat formatting).")
+    @_one_line_errors
     async def generate(prompt: str, max_tokens: int = 128, temperature: float = 0.7,
                        stop: list[str] | None = None) -> str:
         spec = _spec(max_tokens, temperature, stop=[s for s in stop or [] if s])
@@ -153,6 +181,7 @@ def build_server(settings: MCPSettings) -> Any:
         return result.text
 
     @server.tool(description="Translate text into another language (ISO code such as en, es, fr, de).")
+    @_one_line_errors
     async def translate(text: str, target_language: str = "en", source_language: str | None = None) -> str:
         from neuro_bitnet.language import detect_language, translate_with_backend
         from neuro_bitnet.server.generation import _EngineBackend
@@ -167,6 +196,7 @@ def build_server(settings: MCPSettings) -> Any:
         return (await runner.run(work)).text
 
     @server.tool(description="Summarize a text in a few sentences.")
+    @_one_line_errors
     async def summarize(text: str, max_words: int = 80) -> str:
         if not text.strip():
             raise ToolError("text is empty")
@@ -179,6 +209,7 @@ def build_server(settings: MCPSettings) -> Any:
     if retrieval is not None:
         @server.tool(description="Search the indexed documents; returns the best matching passages with "
                                  "their file paths and locations.")
+        @_one_line_errors
         async def search_documents(query: str, top_k: int = 5) -> str:
             if not 1 <= top_k <= 50:
                 raise ToolError("top_k must be between 1 and 50")
@@ -187,6 +218,21 @@ def build_server(settings: MCPSettings) -> Any:
 
     server.neuro_runner = runner  # type: ignore[attr-defined]
     return server
+
+
+def grounded_messages(model: Any, question: str, hits: list[dict[str, Any]], budget: int) -> list[dict[str, str]]:
+    """The chat of a grounded question, as `neuro ask` builds it: the passages that fit
+    ``budget`` tokens (counted with the model's tokenizer), numbered and cited as [n]."""
+    from neuro_bitnet.answering import DEFAULT_SYSTEM_PROMPT
+    from neuro_bitnet.retrieval.grounding import GroundedContext, fit_sources
+
+    user = question
+    if hits and budget > 0:
+        items = [{"kind": "file", "path": h["path"], "location": h.get("location"), "text": h["text"]} for h in hits]
+        context = GroundedContext(fit_sources(items, budget, lambda text: len(model.tokenize(text, add_bos=False))))
+        if not context.is_empty():
+            user = f"{context.instructions}\n\nSources:\n{context.prompt_block}\n\nQuestion: {question}"
+    return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def _passages(hits: list[dict[str, Any]]) -> str:
@@ -204,9 +250,13 @@ def _passages(hits: list[dict[str, Any]]) -> str:
 
 def run_stdio(settings: MCPSettings) -> None:
     """Serve MCP over stdin/stdout until the client closes the pipe."""
+    import anyio
+
+    from neuro_bitnet.server.mcp_stdio import serve
+
     server = build_server(settings)
     server.neuro_runner.resolve()
     try:
-        server.run("stdio")
+        anyio.run(serve, server)
     finally:
         server.neuro_runner.close()

@@ -16,6 +16,8 @@ class ModelInfo:
     aliases: list[str] = field(default_factory=list)
     path: Path | None = None
     ctx_size: int = 4096
+    n_vocab: int | None = None
+    max_token_bytes: int = 256  # the longest token's text in bytes (bounds a prompt's size)
 
     def accepts(self, name: str | None) -> bool:
         """True for no name, ``default``, the id or an alias (case-insensitive)."""
@@ -59,6 +61,14 @@ def load(path: Path, info: ModelInfo, *, threads: int | None, ctx_size: int) -> 
 
     model = load_model(path, threads=threads, ctx_size=ctx_size)
     info.ctx_size = model.ctx_size
+    info.n_vocab = model.n_vocab
+    info.max_token_bytes = max_token_bytes(model)
     name = getattr(model, "name", None)
     info.aliases = [a for a in dict.fromkeys([*info.aliases, name or ""]) if a and a != info.id]
     return model
+
+
+def max_token_bytes(model: Any) -> int:
+    """Bytes of the model's longest token: a prompt of n tokens has at most n times as many."""
+    tok = model.tokenizer
+    return max(1, max((len(tok.token_bytes(i)) for i in range(model.n_vocab)), default=1))

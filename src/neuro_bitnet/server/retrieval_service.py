@@ -1,7 +1,8 @@
 """Embeddings and index search for the server, on one dedicated thread.
 
 SQLite connections belong to the thread that opened them, and the embedder is heavy; both
-live on a single-thread executor so requests never share them concurrently.
+live on a single-thread executor so requests never share them concurrently. Like the model's,
+its queue is bounded: past ``max_pending`` waiting requests, new ones get RetrievalBusyError.
 """
 
 from __future__ import annotations
@@ -13,12 +14,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+DEFAULT_MAX_PENDING = 128
+
+
+class RetrievalBusyError(Exception):
+    """Too many embedding or search requests are already waiting."""
+
 
 class RetrievalService:
     """The embedder (``embedder`` name, or the one the index was built with) and the index."""
 
-    def __init__(self, storage: Path | None = None, embedder: str | None = None) -> None:
+    def __init__(self, storage: Path | None = None, embedder: str | None = None,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.storage = storage
+        self.max_pending = max_pending
+        self.pending = 0  # requests submitted and not finished (counted on the event loop)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuro-retrieval")
         self._store: Any = None
         self._embedder: Any = None
@@ -73,7 +83,13 @@ class RetrievalService:
         return self._executor.submit(self._search, query, top_k).result()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        if self.pending >= self.max_pending:
+            raise RetrievalBusyError(f"{self.pending} retrieval requests are already waiting")
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self.pending -= 1
 
     def close(self) -> None:
         def _close() -> None:

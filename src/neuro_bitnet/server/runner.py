@@ -48,22 +48,29 @@ def insecure_bind_warning(config: ServerConfig) -> str | None:
 def serve(model: Any, info: ModelInfo, config: ServerConfig, *, retrieval: Any = None,
           access_log: bool = True, announce: Any = print) -> None:
     """Serve until stopped. ``announce`` receives the ready line with the real URL."""
+    import functools
+
     import uvicorn
 
     from neuro_bitnet.server.app import create_app
+    from neuro_bitnet.server.connections import KEEP_ALIVE_TIMEOUT, ConnectionGuard, GuardedH11Protocol
     from neuro_bitnet.server.daemon import remove_pid_file, write_pid_file
 
     sock = bind_socket(config.host, config.port)
     port = sock.getsockname()[1]
     url = base_url(config.host, port)
     app = create_app(model, info, config, retrieval)
+    guard = ConnectionGuard(config.max_connections, config.read_timeout)
     uv_config = uvicorn.Config(
         app,
+        http=functools.partial(GuardedH11Protocol, guard=guard),  # type: ignore[arg-type]
+        ws="none",
         log_level="info",
         access_log=access_log,
         timeout_graceful_shutdown=config.shutdown_grace,
-        limit_concurrency=config.max_queue + 64,
-        timeout_keep_alive=30,
+        # No limit_concurrency: it counts idle connections too and answers plain-text 503s. The
+        # guard bounds connections (so requests in flight), the worker's queue bounds model work.
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         server_header=False,
     )
     server = uvicorn.Server(uv_config)
@@ -93,10 +100,10 @@ def serve(model: Any, info: ModelInfo, config: ServerConfig, *, retrieval: Any =
     announce(f"neuro daemon: stopped ({url})")
 
 
-def load_retrieval(storage: Path | None, embedder: str | None) -> Any:
+def load_retrieval(storage: Path | None, embedder: str | None, max_pending: int) -> Any:
     """The retrieval service when ``--storage`` or ``--embedder`` asks for one."""
     if storage is None and embedder is None:
         return None
     from neuro_bitnet.server.retrieval_service import RetrievalService
 
-    return RetrievalService(storage=storage, embedder=embedder)
+    return RetrievalService(storage=storage, embedder=embedder, max_pending=max_pending)

@@ -8,9 +8,10 @@ answer's shape in ways the server cannot honour (``n > 1``, ``best_of > 1``) are
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neuro_bitnet.server.errors import APIError, bad_request
 
@@ -82,6 +83,13 @@ class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _no_tools(cls, role: str) -> str:
+        if role == "tool":
+            raise ValueError("'tool' messages are not supported: this server does not run tools")
+        return role
 
     def text(self) -> str:
         if self.content is None:
@@ -157,15 +165,44 @@ class SearchRequest(_Body):
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
+# A JSON escape that may encode half of a UTF-16 surrogate pair (raw UTF-8 cannot encode one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
-    """Decode a JSON object body, or raise a 400."""
+    """Decode a JSON object body, or raise a 400 (never a 5xx, whatever the bytes)."""
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON ({exc})", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise APIError(400, f"the request body has a value out of range ({exc})", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw) and has_lone_surrogate(data):
+        raise APIError(400, "the request body contains a lone UTF-16 surrogate escape (\\udXXX), "
+                       "which is not valid Unicode text", code="invalid_json")
     return data
+
+
+def has_lone_surrogate(data: Any) -> bool:
+    """True if a string (key or value) anywhere in ``data`` cannot be encoded as UTF-8."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def validate(model: type[BodyT], data: dict[str, Any]) -> BodyT:
