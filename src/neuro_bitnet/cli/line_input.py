@@ -1,0 +1,80 @@
+"""Reading `neuro chat` input the way a shell does.
+
+On a terminal: GNU readline line editing and a history kept between sessions; Ctrl-C clears
+the line being typed, a second Ctrl-C soon after it quits, Ctrl-D quits. Piped input is read
+line by line with no prompt.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import platformdirs
+
+DOUBLE_INTERRUPT_SECONDS = 2.0  # a second Ctrl-C within this time of the first one quits
+HISTORY_LINES = 1000
+
+
+def history_path() -> Path:
+    """Where chat input history is kept (`~/.local/state/neuro-bitnet/chat_history` on Linux)."""
+    return Path(platformdirs.user_state_dir("neuro-bitnet")) / "chat_history"
+
+
+class LineReader:
+    """Reads one line at a time; ``read`` returns None when the person wants to quit."""
+
+    def __init__(self, prompt: str, *, interactive: bool | None = None, history: Path | None = None) -> None:
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self.prompt = prompt
+        self.history = history if history is not None else history_path()
+        self._last_interrupt: float | None = None
+        self._readline = None
+        if self.interactive:
+            self._setup_readline()
+
+    def _setup_readline(self) -> None:
+        try:
+            import readline
+        except ImportError:  # pragma: no cover - Python built without readline: plain input()
+            return
+        self._readline = readline
+        readline.set_history_length(HISTORY_LINES)
+        try:
+            readline.read_history_file(self.history)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def read(self) -> str | None:
+        """The next line (without its newline), or None on Ctrl-D / end of input / Ctrl-C twice."""
+        if not self.interactive:
+            line = sys.stdin.readline()
+            return line.rstrip("\n") if line else None
+        while True:
+            try:
+                line = input(self.prompt)
+            except EOFError:
+                sys.stderr.write("\n")
+                return None
+            except KeyboardInterrupt:
+                now = time.monotonic()
+                if self._last_interrupt is not None and now - self._last_interrupt < DOUBLE_INTERRUPT_SECONDS:
+                    sys.stderr.write("\n")
+                    return None
+                self._last_interrupt = now
+                sys.stderr.write("\n(Ctrl-C again to quit, or Ctrl-D or /exit)\n")
+                sys.stderr.flush()
+                continue
+            self._last_interrupt = None
+            return line
+
+    def save(self) -> None:
+        """Write the history file (a failure to write it is not worth an error)."""
+        if self._readline is None:
+            return
+        try:
+            self.history.parent.mkdir(parents=True, exist_ok=True)
+            self._readline.write_history_file(self.history)
+        except OSError:
+            pass
