@@ -97,7 +97,9 @@ def _row_text(row, columns: int) -> str:
 
 
 def _default_signals() -> None:
-    """Start the child with default SIGINT/SIGQUIT even if the test runner ignores them (a
-    background job inherits SIGINT as ignored, and so would every child)."""
+    """In the child: make the pty its controlling terminal (so Ctrl-C typed there is SIGINT), and
+    restore default SIGINT/SIGQUIT even if the test runner ignores them (a background job
+    inherits SIGINT as ignored, and so would every child)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)

@@ -27,7 +27,8 @@ class LineReader:
 
     def __init__(self, prompt: str, *, interactive: bool | None = None, history: Path | None = None) -> None:
         self.interactive = sys.stdin.isatty() if interactive is None else interactive
-        self.prompt = prompt
+        # \001 and \002 mark a prompt's colour codes for readline; elsewhere they would be printed
+        self.prompt = prompt if sys.stdout.isatty() else prompt.replace("\001", "").replace("\002", "")
         self.history = history if history is not None else history_path()
         self._last_interrupt: float | None = None
         self._readline = None

@@ -22,10 +22,10 @@ _SYSTEM = "You are a precise translator. Reply with the translation only, withou
 MAX_BLOCK_WORDS = 120
 _QUOTES = {'"': '"', "'": "'", "«": "»", "“": "”", "„": "“"}
 _LANGUAGE_WORDS = "|".join(re.escape(name) for name in SUPPORTED_LANGUAGES.values())
-# "Translation:", "English translation:", "Here is the translation:", "Spanish:", "Answer:" ...
+# "Translation:", "English translation:", "Here is the translation:", "Spanish:" ...
 _LABEL = re.compile(
     rf"^\s*(?:here(?: is|'s) (?:the|my|your) )?(?:(?:{_LANGUAGE_WORDS}) )?"
-    rf"(?:translation|translated text|answer|{_LANGUAGE_WORDS})(?: \w+)?\s*:\s*",
+    rf"(?:translation|translated text|{_LANGUAGE_WORDS})(?: version| text)?\s*:\s*",
     re.IGNORECASE,
 )
 _NOTE = re.compile(r"^\s*\(?\s*(?:note|notes|translator'?s note)\s*:", re.IGNORECASE)
