@@ -11,6 +11,7 @@ import pytest
 mcp = pytest.importorskip("mcp")
 
 from daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
+from support import greedy  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 
@@ -55,7 +56,7 @@ def test_tools_answer_over_stdio(tmp_path: Path) -> None:
         assert not result.is_error, _text(result)
     assert _text(generated) == _text(again)  # greedy, so repeatable
     assert _text(same) == "Hello world"  # same language: returned untouched
-    assert isinstance(_text(translated), str)
+    assert _text(translated) == greedy.translated("¿Dónde está la biblioteca?", "es", "en")
     assert bad.is_error and "max_tokens" in _text(bad)
 
 
