@@ -48,7 +48,7 @@ def open_backend(request: BackendRequest, settings: Settings,
     manager = ModelManager(settings)
     model_id = request.model or _default_model()
     path = manager.ensure_model(model_id, assume_yes=request.assume_yes)
-    with (loading or (lambda _name: nullcontext()))(model_id):
+    with loading(model_id) if loading else nullcontext():
         if request.kind == "subprocess":
             from neuro_bitnet.backends.subprocess_cli import SubprocessBackend
 

@@ -22,7 +22,6 @@ from neuro_bitnet.errors import ConfigError, NeuroError
 from neuro_bitnet.language.detect import SUPPORTED_LANGUAGES
 from neuro_bitnet.language.translate import check_language
 
-
 STDIN_NOTICE_SECONDS = 1.0  # say that stdin is being read when nothing came in this long
 
 
@@ -38,7 +37,7 @@ def read_piped_stdin() -> str:
         return ""
     if stat.S_ISREG(mode):
         return sys.stdin.read()
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+    if not stat.S_ISFIFO(mode):
         return ""
     ready, _, _ = select.select([sys.stdin], [], [], STDIN_NOTICE_SECONDS)
     if not ready:
