@@ -16,7 +16,7 @@ from support.pty_term import PtySession
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"
 ROWS = 15
 PROMPT = ">>>"
-HINT = "(Ctrl-C again to quit"
+HINT = "(Ctrl-C again to quit, or Ctrl-D or /exit)"
 
 
 @pytest.fixture
@@ -107,11 +107,17 @@ def test_ctrl_c_clears_the_line_and_keeps_the_conversation_then_twice_quits(env,
         session.send("\x1b[A\r")  # up arrow: the last line again, from the history
         session.wait_for(lambda: sum("3. Item number 3" in line for line in session.lines()) == 2)
         session.wait_for(lambda: session.lines()[-1].startswith(PROMPT))
-        hints = session.raw.count(HINT.encode())
+        hints = lambda: session.raw.count(HINT.encode())  # noqa: E731
+        before = hints()
         session.send("\x03")
-        session.wait_for(lambda: session.raw.count(HINT.encode()) > hints)
+        session.wait_for(lambda: hints() == before + 1)
+        session.send("second thought")  # typed after a Ctrl-C: the next Ctrl-C clears it, no more
+        session.wait_for_text("second thought")
+        session.send("\x03")
+        session.wait_for(lambda: hints() == before + 2)
         session.send("\x03")  # a second Ctrl-C right after the first one quits
         assert session.finish() == 0
+        assert hints() == before + 2
         chats = stub.chats()
     assert [c[-1]["content"] for c in chats] == ["list 2", "list 3", "list 3"]
     assert len(chats[2]) == 1 + 2 * 2 + 1  # system, two earlier exchanges, the question

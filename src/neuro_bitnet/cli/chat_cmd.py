@@ -14,7 +14,7 @@ from neuro_bitnet.conversation import Conversation, approximate_counter
 from neuro_bitnet.errors import EngineError
 
 HELP = ("Commands: /reset (forget the conversation), /system TEXT (new system prompt), /exit. "
-        "Ctrl-C stops an answer or clears the line; Ctrl-D quits.")
+        "Ctrl-C stops an answer or clears the line, twice quits; Ctrl-D quits.")
 PROMPT = "\001\x1b[32m\002>>>\001\x1b[0m\002 "  # \001..\002 tell readline the colour codes take no room
 
 

@@ -1,20 +1,19 @@
 """Reading `neuro chat` input the way a shell does.
 
 On a terminal: GNU readline line editing and a history kept between sessions; Ctrl-C clears
-the line being typed, a second Ctrl-C soon after it quits, Ctrl-D quits. Piped input is read
-line by line with no prompt.
+the line being typed, a second Ctrl-C right after it (nothing typed in between) quits, Ctrl-D
+quits. Piped input is read line by line with no prompt.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import platformdirs
 
-DOUBLE_INTERRUPT_SECONDS = 2.0  # a second Ctrl-C within this time of the first one quits
 HISTORY_LINES = 1000
+HINT = "(Ctrl-C again to quit, or Ctrl-D or /exit)"
 
 
 def history_path() -> Path:
@@ -30,7 +29,7 @@ class LineReader:
         # \001 and \002 mark a prompt's colour codes for readline; elsewhere they would be printed
         self.prompt = prompt if sys.stdout.isatty() else prompt.replace("\001", "").replace("\002", "")
         self.history = history if history is not None else history_path()
-        self._last_interrupt: float | None = None
+        self._armed = False  # the last thing at the prompt was a Ctrl-C
         self._readline = None
         if self.interactive:
             self._setup_readline()
@@ -59,16 +58,19 @@ class LineReader:
                 sys.stderr.write("\n")
                 return None
             except KeyboardInterrupt:
-                now = time.monotonic()
-                if self._last_interrupt is not None and now - self._last_interrupt < DOUBLE_INTERRUPT_SECONDS:
+                if self._armed and not self._typed():
                     sys.stderr.write("\n")
                     return None
-                self._last_interrupt = now
-                sys.stderr.write("\n(Ctrl-C again to quit, or Ctrl-D or /exit)\n")
+                self._armed = True  # the line is dropped; the next Ctrl-C on an empty line quits
+                sys.stderr.write(f"\n{HINT}\n")
                 sys.stderr.flush()
                 continue
-            self._last_interrupt = None
+            self._armed = False
             return line
+
+    def _typed(self) -> str:
+        """What was on the line when Ctrl-C came (readline keeps it until the next prompt)."""
+        return self._readline.get_line_buffer() if self._readline is not None else ""
 
     def save(self) -> None:
         """Write the history file (a failure to write it is not worth an error)."""
