@@ -114,3 +114,17 @@ def test_only_supported_language_codes_are_accepted():
         check_language("klingon")
     with pytest.raises(ConfigError):
         prepare_turn(EchoTranslator(), "Hi", translate=True, reply_in="tlh")
+
+
+def test_check_runs_before_each_block_and_can_stop_the_translation():
+    backend = EchoTranslator()
+    calls = []
+
+    def check():
+        calls.append(len(backend.requests))
+        if len(calls) == 3:
+            raise RuntimeError("client gone")
+
+    with pytest.raises(RuntimeError, match="client gone"):
+        translate_with_backend(backend, DOCUMENT, "es", "en", check=check)
+    assert calls == [0, 1, 2] and len(backend.requests) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from neuro_bitnet.backends.base import Backend, GenerationOptions
 from neuro_bitnet.errors import ConfigError
@@ -148,15 +149,23 @@ def _translate_block(backend: Backend, block: str, source: str, target: str) -> 
     return clean_translation(raw) or block
 
 
-def translate_with_backend(backend: Backend, text: str, source: str, target: str = "en") -> str:
+def translate_with_backend(backend: Backend, text: str, source: str, target: str = "en",
+                           check: Callable[[], None] | None = None) -> str:
     """Translate all of ``text`` from ``source`` to ``target`` with greedy decoding on ``backend``.
 
     Block by block (see :func:`split_blocks`); a block the model returns nothing usable for is
-    kept in the original language rather than dropped.
+    kept in the original language rather than dropped. ``check()`` runs before each block and may
+    raise to stop (the daemon stops when its client has gone).
     """
     if source == target or not text.strip():
         return text
-    out = [_translate_block(backend, b, source, target) if _needs_model(b) else b for b in split_blocks(text)]
+    out = []
+    for block in split_blocks(text):
+        if _needs_model(block):
+            if check is not None:
+                check()
+            block = _translate_block(backend, block, source, target)
+        out.append(block)
     return "\n".join(out)
 
 
@@ -172,12 +181,12 @@ class Translated:
         return not self.detection.is_english
 
 
-def to_english(backend: Backend, text: str) -> Translated:
+def to_english(backend: Backend, text: str, check: Callable[[], None] | None = None) -> Translated:
     """Detect the language of ``text`` and translate it to English when it is not English."""
     detection = detect_language(text)
     if detection.is_english:
         return Translated(detection, text)
-    return Translated(detection, translate_with_backend(backend, text, detection.language, "en"))
+    return Translated(detection, translate_with_backend(backend, text, detection.language, "en", check))
 
 
 def reply_instruction(language: str) -> str:

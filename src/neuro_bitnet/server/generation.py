@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
@@ -62,7 +62,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     ids = chat_prompt_ids(model, messages)
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
-        result.text = _translate(model, result.text, source="en", target=language)
+        result.text = _translate(model, result.text, source="en", target=language, check=job.check)
         result.language = language
         job.emit(result.text)
     return result
@@ -74,12 +74,12 @@ def run_completion(model: Any, job: Job, prompt: str | list[int], spec: Generati
     if spec.translate and isinstance(prompt, str):
         from neuro_bitnet.language.translate import to_english
 
-        english = to_english(_EngineBackend(model), prompt)
+        english = to_english(_EngineBackend(model), prompt, job.check)
         language, prompt = (english.detection.language, english.text) if english.translated else (None, prompt)
     ids = model.tokenize(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
-        result.text = _translate(model, result.text, source="en", target=language)
+        result.text = _translate(model, result.text, source="en", target=language, check=job.check)
         result.language = language
         job.emit(result.text)
     return result
@@ -126,10 +126,11 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
 
 
 # -- translation --------------------------------------------------------------------------------
-def _translate(model: Any, text: str, *, source: str, target: str) -> str:
+def _translate(model: Any, text: str, *, source: str, target: str,
+               check: Callable[[], None] | None = None) -> str:
     from neuro_bitnet.language import translate_with_backend
 
-    return translate_with_backend(_EngineBackend(model), text, source, target)
+    return translate_with_backend(_EngineBackend(model), text, source, target, check)
 
 
 def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
@@ -140,7 +141,7 @@ def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) ->
     from neuro_bitnet.language.translate import to_english
 
     job.check()
-    result = to_english(_EngineBackend(model), messages[last_user]["content"])
+    result = to_english(_EngineBackend(model), messages[last_user]["content"], job.check)
     if not result.translated:
         return None, messages
     language, english = result.detection.language, result.text
