@@ -38,6 +38,8 @@ class Faults:
     redirect: bool = False  # like the real hub: 302 to /cdn/..., LFS headers on the 302 only
     gate_after: int | None = None  # after this many body bytes, wait until `gate` is set
     gate: threading.Event = field(default_factory=threading.Event)
+    no_length: bool = False  # no Content-Length nor X-Linked-Size: the body ends when the connection closes
+    extra_bytes: int = 0  # with no_length: this many more bytes after the file (a server that never stops)
 
 
 @dataclass
@@ -178,7 +180,13 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 status = 206
             self._record(status)
             self.send_response(status)
-            self.send_header("Content-Length", str(len(data) - start))
+            if faults.no_length:
+                data = data + bytes(faults.extra_bytes)
+                self.send_header("Connection", "close")
+                self.close_connection = True
+                lfs_headers = {k: v for k, v in lfs_headers.items() if k != "X-Linked-Size"}
+            else:
+                self.send_header("Content-Length", str(len(data) - start))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("ETag", f'"{etag}"')
             for key, value in lfs_headers.items():

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
-from neuro_bitnet.language import Detection, detect_language, language_name, translate_with_backend
+from neuro_bitnet.language import Detection
+from neuro_bitnet.language.translate import reply_instruction, reply_language, to_english
 from neuro_bitnet.retrieval.grounding import GroundedContext
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
@@ -53,18 +54,11 @@ def prepare_ask(
     prepared = PreparedAsk(messages=[])
     system = request.system or DEFAULT_SYSTEM_PROMPT
 
-    if request.translate:
-        detection = detect_language(question)
-        prepared.detection = detection
-        if not detection.is_english:
-            english = translate_with_backend(backend, question, detection.language, "en")
-            prepared.translated_question = english
-            question = english
-        reply = detection.language if request.reply_in == "auto" else request.reply_in
-        if reply != "en":
-            system += f" Always reply in {language_name(reply)}."
-    elif request.reply_in not in ("auto", "en"):
-        system += f" Always reply in {language_name(request.reply_in)}."
+    turn = prepare_turn(backend, question, translate=request.translate, reply_in=request.reply_in)
+    prepared.detection = turn.detection
+    prepared.translated_question = turn.translated_question
+    question = turn.text
+    system += turn.system_suffix
 
     user = question
     if retrieve is not None:
@@ -76,3 +70,31 @@ def prepare_ask(
 
     prepared.messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return prepared
+
+
+@dataclass
+class PreparedTurn:
+    """One user turn as the model sees it: English text with --translate, and the reply rule."""
+
+    text: str
+    system_suffix: str = ""  # appended to the system prompt: the language of the answer
+    detection: Detection | None = None
+    translated_question: str | None = None
+
+
+def prepare_turn(backend: Backend, text: str, *, translate: bool, reply_in: str) -> PreparedTurn:
+    """Apply ``--translate`` and ``--reply-in`` to one user text (shared by `ask` and `chat`).
+
+    With ``translate`` a non-English text is translated to English and the answer is asked for in
+    the user's language (``reply_in="auto"``) or in ``reply_in``; without it ``reply_in`` other
+    than auto asks for that language.
+    """
+    turn = PreparedTurn(text=text)
+    if translate:
+        result = to_english(backend, text)
+        turn.detection = result.detection
+        if result.translated:
+            turn.text = result.text
+            turn.translated_question = result.text
+    turn.system_suffix = reply_instruction(reply_language(reply_in, turn.detection))
+    return turn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,16 @@ from support.tiny_bitnet import write_tiny_bitnet_tq2
 
 
 @pytest.fixture(scope="session")
-def llama_cli() -> Path:
-    """llama.cpp's `llama-completion`, built once from the PyPI sdist and cached (slow the first time)."""
-    return ensure_llama_cli()
+def llama_cli(pytestconfig: pytest.Config) -> Path:
+    """llama.cpp's `llama-completion`, built once from the PyPI sdist and cached (slow the first
+    time: its progress is shown on the terminal even though pytest captures output)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def progress(message: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{message}", file=sys.stderr, flush=True)
+
+    return ensure_llama_cli(progress)
 
 
 @pytest.fixture(scope="session")

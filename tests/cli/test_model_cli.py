@@ -16,6 +16,7 @@ import pytest
 
 
 from hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
+from support.signals import default_signals
 
 from neuro_bitnet.engine.synthetic import build_synthetic_model
 
@@ -281,7 +282,8 @@ def test_ctrl_c_leaves_a_resumable_part(hub: HubServer, tmp_path: Path) -> None:
     part = model_path(tmp_path).with_name("tiny.gguf.part")
     proc = subprocess.Popen(neuro_cmd("model", "download", "tiny"), text=True,
                             env=neuro_env(hub, tmp_path, NEURO_BITNET_TIMEOUT="60"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            preexec_fn=default_signals)  # SIGINT works even when pytest runs in the background
     try:
         wait_for(lambda: part.exists() and part.stat().st_size >= 32 * 1024)
         proc.send_signal(signal.SIGINT)

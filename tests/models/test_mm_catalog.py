@@ -9,7 +9,7 @@ import pytest
 from hubserver import write_catalog
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.errors import ConfigError, ModelNotFoundError
-from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID, load_catalog
+from neuro_bitnet.models.catalog import BUILTIN_ENTRIES, DEFAULT_MODEL_ID, load_catalog
 from neuro_bitnet.models.hub import lfs_sha256, resolve_url
 
 SHA = "ab" * 32
@@ -104,7 +104,7 @@ def test_bad_user_catalog_is_one_clear_error(tmp_path: Path, text: str, words: s
 def test_missing_catalog_is_an_error_only_when_asked_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("NEURO_BITNET_CATALOG", raising=False)
-    assert len(load_catalog(load_settings())) == 4
+    assert len(load_catalog(load_settings())) == len(BUILTIN_ENTRIES)
     monkeypatch.setenv("NEURO_BITNET_CATALOG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_catalog(load_settings())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import API_KEY
+from support.greedy import greedy_completion
 from neuro_bitnet.server import DaemonClient, DaemonError, is_running
 
 
@@ -23,7 +24,8 @@ def test_chat_and_completion_streams_with_usage(daemon, openai_client) -> None:
     assert client.last_usage["completion_tokens"] == whole.usage.completion_tokens
     assert client.last_finish_reason in ("stop", "length")
     completion = "".join(client.complete_stream("Hello", max_tokens=4, temperature=0, stop=("zzz",)))
-    assert isinstance(completion, str) and client.last_usage["completion_tokens"] <= 4
+    assert completion == greedy_completion("Hello", 4, stop=["zzz"])
+    assert client.last_usage["completion_tokens"] <= 4
     assert client.health()["model"] == daemon.model_id
 
 

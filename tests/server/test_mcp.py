@@ -11,6 +11,7 @@ import pytest
 mcp = pytest.importorskip("mcp")
 
 from daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
+from support import greedy  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 
@@ -46,17 +47,19 @@ def test_tools_answer_over_stdio(tmp_path: Path) -> None:
         translated = await client.call_tool("translate", {"text": "¿Dónde está la biblioteca?",
                                                           "target_language": "en"})
         bad = await client.call_tool("generate", {"prompt": "Hello", "max_tokens": 0})
-        return names, generated, again, asked, summary, same, translated, bad
+        klingon = await client.call_tool("translate", {"text": "Hola", "target_language": "klingon"})
+        return names, generated, again, asked, summary, same, translated, bad, klingon
 
-    names, generated, again, asked, summary, same, translated, bad = asyncio.run(_session(tmp_path, calls))
+    names, generated, again, asked, summary, same, translated, bad, klingon = asyncio.run(_session(tmp_path, calls))
     assert {"ask", "generate", "translate", "summarize"} <= names
     assert "search_documents" not in names  # no index configured
     for result in (generated, asked, summary, same, translated):
         assert not result.is_error, _text(result)
     assert _text(generated) == _text(again)  # greedy, so repeatable
     assert _text(same) == "Hello world"  # same language: returned untouched
-    assert isinstance(_text(translated), str)
+    assert _text(translated) == greedy.translated("¿Dónde está la biblioteca?", "es", "en")
     assert bad.is_error and "max_tokens" in _text(bad)
+    assert klingon.is_error and "unsupported language 'klingon'" in _text(klingon)
 
 
 def test_search_documents_appears_with_an_index(tmp_path: Path) -> None:

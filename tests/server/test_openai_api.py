@@ -8,6 +8,7 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from conftest import API_KEY, CTX_SIZE  # noqa: E402
+from support.greedy import greedy_chat, to_english, translated  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
 
@@ -30,7 +31,7 @@ def test_chat_completion_has_text_usage_and_finish_reason(openai_client, daemon)
     assert reply.object == "chat.completion"
     assert reply.model == daemon.model_id
     assert choice.message.role == "assistant"
-    assert isinstance(choice.message.content, str)  # the random fixture model may emit only spaces
+    assert choice.message.content == greedy_chat(MESSAGES, 6)  # the engine's own greedy answer
     assert choice.finish_reason in ("stop", "length")
     usage = reply.usage
     assert 0 < usage.completion_tokens <= 6
@@ -140,7 +141,10 @@ def test_per_request_translation_answers_in_one_piece(openai_client) -> None:
     pytest.importorskip("py3langid")
     question = [{"role": "user", "content": "¿Cuál es la capital de Francia y por qué es famosa?"}]
     whole = _chat(openai_client, messages=question, max_tokens=6, temperature=0, extra_body={"translate": True})
-    assert isinstance(whole.choices[0].message.content, str)
+    english = to_english(question[0]["content"])
+    assert english.translated and english.detection.language == "es"
+    answer = greedy_chat([{"role": "user", "content": english.text}], 6)
+    assert whole.choices[0].message.content == translated(answer, "en", "es")  # question and answer translated
     stream = _chat(openai_client, messages=question, max_tokens=6, temperature=0, stream=True,
                    extra_body={"translate": True})
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]

@@ -5,7 +5,9 @@ Current llama.cpp names the classic prompt-in/text-out program `llama-completion
 trees, including Microsoft's bitnet.cpp, call `llama-cli`; today's `llama-cli` is chat-only);
 that one target and what it links are all that is built. The binary is cached under
 ~/.cache/neuro-bitnet/test-tools/ so later runs reuse it; a file lock makes concurrent test runs
-wait for one build instead of starting their own. Needs cmake and a C++17 compiler.
+wait for one build instead of starting their own. Needs cmake and a C++17 compiler. A build
+reports its steps and compile progress (`progress`, on the terminal during a test run) instead of
+being silent for minutes.
 
 Cost of a build from scratch (measured on the 2-core dev machine, shared with other jobs): 645 s
 of CPU, 10.6 min wall at load 3-7; so about 5-6 min on an idle 2-core CI runner, plus the 77 MB
@@ -17,6 +19,7 @@ download. (Before -O1 for C++: 900+ s of CPU.)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from filelock import FileLock
+from typing import Callable
+
+from filelock import FileLock, Timeout
 
 SDIST_PACKAGE = "llama-cpp-python==0.3.36"
 TARGET = "llama-completion"
@@ -72,40 +77,81 @@ def cache_dir() -> Path:
     return base / "neuro-bitnet" / "test-tools" / f"{SDIST_PACKAGE.replace('==', '-')}-r{BUILD_REVISION}"
 
 
-def ensure_llama_cli() -> Path:
-    """Path of the cached binary, building it first if needed (minutes: see the module docstring)."""
+Progress = Callable[[str], None]
+# "[ 42/180] Building CXX object ..." (ninja) or "[ 23%] Building CXX object ..." (make)
+_STEP = re.compile(rb"^\[\s*(\d+)/(\d+)\]|^\[\s*(\d+)%\]")
+PROGRESS_EVERY = 10  # report compile progress in steps of this many percent
+
+
+def compile_percent(line: bytes) -> int | None:
+    """How far the build is, from one line of ninja's or make's output (None: not a step line)."""
+    match = _STEP.match(line)
+    if match is None:
+        return None
+    return int(match[3]) if match[3] else 100 * int(match[1]) // max(1, int(match[2]))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_llama_cli(progress: Progress = _stderr) -> Path:
+    """Path of the cached binary, building it first if needed (minutes: see the module docstring).
+
+    ``progress`` receives one line per build step and per PROGRESS_EVERY % compiled.
+    """
     binary = cache_dir() / TARGET
     if binary.is_file():
         return binary
     cache_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache_dir() / "build.lock")):
+    lock = FileLock(str(cache_dir() / "build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        progress(f"llama.cpp test build: waiting for another process building {binary}")
+        lock.acquire()
+    try:
         if not binary.is_file():  # another process may have built it while we waited
             log_path = cache_dir() / "build.log"
+            progress(f"llama.cpp test build: building {TARGET} once (several minutes; log: {log_path})")
             try:
-                with open(log_path, "w") as log:
-                    _build(binary, log)
+                with open(log_path, "wb") as log:
+                    _build(binary, log, progress)
             except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
                 raise LlamaBuildError(f"building {TARGET} failed ({exc}); log: {log_path}\n{_tail(log_path)}") from None
+    finally:
+        lock.release()
     return binary
 
 
-def _build(binary: Path, log) -> None:
+def _build(binary: Path, log, progress: Progress) -> None:
     """Download the sdist, extract vendor/llama.cpp, build TARGET, install it as ``binary``."""
     started = time.monotonic()
     if shutil.which("cmake") is None:
         raise LlamaBuildError(f"building {TARGET} needs cmake on PATH (`pip install cmake`) and a C++17 compiler")
 
-    def run(cmd: list[str]) -> None:
-        log.write(f"$ {' '.join(cmd)}\n")
+    def run(cmd: list[str], step: str) -> None:
+        progress(f"llama.cpp test build: {step}")
+        log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        shown = 0
+        for line in proc.stdout:
+            log.write(line)
+            done = compile_percent(line)
+            if done is not None:
+                if done >= shown + PROGRESS_EVERY:
+                    shown = done - done % PROGRESS_EVERY
+                    progress(f"llama.cpp test build: compiled {done}% ({time.monotonic() - started:.0f} s)")
+        if proc.wait() != 0:
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
 
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
         tmp_path = Path(tmp)
         # Only the package itself as an sdist: `--no-binary :all:` would also build its build
         # dependencies (cmake, ninja) from source to prepare its metadata.
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", SDIST_PACKAGE.split("==")[0],
-             SDIST_PACKAGE, "-d", str(tmp_path)])
+             SDIST_PACKAGE, "-d", str(tmp_path)], f"downloading the {SDIST_PACKAGE} sdist")
         sdist = next(tmp_path.glob("llama_cpp_python-*.tar.gz"))
         with tarfile.open(sdist) as tar:
             members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name]
@@ -114,13 +160,15 @@ def _build(binary: Path, log) -> None:
         _patch(source, *_FLUSH_PATCH)
         build = tmp_path / "build"
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS])
-        run(["cmake", "--build", str(build), "--target", TARGET, "-j", str(_jobs())])
+        run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS], "configuring")
+        run(["cmake", "--build", str(build), "--target", TARGET, "-j", str(_jobs())],
+            f"compiling {TARGET} with {_jobs()} jobs")
         built = next(p for p in build.rglob(TARGET) if p.is_file() and os.access(p, os.X_OK))
         partial = binary.with_name(binary.name + ".part")
         shutil.copy2(built, partial)
         partial.replace(binary)
-    log.write(f"built {binary} in {time.monotonic() - started:.0f} s\n")
+    progress(f"llama.cpp test build: built {binary} in {time.monotonic() - started:.0f} s")
+    log.write(f"built {binary} in {time.monotonic() - started:.0f} s\n".encode())
 
 
 def _patch(source: Path, relative: str, old: str, new: str) -> None:

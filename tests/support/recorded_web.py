@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +20,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         self.server.requests.append((url.path, parse_qs(url.query)))
         parts = url.path.strip("/").split("/")
-        if parts[0] == "slow":
-            time.sleep(1.5)
+        if parts[0] == "slow":  # answers only once the test sets `release` (at the latest after 60 s)
+            self.server.release.wait(60)
             parts = parts[1:]
         if parts[0] == "searx403":
             return self._send(403, b"Forbidden")
@@ -60,11 +59,13 @@ def recorded_web_server() -> Iterator[ThreadingHTTPServer]:
     """Serve the recorded responses on 127.0.0.1 (a free port) while the block runs."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.requests = []
+    httpd.release = threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
         yield httpd
     finally:
+        httpd.release.set()
         httpd.shutdown()
         httpd.server_close()
 

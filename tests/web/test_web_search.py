@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -80,10 +79,10 @@ def test_offline_and_slow_searches_degrade_with_one_line(server) -> None:
     offline = web_context("capital of France", WebSettings(wikipedia_url=f"http://127.0.0.1:{closed_port}"))
     assert offline.sources == [] and offline.note.startswith("web search unavailable")
     assert "\n" not in offline.note
-    started = time.monotonic()
     slow = web_context("capital of France", WebSettings(wikipedia_url=base(server) + "/slow/en", timeout=0.3))
     assert slow.sources == [] and "timed out" in slow.note
-    assert time.monotonic() - started < 1.4  # gave up before the server answered
+    assert not server.release.is_set()  # gave up while the server was still holding the answer
+    server.release.set()
     merged = combine_contexts(offline)
     assert merged.is_empty() and merged.note == offline.note
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
 from neuro_bitnet.config import Settings
@@ -23,8 +25,13 @@ class BackendRequest:
     assume_yes: bool = False
 
 
-def open_backend(request: BackendRequest, settings: Settings) -> Backend:
-    """Open the backend ``request.kind`` names; auto picks a running daemon, else native."""
+def open_backend(request: BackendRequest, settings: Settings,
+                 loading: Callable[[str], AbstractContextManager] | None = None) -> Backend:
+    """Open the backend ``request.kind`` names; auto picks a running daemon, else native.
+
+    ``loading(model_id)`` wraps the loading of the model file (after any download), e.g. to
+    show a spinner.
+    """
     if request.kind not in BACKENDS:
         raise NeuroError(f"unknown backend {request.kind!r} (choose from {', '.join(BACKENDS)})")
     if request.kind in ("auto", "daemon"):
@@ -41,15 +48,16 @@ def open_backend(request: BackendRequest, settings: Settings) -> Backend:
     manager = ModelManager(settings)
     model_id = request.model or _default_model()
     path = manager.ensure_model(model_id, assume_yes=request.assume_yes)
-    if request.kind == "subprocess":
-        from neuro_bitnet.backends.subprocess_cli import SubprocessBackend
+    with loading(model_id) if loading else nullcontext():
+        if request.kind == "subprocess":
+            from neuro_bitnet.backends.subprocess_cli import SubprocessBackend
 
-        return SubprocessBackend(
-            path, settings=settings, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id
-        )
-    from neuro_bitnet.backends.native import NativeBackend
+            return SubprocessBackend(
+                path, settings=settings, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id
+            )
+        from neuro_bitnet.backends.native import NativeBackend
 
-    return NativeBackend(path, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id)
+        return NativeBackend(path, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id)
 
 
 def _default_model() -> str:

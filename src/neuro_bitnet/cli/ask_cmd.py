@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import stat
 import sys
 import time
@@ -14,20 +15,34 @@ import click
 from neuro_bitnet.answering import AskRequest, prepare_ask
 from neuro_bitnet.backends.base import GenerationOptions
 from neuro_bitnet.backends.select import BACKENDS, BackendRequest, open_backend
-from neuro_bitnet.cli.render import AnswerRenderer
+from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
 from neuro_bitnet.cli.timing import AnswerTimer, format_timing
 from neuro_bitnet.config import load_settings
-from neuro_bitnet.errors import NeuroError
+from neuro_bitnet.errors import ConfigError, NeuroError
+from neuro_bitnet.language.detect import SUPPORTED_LANGUAGES
+from neuro_bitnet.language.translate import check_language
+
+STDIN_NOTICE_SECONDS = 1.0  # say that stdin is being read when nothing came in this long
 
 
 def read_piped_stdin() -> str:
-    """Text piped into the command (`cat notes.txt | neuro ask ...`); "" for a terminal or nothing."""
+    """Text piped into the command (`cat notes.txt | neuro ask ...`); "" for a terminal or nothing.
+
+    When a pipe stays silent for a moment, a line on stderr says that the command is waiting for
+    it (the writer may be slow, or the pipe is there by accident: `< /dev/null` skips it).
+    """
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode
     except (OSError, ValueError, AttributeError):
         return ""
-    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+    if stat.S_ISREG(mode):
+        return sys.stdin.read()
+    if not stat.S_ISFIFO(mode):
         return ""
+    ready, _, _ = select.select([sys.stdin], [], [], STDIN_NOTICE_SECONDS)
+    if not ready:
+        click.secho("waiting for text on stdin (it is added to the question; end it with Ctrl-D, "
+                    "or run with < /dev/null to skip it)...", dim=True, err=True)
     return sys.stdin.read()
 
 
@@ -38,6 +53,15 @@ def generation_options(max_tokens: int, temperature: float, top_p: float, seed: 
         return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     except ValueError as exc:  # the engine's own validation of the sampling settings
         raise click.UsageError(str(exc)) from None
+
+
+def _check_reply_in(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "auto":
+        return value
+    try:
+        return check_language(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def model_options(func):
@@ -55,8 +79,9 @@ def model_options(func):
                      help="auto: a running daemon, else native."),
         click.option("--yes", "-y", is_flag=True, help="Download a missing model without asking."),
         click.option("--translate", is_flag=True, help="Translate a non-English question to English first."),
-        click.option("--reply-in", default="auto", show_default=True,
-                     help="Language of the answer with --translate: auto (the question's) or a code like en."),
+        click.option("--reply-in", default="auto", show_default=True, callback=_check_reply_in,
+                     help="Language of the answer: auto (with --translate, the question's) or a code: "
+                          + ", ".join(SUPPORTED_LANGUAGES) + "."),
         click.option("--verbose", "-v", is_flag=True, help="Show what happens (and tracebacks on errors)."),
     ]
     for option in reversed(options):
@@ -75,24 +100,25 @@ def model_options(func):
 def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, threads, system, backend, yes,
             translate, reply_in, verbose, stream, timing, storage, web, as_json) -> None:
     """Ask the model one QUESTION (text piped on stdin is added to it)."""
+    settings = load_settings()
+    from neuro_bitnet.cli.context import check_sources, make_retriever
+
+    check_sources(storage=storage, web=web, settings=settings)  # before stdin and the model load
     piped = read_piped_stdin()
     if piped.strip():
         question = f"{question}\n\n{piped.strip()}" if question else piped.strip()
     if not question or not question.strip():
         raise click.UsageError("give a question, e.g. neuro ask \"What is BitNet?\"")
     options = generation_options(max_tokens, temperature, top_p, seed)
-    settings = load_settings()
     timer = AnswerTimer()
 
     request = BackendRequest(kind=backend, model=model, model_given=model is not None, threads=threads,
                              ctx_size=ctx_size, assume_yes=yes)
-    engine = open_backend(request, settings)
+    engine = open_backend(request, settings, loading=loading_spinner)
     timer.loaded()
     try:
         retrieve = None
         if storage is not None or web:
-            from neuro_bitnet.cli.context import make_retriever
-
             retrieve = make_retriever(storage=storage, web=web, settings=settings, count_tokens=engine.count_tokens)
         ask = AskRequest(question=question, system=system, translate=translate, reply_in=reply_in,
                          storage=storage, web=web)

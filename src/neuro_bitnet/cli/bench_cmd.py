@@ -50,15 +50,40 @@ def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, 
     Console().print(table)
     click.echo(f"medians of {repeat} runs: {prompt_tokens} prompt tokens, {gen_tokens} generated "
                f"(samples: prefill {result.prefill_samples}, decode {result.decode_samples})")
+    click.echo(f"\nmodel file: {path}")
+    for line in next_steps(_catalog_name(model, synthetic, settings)):
+        click.echo(line)
+
+
+def _catalog_name(model: str | None, synthetic: str | None, settings) -> tuple[str, bool]:
+    """(the name to pass as --model, whether it is a synthetic model)."""
+    if model is None:
+        return f"synthetic-{synthetic or '2b'}", True
+    from neuro_bitnet.models.manager import ModelManager
+
+    resolved = ModelManager(settings).resolve(model)
+    return (model, getattr(resolved, "kind", "") == "synthetic")
+
+
+def next_steps(name_and_kind: tuple[str, bool]) -> list[str]:
+    """What to try after a benchmark: (model name, is it synthetic) -> lines to print."""
+    name, synthetic = name_and_kind
+    if synthetic:
+        return [
+            "next:",
+            f"  neuro ask \"Hello\" --model {name}    # the same model answering (random weights: noise)",
+            f"  neuro chat --model {name}",
+            "  neuro model download 2b && neuro ask \"What is BitNet?\"    # the real model (1.2 GB)",
+        ]
+    return ["next:", f"  neuro ask \"What is BitNet?\" --model {name}", f"  neuro chat --model {name}"]
 
 
 def _model_path(model: str | None, synthetic: str | None, settings, yes: bool, quiet: bool) -> Path:
-    if synthetic:
-        from neuro_bitnet.engine.synthetic import synthetic_model_path
-
-        if not quiet:
-            click.secho(f"using the synthetic {synthetic} model (random weights, real shapes)", dim=True, err=True)
-        return synthetic_model_path(synthetic, settings.models_dir / "synthetic")
     from neuro_bitnet.models.manager import ModelManager
 
+    if synthetic:
+        if not quiet:
+            click.secho(f"using the synthetic {synthetic} model (random weights, real shapes; "
+                        f"--model synthetic-{synthetic} elsewhere)", dim=True, err=True)
+        model = f"synthetic-{synthetic}"
     return ModelManager(settings).ensure_model(model, assume_yes=yes)

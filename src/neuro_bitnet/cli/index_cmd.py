@@ -98,6 +98,9 @@ def command(paths, recursive, include, exclude, storage, embedder, reindex, max_
     from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
     from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
 
+    missing = [p for p in paths if not (p.exists() or p.is_symlink())]
+    if missing:  # checked before anything is created
+        raise click.BadParameter(f"no such file or directory: {', '.join(map(str, missing))}", param_hint="PATHS")
     storage_dir = resolve_storage(storage)
     options = IndexOptions(recursive=recursive, include=list(include), exclude=list(exclude), hidden=hidden,
                            gitignore=not no_gitignore, max_file_bytes=parse_size(max_file_size),

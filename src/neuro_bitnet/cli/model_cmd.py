@@ -21,6 +21,8 @@ def _manager(ctx: click.Context) -> ModelManager:
 
 
 def _source(entry: CatalogEntry) -> str:
+    if entry.kind == "synthetic":
+        return entry.source_note
     if entry.url:
         return entry.url
     if entry.file:
@@ -30,11 +32,13 @@ def _source(entry: CatalogEntry) -> str:
 
 def _how(entry: CatalogEntry) -> str:
     """How the model gets onto the disk: a direct GGUF download or a local conversion."""
-    return "convert" if entry.kind == "convert" else "download"
+    return {"convert": "convert", "synthetic": "build"}.get(entry.kind, "download")
 
 
 def _disk_text(entry: CatalogEntry) -> str:
     """Expected disk use: the GGUF (estimated for conversions) and the peak while converting."""
+    if entry.kind == "synthetic":
+        return f"~{format_size(entry.disk_size)}" if entry.disk_size else "small"
     if entry.kind != "convert":
         return format_size(entry.size) if entry.size else "?"
     if entry.disk_size is None:
@@ -44,6 +48,8 @@ def _disk_text(entry: CatalogEntry) -> str:
 
 
 def _state_text(st: ModelStatus) -> str:
+    if st.entry.kind == "synthetic":
+        return "built" if st.state == "verified" else "built on first use"
     if st.state == "verified":
         return "downloaded"
     if st.state == "partial":
@@ -193,10 +199,11 @@ def _entry_info(mm: ModelManager, entry: CatalogEntry, verify: bool) -> dict[str
 def _print_entry_info(info: dict[str, Any]) -> None:
     pinned = info["sha256"] or ("none pinned (the hub's LFS sha256 is used)" if info["kind"] == "gguf" else "-")
     state = {
-        "verified": f"downloaded, verified ({info['verified_by']})",
+        "verified": (f"built ({info['path']})" if info["kind"] == "synthetic"
+                     else f"downloaded, verified ({info['verified_by']})"),
         "unverified": "present but NOT verified (run `neuro model download` to check it)",
         "partial": f"partial download, {format_size(info['partial_bytes'])} so far",
-        "absent": "not downloaded",
+        "absent": "built on first use" if info["kind"] == "synthetic" else "not downloaded",
         "convert": "not downloaded; `neuro model download` converts it from the safetensors checkpoint",
     }[info["state"]]
     rows = [
@@ -208,7 +215,8 @@ def _print_entry_info(info: dict[str, Any]) -> None:
         ("parameters", info["params"] or "-"),
         ("source", info["source"]),
         ("catalog", info["origin"]),
-        ("install", "converted locally from safetensors" if info["install"] == "convert" else "GGUF download"),
+        ("install", {"convert": "converted locally from safetensors", "build": "built locally"}.get(
+            info["install"], "GGUF download")),
         ("expected size", f"{format_size(info['size'])} ({info['size']} bytes)" if info["size"]
          else (f"~{format_size(info['disk_estimate'])} (estimate)" if info["disk_estimate"] else "unknown")),
         ("expected sha256", pinned),

@@ -1,9 +1,22 @@
-"""Showing a streamed answer: live markdown on a terminal, plain text when piped."""
+"""Showing a streamed answer: styled markdown on a terminal, plain text when piped.
+
+On a terminal every finished line is printed once, above a one-line live preview of the line
+being written (cropped to the screen), so the scrollback holds the answer exactly once however
+long it is.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Iterable, TextIO
+from contextlib import contextmanager
+from typing import Iterable, Iterator, TextIO
+
+from rich.console import Console
+from rich.text import Text
+
+from neuro_bitnet.cli.markdown_lines import LineStyler
+
+REFRESH_PER_SECOND = 8  # the live preview is redrawn at this rate, not per token
 
 
 class AnswerRenderer:
@@ -32,20 +45,51 @@ class AnswerRenderer:
         return "".join(parts)
 
     def _render_markdown(self, pieces: Iterable[str], parts: list[str]) -> None:
-        from rich.console import Console
-        from rich.live import Live
-        from rich.markdown import Markdown
-
-        console = Console(file=self.out)
+        console = Console(file=self.out, highlight=False)
+        styler = LineStyler()
         if not self.stream:
             parts.extend(pieces)
-            console.print(Markdown("".join(parts).strip()))
+            for line in "".join(parts).strip().splitlines():
+                console.print(styler.style(line))
             return
-        # Live re-renders at a fixed rate (not per token), which keeps the screen from flickering.
-        with Live(Markdown(""), console=console, refresh_per_second=8, vertical_overflow="visible") as live:
-            try:
+        from rich.live import Live
+
+        pending = ""
+        started = False  # leading blank lines of an answer are not printed
+        live = Live(Text(""), console=console, refresh_per_second=REFRESH_PER_SECOND, transient=True,
+                    vertical_overflow="crop")
+        try:
+            with live:
                 for piece in pieces:
                     parts.append(piece)
-                    live.update(Markdown("".join(parts)))
-            finally:
-                live.update(Markdown("".join(parts)))
+                    pending += piece
+                    *finished, pending = pending.split("\n")
+                    for line in finished:
+                        if started or line.strip():
+                            started = True
+                            console.print(styler.style(line))
+                    live.update(_fit(styler.preview(pending), console), refresh=False)
+        finally:
+            if pending.strip():
+                console.print(styler.style(pending))
+
+
+def _fit(text: Text, console: Console) -> Text:
+    """The end of ``text`` if it would take more rows than the screen has (less one)."""
+    room = max(1, console.size.height - 1) * max(1, console.size.width) - 1
+    return text[-room:] if len(text) > room else text
+
+
+@contextmanager
+def loading_spinner(model: str) -> Iterator[None]:
+    """"Loading MODEL..." with a spinner on stderr while the block runs, on a terminal only."""
+    from pathlib import Path
+
+    from neuro_bitnet.cli.console import err_console
+
+    console = err_console()
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(f"Loading {Path(model).name}...", spinner="dots"):
+        yield

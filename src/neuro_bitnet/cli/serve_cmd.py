@@ -101,6 +101,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     )
     if storage is not None and not storage.is_dir():
         raise DaemonError(f"--storage {storage}: no such directory (build an index with `neuro index` first)")
+    _check_port_free(config.host, config.port)  # at once, not after loading the model
     warning = insecure_bind_warning(config)
     if warning:
         console.warn(warning)
@@ -130,6 +131,24 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     retrieval = load_retrieval(storage, embedder, max_queue)
     serve(model, info, config, retrieval=retrieval, access_log=not quiet,
           announce=lambda line: click.echo(line, err=False) or sys.stdout.flush())
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """DaemonError when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
+    import socket
+
+    from neuro_bitnet.server.errors import DaemonError
+
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+            probe.bind(address)
+    except OSError as exc:
+        raise DaemonError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _child_args(config: ServerConfig, model_name: str | None, threads: int | None, ctx_size: int,

@@ -256,16 +256,20 @@ def _producer(seed: int, index: int, total: int, name: str, shape: tuple[int, ..
     return produce
 
 
+def synthetic_file(name: str, cache_dir: Path) -> Path:
+    """Where the synthetic model ``name`` lives in ``cache_dir`` (whether built yet or not)."""
+    _shape(name)
+    return Path(cache_dir) / f"synthetic-bitnet-b1.58-{name}-v{FORMAT_VERSION}.gguf"
+
+
 def synthetic_model_path(name: str, cache_dir: Path) -> Path:
     """Path of the synthetic model ``name`` (seed 0) in ``cache_dir``, built on first use.
 
     Concurrent callers wait on a file lock; only one builds, and a half-written file is never
     visible under the final name.
     """
-    _shape(name)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"synthetic-bitnet-b1.58-{name}-v{FORMAT_VERSION}.gguf"
+    path = synthetic_file(name, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return path
     with FileLock(str(path) + ".lock"):
@@ -281,5 +285,6 @@ __all__ = [
     "build_synthetic_model",
     "file_size",
     "header_size",
+    "synthetic_file",
     "synthetic_model_path",
 ]

@@ -22,7 +22,8 @@ else:  # pragma: no cover
 
 DEFAULT_MODEL_ID = "2b"
 
-Kind = Literal["gguf", "convert"]
+Kind = Literal["gguf", "convert", "synthetic"]
+SYNTHETIC_DIR = "synthetic"  # under the models dir: the synthetic models, built on first use
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -33,6 +34,9 @@ class CatalogEntry:
     `kind="gguf"`: a GGUF file to download (`url`, or `repo`+`file`+`revision`).
     `kind="convert"`: no official GGUF exists; the safetensors checkpoint in `repo` at
     `revision` is downloaded (each file verified by the hub's LFS sha256) and converted locally.
+    `kind="synthetic"`: random weights with a real model's exact shapes, tokenizer and file
+    format, built locally on first use (`file` names the shape: "2b" or "tiny"); for speed tests
+    and trying the commands without a download: its answers are noise.
     `source_size` / `approx_size`: approximate bytes of the checkpoint and of the converted GGUF.
     """
 
@@ -67,7 +71,7 @@ class CatalogEntry:
 
     @property
     def downloadable(self) -> bool:
-        return self.kind == "gguf" or bool(self.repo)
+        return self.kind in ("gguf", "synthetic") or bool(self.repo)
 
     @property
     def disk_size(self) -> int | None:
@@ -148,6 +152,30 @@ BUILTIN_ENTRIES: tuple[CatalogEntry, ...] = (
         source_note="converted locally from ~3.9 GB of packed-ternary safetensors (lossless)",
         source_size=3_900_000_000,
         approx_size=3_850_000_000,
+    ),
+    CatalogEntry(
+        id="synthetic-2b",
+        name="Synthetic BitNet b1.58 2B (random weights)",
+        description="The exact shapes, tokenizer and file format of 2B-4T with random ternary weights: "
+                    "built locally in a minute, no download; for speed tests, its answers are noise.",
+        kind="synthetic",
+        arch="bitnet-b1.58",
+        params="2.4B",
+        aliases=("syn-2b", "synthetic"),
+        file="2b",
+        source_note="built locally from random weights (seed 0)",
+        approx_size=1_190_000_000,
+    ),
+    CatalogEntry(
+        id="synthetic-tiny",
+        name="Synthetic BitNet b1.58 tiny (random weights)",
+        description="A few-MB model with the 2B-4T structure and a truncated Llama-3 vocabulary: "
+                    "for trying the commands in seconds; its answers are noise.",
+        kind="synthetic",
+        arch="bitnet-b1.58",
+        aliases=("syn-tiny",),
+        file="tiny",
+        source_note="built locally from random weights (seed 0)",
     ),
 )
 

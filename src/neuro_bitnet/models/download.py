@@ -4,6 +4,11 @@ The file is written to `<name>.part`, resumed with an HTTP Range request when a 
 checked against a sha256 (pinned, or the hub's LFS hash), and only then moved into place
 atomically, with the verified hash recorded next to it. A lock file keeps two processes from
 writing the same `.part`.
+
+Every download is bounded (`Limits`): never more bytes than the expected size (the server's, else
+the catalog's, else a sane maximum), free disk space re-checked as a file of unknown size grows,
+and a transfer slower than a minimum rate over a whole window counts as stalled (a server that
+trickles a byte at a time never trips the read timeout).
 """
 
 from __future__ import annotations
@@ -28,6 +33,22 @@ from neuro_bitnet.models.store import ModelFiles, read_record, sha256_file, writ
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _MAX_REDIRECTS = 10
 _MAX_RESTARTS = 2
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one download.
+
+    `max_bytes`: the most a file of unknown size may grow to. `reserve_bytes`: free space to leave
+    on the disk while such a file grows, checked every `space_check_bytes`. A transfer that brings
+    fewer than `min_rate` bytes/s over `stall_seconds` is stalled (retried, resuming the `.part`).
+    """
+
+    max_bytes: int = 32 * 1024**3  # the largest catalog file is ~4 GB
+    reserve_bytes: int = 256 * 1024**2
+    space_check_bytes: int = 64 * 1024**2
+    stall_seconds: float = 60.0
+    min_rate: float = 1024.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,7 @@ def download_file(
     progress: ProgressReporter | None = None,
     label: str | None = None,
     transport: httpx.BaseTransport | None = None,
+    limits: Limits | None = None,
 ) -> DownloadResult:
     """Download `url` to `dest`, verified against `sha256` (or the hub's LFS hash if None).
 
@@ -84,7 +106,7 @@ def download_file(
     label = label or dest.name
     try:
         return _locked_download(url, files, sha256, size, headers or {}, timeout, retries, force, progress,
-                                label, transport)
+                                label, transport, limits or Limits())
     except OSError as exc:  # disk full, read-only or missing directory, permissions
         where = f" ({exc.filename})" if exc.filename else ""
         raise DownloadError(f"{label}: cannot write the download{where}: {exc.strerror or exc}") from None
@@ -102,6 +124,7 @@ def _locked_download(
     progress: ProgressReporter,
     label: str,
     transport: httpx.BaseTransport | None,
+    limits: Limits,
 ) -> DownloadResult:
     files.dir.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(files.lock)
@@ -120,7 +143,7 @@ def _locked_download(
         client = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
         with client:
             return _download_with_retries(
-                client, url, files, sha256, size, headers, retries, progress, label
+                client, url, files, sha256, size, headers, retries, progress, label, limits
             )
     finally:
         lock.release()
@@ -152,11 +175,12 @@ def _download_with_retries(
     retries: int,
     progress: ProgressReporter,
     label: str,
+    limits: Limits,
 ) -> DownloadResult:
     attempt = restarts = 0
     while True:
         try:
-            return _attempt(client, url, files, sha256, size, headers, progress, label)
+            return _attempt(client, url, files, sha256, size, headers, progress, label, limits)
         except _Restart as exc:
             restarts += 1
             if restarts > _MAX_RESTARTS:
@@ -182,6 +206,7 @@ def _attempt(
     headers: dict[str, str],
     progress: ProgressReporter,
     label: str,
+    limits: Limits,
 ) -> DownloadResult:
     offset = files.part.stat().st_size if files.part.exists() else 0
     if size is not None and offset >= size:
@@ -192,7 +217,7 @@ def _attempt(
     try:
         plan = _open(client, url, files, offset, sha256, size, headers, label)
         try:
-            return _receive(plan, files, progress, label)
+            return _receive(plan, files, progress, label, limits)
         finally:
             plan.response.close()
     except httpx.TimeoutException:
@@ -310,8 +335,9 @@ def _plan(
     return _Plan(response, offset, total, expected, source)
 
 
-def _receive(plan: _Plan, files: ModelFiles, progress: ProgressReporter, label: str) -> DownloadResult:
-    """Stream the body into the `.part`, then verify and move into place."""
+def _receive(plan: _Plan, files: ModelFiles, progress: ProgressReporter, label: str,
+             limits: Limits) -> DownloadResult:
+    """Stream the body into the `.part` within `limits`, then verify and move into place."""
     digest = hashlib.sha256()
     if plan.offset:
         with open(files.part, "rb") as f:
@@ -322,16 +348,28 @@ def _receive(plan: _Plan, files: ModelFiles, progress: ProgressReporter, label: 
             progress.note(f"{label}: the server does not support resuming; downloading from the start")
         files.part.unlink()
     written = plan.offset
+    limit = plan.total if plan.total is not None else limits.max_bytes
+    next_space_check = written  # only a file of unknown size needs checks as it grows
+    rate = _RateWatch(limits)
     progress.start(label, plan.total, plan.offset)
     try:
         with open(files.part, "ab") as out:
             for chunk in plan.response.iter_raw():
-                if plan.total is not None and written + len(chunk) > plan.total:
-                    raise DownloadError(f"{label}: the server sent more than the expected {plan.total} bytes")
+                if written + len(chunk) > limit:
+                    files.part.unlink(missing_ok=True)
+                    what = (f"the expected {plan.total} bytes" if plan.total is not None
+                            else f"{format_size(limits.max_bytes)} without saying the file's size")
+                    raise DownloadError(f"{label}: the server sent more than {what}; the partial download was deleted")
+                if plan.total is None and written >= next_space_check:
+                    _check_disk_space(files.dir, limits.reserve_bytes, label, growing=True)
+                    next_space_check = written + limits.space_check_bytes
                 out.write(chunk)
                 digest.update(chunk)
                 written += len(chunk)
                 progress.advance(len(chunk))
+                stalled = rate.add(len(chunk))
+                if stalled:
+                    raise _Retry(f"the transfer stalled: {stalled}")
             out.flush()
             os.fsync(out.fileno())
     finally:
@@ -339,6 +377,27 @@ def _receive(plan: _Plan, files: ModelFiles, progress: ProgressReporter, label: 
     if plan.total is not None and written < plan.total:
         raise _Retry(f"connection closed after {format_size(written)} of {format_size(plan.total)}")
     return _finalize(files, digest.hexdigest(), plan.sha256, plan.hash_source)
+
+
+class _RateWatch:
+    """Bytes per window of `stall_seconds`; says when a whole window stayed under `min_rate`."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.start = time.monotonic()
+        self.bytes = 0
+
+    def add(self, n: int) -> str | None:
+        """Count ``n`` bytes; a description of the stall, or None while the rate is fine."""
+        self.bytes += n
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.limits.stall_seconds:
+            return None
+        if self.bytes < self.limits.min_rate * elapsed:
+            return (f"{format_size(self.bytes)} in the last {elapsed:.0f} s "
+                    f"(under {format_size(int(self.limits.min_rate))}/s)")
+        self.start, self.bytes = time.monotonic(), 0
+        return None
 
 
 def _finalize(files: ModelFiles, actual: str, expected: str, source: str) -> DownloadResult:
@@ -355,11 +414,14 @@ def _finalize(files: ModelFiles, actual: str, expected: str, source: str) -> Dow
     return DownloadResult(files.model, actual, size, source)
 
 
-def _check_disk_space(directory: Path, needed: int, label: str) -> None:
+def _check_disk_space(directory: Path, needed: int, label: str, *, growing: bool = False) -> None:
+    """DownloadError when fewer than ``needed`` bytes are free (``growing``: the reserve to keep
+    while a file of unknown size grows; its `.part` is kept, to resume once there is room)."""
     free = shutil.disk_usage(directory).free
     if needed > free:
+        what = (f"fewer than {format_size(needed)} left" if growing else f"need {format_size(needed)}")
         raise DownloadError(
-            f"{label}: not enough disk space in {directory}: need {format_size(needed)}, "
+            f"{label}: not enough disk space in {directory}: {what}, "
             f"{format_size(free)} free (set NEURO_BITNET_MODELS_DIR to use another disk)"
         )
 

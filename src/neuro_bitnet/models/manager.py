@@ -18,7 +18,7 @@ import filelock
 
 from neuro_bitnet.config import Settings, load_settings
 from neuro_bitnet.errors import DownloadError, ModelNotFoundError, NeuroError
-from neuro_bitnet.models.catalog import Catalog, CatalogEntry, load_catalog
+from neuro_bitnet.models.catalog import SYNTHETIC_DIR, Catalog, CatalogEntry, load_catalog
 from neuro_bitnet.models.download import download_file
 from neuro_bitnet.models.hub import auth_headers
 from neuro_bitnet.models.progress import format_size, make_progress
@@ -135,6 +135,10 @@ class ModelManager:
 
     def files(self, entry: CatalogEntry) -> ModelFiles:
         """Where this entry's file, partial download, hash record and lock live."""
+        if entry.kind == "synthetic":
+            from neuro_bitnet.engine.synthetic import synthetic_file
+
+            return ModelFiles(synthetic_file(entry.file or "", self.models_dir / SYNTHETIC_DIR))
         return ModelFiles(self.models_dir / entry.id / entry.filename)
 
     def source_dir(self, entry: CatalogEntry) -> Path:
@@ -164,7 +168,10 @@ class ModelManager:
         partial = files.part.stat().st_size if files.part.is_file() else 0
         recorded = read_record(files) if files.model.is_file() else None
         verified_by = None
-        if entry.kind == "convert" and not files.model.is_file():
+        if entry.kind == "synthetic":  # no hash to check: the builder writes it atomically
+            state = "verified" if files.model.is_file() else "absent"
+            verified_by = "built locally (random weights)" if files.model.is_file() else None
+        elif entry.kind == "convert" and not files.model.is_file():
             partial = self.source_bytes(entry)
             state = "partial" if partial else "convert"
         elif files.model.is_file():
@@ -189,6 +196,8 @@ class ModelManager:
         """
         if isinstance(entry, str):
             entry = self.entry(entry)
+        if entry.kind == "synthetic":
+            return self.build_synthetic(entry, force=force, progress=progress)
         if entry.kind == "convert":
             return self.download_and_convert(entry, force=force, progress=progress, keep_source=keep_source)
         url = entry.download_url(self.settings.hf_endpoint)
@@ -217,6 +226,19 @@ class ModelManager:
                 )
             raise
         return result.path
+
+    def build_synthetic(self, entry: CatalogEntry, *, force: bool = False, progress: bool = True) -> Path:
+        """Build the random-weight model of a synthetic entry (once; `force` builds it again)."""
+        from neuro_bitnet.engine.synthetic import synthetic_model_path
+
+        files = self.files(entry)
+        if force:
+            files.model.unlink(missing_ok=True)
+        if not files.model.is_file():
+            make_progress(progress).note(
+                f"{entry.id}: building the random-weight model once"
+                + (f" (~{format_size(entry.disk_size)})" if entry.disk_size else "") + f" in {files.dir}")
+        return synthetic_model_path(entry.file or "", files.dir)
 
     def download_and_convert(
         self, entry: CatalogEntry, *, force: bool = False, progress: bool = True, keep_source: bool = False
@@ -293,6 +315,8 @@ class ModelManager:
         path = self.local_path(entry)
         if path is not None:
             return path
+        if entry.kind == "synthetic":  # nothing to download: built here, no question asked
+            return self.build_synthetic(entry)
         if interactive is None:
             interactive = sys.stdin.isatty() and sys.stderr.isatty()
         size = format_size(entry.size) if entry.size else "size unknown"
@@ -318,6 +342,8 @@ class ModelManager:
         files = self.files(entry)
         if not files.model.is_file():
             raise ModelNotFoundError(f"model {entry.id} is not downloaded")
+        if entry.kind == "synthetic":
+            raise NeuroError(f"{entry.id} is built locally from random weights; it has no published sha256")
         actual = sha256_file(files.model)
         expected = entry.sha256 or read_record(files)
         return expected == actual, actual

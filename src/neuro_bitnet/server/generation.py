@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from neuro_bitnet.engine.chat_format import ChatFormatError
 from neuro_bitnet.server.errors import APIError
@@ -67,7 +67,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     ids = chat_prompt_ids(model, job, messages)
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
-        result.text = _translate(model, result.text, source="en", target=language)
+        result.text = _translate(model, result.text, source="en", target=language, check=job.check)
         result.language = language
         job.emit(result.text)
     return result
@@ -77,15 +77,14 @@ def run_completion(model: Any, job: Job, prompt: str | list[int], spec: Generati
     """Continue a raw prompt (text, tokenized with BOS, or token ids used as given)."""
     language = None
     if spec.translate and isinstance(prompt, str):
-        language = _detect(prompt)
-        if language != "en":
-            prompt = _translate(model, prompt, source=language, target="en")
-        else:
-            language = None
+        from neuro_bitnet.language.translate import to_english
+
+        english = to_english(_EngineBackend(model), prompt, job.check)
+        language, prompt = (english.detection.language, english.text) if english.translated else (None, prompt)
     ids = model.tokenize(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
-        result.text = _translate(model, result.text, source="en", target=language)
+        result.text = _translate(model, result.text, source="en", target=language, check=job.check)
         result.language = language
         job.emit(result.text)
     return result
@@ -132,16 +131,11 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
 
 
 # -- translation --------------------------------------------------------------------------------
-def _detect(text: str) -> str:
-    from neuro_bitnet.language import detect_language
-
-    return detect_language(text).language
-
-
-def _translate(model: Any, text: str, *, source: str, target: str) -> str:
+def _translate(model: Any, text: str, *, source: str, target: str,
+               check: Callable[[], None] | None = None) -> str:
     from neuro_bitnet.language import translate_with_backend
 
-    return translate_with_backend(_EngineBackend(model), text, source, target)
+    return translate_with_backend(_EngineBackend(model), text, source, target, check)
 
 
 def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
@@ -149,11 +143,13 @@ def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) ->
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:
         return None, messages
-    language = _detect(messages[last_user]["content"])
-    if language == "en":
-        return None, messages
+    from neuro_bitnet.language.translate import to_english
+
     job.check()
-    english = _translate(model, messages[last_user]["content"], source=language, target="en")
+    result = to_english(_EngineBackend(model), messages[last_user]["content"], job.check)
+    if not result.translated:
+        return None, messages
+    language, english = result.detection.language, result.text
     log.info("translated a %s question to English", language)
     messages = [dict(m) for m in messages]
     messages[last_user]["content"] = english

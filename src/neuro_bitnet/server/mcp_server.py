@@ -183,11 +183,16 @@ def build_server(settings: MCPSettings) -> Any:
     @server.tool(description="Translate text into another language (ISO code such as en, es, fr, de).")
     @_one_line_errors
     async def translate(text: str, target_language: str = "en", source_language: str | None = None) -> str:
+        from neuro_bitnet.errors import ConfigError
         from neuro_bitnet.language import detect_language, translate_with_backend
+        from neuro_bitnet.language.translate import check_language
         from neuro_bitnet.server.generation import _EngineBackend
 
-        source = source_language or detect_language(text).language
-        target = target_language.strip().lower()
+        try:
+            source = check_language(source_language) if source_language else detect_language(text).language
+            target = check_language(target_language)
+        except ConfigError as exc:
+            raise ToolError(str(exc)) from None
 
         def work(model: Any, job: Job) -> GenerationResult:
             out = translate_with_backend(_EngineBackend(model), text, source, target)
