@@ -6,12 +6,7 @@
 #include "model_internal.h"
 #include "simd.h"
 
-/* ---- parallel helpers ----
- *
- * Every job below hands out work items from an atomic counter in the job. The counter only has
- * to give each item to one thread, so it is relaxed: what a job writes (logits, activations)
- * reaches the caller through the pool's release/acquire on each worker's slot (threadpool.c),
- * and the job itself (written before nb_pool_run) reaches the workers the same way. */
+/* ---- parallel helpers (every job hands out its items with nb_claim, threadpool.h) ---- */
 
 /* One step of the forward pass: a batch of tokens through one layer. Every task gets it as an
  * argument; nothing about the step rides on the model. */
@@ -41,7 +36,7 @@ static void token_task(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     token_job *job = arg;
-    for (int t; (t = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed)) < job->s->n;)
+    for (int t; (t = nb_claim(&job->next, 1)) < job->s->n;)
         job->op(job->s, job->arg, t);
 }
 
@@ -76,7 +71,7 @@ static void mm_task(void *arg, int ith, int nth) {
     (void)nth;
     mm_job *job = arg;
     nb_model *m = job->m;
-    for (int c; (c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed)) < job->total;) {
+    for (int c; (c = nb_claim(&job->next, 1)) < job->total;) {
         int p = job->nparts - 1;
         while (c < job->parts[p].chunk0) p--;
         const mm_part *part = &job->parts[p];
@@ -200,7 +195,7 @@ static void attn_task(void *arg, int ith, int nth) {
     (void)nth;
     attn_job *job = arg;
     const int nkv = job->s->m->cfg.n_head_kv;
-    for (int c; (c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed)) < job->total;)
+    for (int c; (c = nb_claim(&job->next, 1)) < job->total;)
         attend(job->s, c / nkv, c % nkv, ith);
 }
 
@@ -312,7 +307,7 @@ __attribute__((always_inline)) static inline void head_rows(head_job *job,
                                                             float (*logit)(const nb_model *, int, int)) {
     const int V = job->m->cfg.n_vocab;
     for (;;) {
-        int r0 = atomic_fetch_add_explicit(&job->next, HEAD_CHUNK, memory_order_relaxed);
+        int r0 = nb_claim(&job->next, HEAD_CHUNK);
         if (r0 >= V) break;
         int r1 = r0 + HEAD_CHUNK < V ? r0 + HEAD_CHUNK : V;
         for (int r = r0; r < r1; r++)
