@@ -175,6 +175,18 @@ def test_decode_equals_prefill_and_prefix_reuse(head: str) -> None:
 
 
 @pytest.mark.parametrize("isa", ["auto", "portable"])
+def test_a_batch_gives_the_logits_of_decoding_its_tokens_one_by_one(isa: str) -> None:
+    """Bit for bit, for batches of 1 to 9 tokens (every tile of the ternary kernel, and with
+    n_ff = 333 the two-row tile's row left over): the ternary dots are integers and everything
+    else is computed per token, so how tokens are grouped into tiles changes nothing."""
+    spec = make_spec(seed=21, n_ff=333, ctx_size=16)
+    model = model_for(spec, isa)
+    decode = np.concatenate([run(model, [t], i) for i, t in enumerate(TOKENS[:9])])
+    for n in range(1, 10):
+        np.testing.assert_array_equal(run(model, TOKENS[:n], 0), decode[:n])
+
+
+@pytest.mark.parametrize("isa", ["auto", "portable"])
 def test_quantized_heads_recompute_their_best_candidates_exactly(isa: str) -> None:
     """The core recomputes a quantized head's 128 best logits from the float rows: with a vocabulary
     of at most 128, every logit is exact; with more, the 128 largest match the exact head and the rest
@@ -239,7 +251,7 @@ def test_portable_and_avx2_agree(head: str) -> None:
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU")
-@pytest.mark.parametrize("n_tokens", [1, 3, 4, 5, 8, 11, 64, 70])
+@pytest.mark.parametrize("n_tokens", [1, 2, 3, 4, 5, 6, 7, 8, 11, 64, 70])
 def test_avx2_tiles_agree_with_portable_on_odd_rows(n_tokens: int) -> None:
     """n_ff = 333: gate/up have an odd row count (the 2-row prefill tile leaves one row over) and
     ffn_down's padded columns; token counts cover whole and partial 4-token tiles."""
