@@ -100,9 +100,8 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--heads", default="exact,q8")
-    ap.add_argument("--isa", default="auto", choices=["auto", "portable"])
+    ap.add_argument("--isa", default="auto", choices=["auto", "avx2", "portable"])
     args = ap.parse_args()
-    _core.set_isa(args.isa)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     rows = []
@@ -110,7 +109,7 @@ def main() -> None:
     for head in args.heads.split(","):
         spec["head"] = head  # same weights for every head
         t1 = time.perf_counter()
-        model = _core.Model(spec)
+        model = _core.Model(spec, isa=args.isa)
         build = time.perf_counter() - t1
         pf, dc = bench(model, args.prefill, args.decode, args.runs)
         rows.append((head, model.isa, build, pf, dc))

@@ -15,6 +15,9 @@ APP_NAME = "neuro-bitnet"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
+# Kernel sets of the C core: "auto" takes the best one the CPU runs.
+ISA_CHOICES = ("auto", "avx2", "portable")
+DEFAULT_ISA = "auto"
 
 # Setting name -> environment variable that can set it.
 ENV_VARS: dict[str, str] = {
@@ -25,6 +28,7 @@ ENV_VARS: dict[str, str] = {
     "catalog_path": "NEURO_BITNET_CATALOG",
     "timeout": "NEURO_BITNET_TIMEOUT",
     "retries": "NEURO_BITNET_DOWNLOAD_RETRIES",
+    "isa": "NEURO_BITNET_ISA",
 }
 
 
@@ -49,6 +53,7 @@ class Settings:
     bitnet_cli_path: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
+    isa: str = DEFAULT_ISA
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> str:
@@ -91,6 +96,13 @@ def _retries(value: str, name: str) -> int:
     return count
 
 
+def _isa(value: str, name: str) -> str:
+    isa = value.strip().lower()
+    if isa not in ISA_CHOICES:
+        raise ConfigError(f"{name} must be one of {', '.join(ISA_CHOICES)}, got {value!r}")
+    return isa
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "models_dir": _path,
     "catalog_path": _path,
@@ -99,6 +111,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "hf_token": _token,
     "timeout": _timeout,
     "retries": _retries,
+    "isa": _isa,
 }
 
 
@@ -111,6 +124,7 @@ def _defaults() -> dict[str, Any]:
         "bitnet_cli_path": None,
         "timeout": DEFAULT_TIMEOUT,
         "retries": DEFAULT_RETRIES,
+        "isa": DEFAULT_ISA,
     }
 
 

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 
+from neuro_bitnet.config import ISA_CHOICES
 from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.quants import pack_i2s_codes
 
@@ -126,11 +127,7 @@ def assert_close(got: np.ndarray, want: np.ndarray, rel: float = 1e-3) -> None:
 
 
 def model_for(spec: dict, isa: str = "auto") -> _core.Model:
-    _core.set_isa(isa)
-    try:
-        return _core.Model(spec)
-    finally:
-        _core.set_isa("auto")
+    return _core.Model(spec, isa=isa)
 
 
 TOKENS = [5, 17, 299, 0, 42, 128, 7, 250, 3, 99, 64]
@@ -175,6 +172,18 @@ def test_decode_equals_prefill_and_prefix_reuse(head: str) -> None:
     # Last-token-only logits equal the last row of all_logits.
     last = run(model, other, 4, all_logits=False)
     np.testing.assert_allclose(last[0], got[-1], rtol=0, atol=1e-6 * np.ptp(got))
+
+
+@pytest.mark.parametrize("isa", ["auto", "portable"])
+def test_a_batch_gives_the_logits_of_decoding_its_tokens_one_by_one(isa: str) -> None:
+    """Bit for bit, for batches of 1 to 9 tokens (every tile of the ternary kernel, and with
+    n_ff = 333 the two-row tile's row left over): the ternary dots are integers and everything
+    else is computed per token, so how tokens are grouped into tiles changes nothing."""
+    spec = make_spec(seed=21, n_ff=333, ctx_size=16)
+    model = model_for(spec, isa)
+    decode = np.concatenate([run(model, [t], i) for i, t in enumerate(TOKENS[:9])])
+    for n in range(1, 10):
+        np.testing.assert_array_equal(run(model, TOKENS[:n], 0), decode[:n])
 
 
 @pytest.mark.parametrize("isa", ["auto", "portable"])
@@ -242,7 +251,7 @@ def test_portable_and_avx2_agree(head: str) -> None:
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU")
-@pytest.mark.parametrize("n_tokens", [1, 3, 4, 5, 8, 11, 64, 70])
+@pytest.mark.parametrize("n_tokens", [1, 2, 3, 4, 5, 6, 7, 8, 11, 64, 70])
 def test_avx2_tiles_agree_with_portable_on_odd_rows(n_tokens: int) -> None:
     """n_ff = 333: gate/up have an odd row count (the 2-row prefill tile leaves one row over) and
     ffn_down's padded columns; token counts cover whole and partial 4-token tiles."""
@@ -274,18 +283,36 @@ def test_threads_agree_and_two_models_run_concurrently() -> None:
 
 def test_attributes_and_features() -> None:
     feats = _core.cpu_features()
-    assert set(feats) == {"avx2", "fma", "f16c", "neon"}
+    assert set(feats) == {"avx2", "fma", "f16c"}
     model = _core.Model(make_spec(ctx_size=20))
     assert (model.n_vocab, model.ctx_size, model.n_threads) == (300, 20, 2)
     with pytest.raises(AttributeError):
         model.n_vocab = 5
-    with pytest.raises(ValueError):
-        _core.set_isa("sse9")
+    with pytest.raises(ValueError, match="unknown kernel set"):
+        _core.Model(make_spec(n_layer=1), isa="sse9")
+
+
+@pytest.mark.parametrize("isa", ISA_CHOICES)
+def test_every_isa_setting_is_a_kernel_set(isa: str) -> None:
+    """The settings' choices are exactly what the core takes; 'auto' is the best one there is."""
+    if isa == "avx2" and not HAS_AVX2:
+        with pytest.raises(ValueError, match="cannot run"):
+            _core.Model(make_spec(n_layer=1), isa=isa)
+        return
+    want = {"auto": "avx2" if HAS_AVX2 else "portable"}.get(isa, isa)
+    assert _core.Model(make_spec(n_layer=1), isa=isa).isa == want
 
 
 def test_env_forces_portable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NEURO_BITNET_ISA is read by the settings and reaches the core through load_model."""
+    from neuro_bitnet.engine import load_model
+
+    fixture = pathlib.Path(__file__).parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"
     monkeypatch.setenv("NEURO_BITNET_ISA", "portable")
-    assert _core.Model(make_spec(n_layer=1)).isa == "portable"
+    with load_model(fixture, threads=1, ctx_size=16) as model:
+        assert model.isa == "portable"
+    with load_model(fixture, threads=1, ctx_size=16, isa="auto") as model:  # the argument wins
+        assert model.isa == ("avx2" if HAS_AVX2 else "portable")
 
 
 def test_forward_errors() -> None:

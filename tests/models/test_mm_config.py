@@ -24,6 +24,7 @@ def test_defaults_follow_the_platform_dirs(tmp_path: Path) -> None:
     assert s.catalog_path == tmp_path / "config" / "neuro-bitnet" / "models.toml"
     assert s.hf_endpoint == "https://huggingface.co"
     assert s.hf_token is None and s.bitnet_cli_path is None
+    assert s.isa == "auto"
     assert all(s.source(name) == "default" for name in ENV_VARS)
 
 
@@ -35,6 +36,7 @@ def test_environment_beats_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("NEURO_BITNET_CATALOG", str(tmp_path / "c.toml"))
     monkeypatch.setenv("NEURO_BITNET_TIMEOUT", "1.5")
     monkeypatch.setenv("NEURO_BITNET_DOWNLOAD_RETRIES", "0")
+    monkeypatch.setenv("NEURO_BITNET_ISA", " Portable ")
     s = load_settings()
     assert s.models_dir == tmp_path / "m"
     assert s.hf_endpoint == "http://127.0.0.1:9"  # trailing slash dropped
@@ -42,6 +44,7 @@ def test_environment_beats_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert s.bitnet_cli_path == Path.home() / "bin" / "llama-cli"
     assert s.catalog_path == tmp_path / "c.toml"
     assert (s.timeout, s.retries) == (1.5, 0)
+    assert s.isa == "portable" and s.source("isa") == "env"
     assert s.source("models_dir") == "env" and s.source("timeout") == "env"
 
 
@@ -65,6 +68,7 @@ def test_empty_token_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NEURO_BITNET_TIMEOUT", "0", "positive"),
         ("NEURO_BITNET_DOWNLOAD_RETRIES", "-1", "whole number"),
         ("HF_ENDPOINT", "huggingface.co", "http(s) URL"),
+        ("NEURO_BITNET_ISA", "sse9", "NEURO_BITNET_ISA must be one of auto, avx2, portable"),
     ],
 )
 def test_bad_values_are_config_errors(monkeypatch: pytest.MonkeyPatch, var: str, value: str, words: str) -> None:

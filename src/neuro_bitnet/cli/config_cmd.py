@@ -30,6 +30,7 @@ def _settings_report(settings: Settings) -> dict[str, Any]:
         ),
         "timeout": settings.timeout,
         "retries": settings.retries,
+        "isa": settings.isa,
     }
     return {
         name: {"value": value, "source": settings.source(name), "env": ENV_VARS[name]}

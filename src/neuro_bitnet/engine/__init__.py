@@ -10,14 +10,20 @@ from neuro_bitnet.errors import EngineError
 __all__ = ["load_model", "EngineError"]
 
 
-def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 4096, head: str | None = None):
+def load_model(
+    path: str | Path, threads: int | None = None, ctx_size: int = 4096, head: str | None = None, isa: str | None = None
+):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
     ``head`` selects how the output layer runs: "q4" (the default: a 4-bit copy of the head
     ranks the vocabulary, its 128 best candidates are recomputed exactly), "q8" (the same with an
     int8 copy) or "exact" (the file's own F16/BF16/F32 values only). ``None`` takes the
     environment variable ``NEURO_BITNET_HEAD``, else the default.
+
+    ``isa`` picks the C kernels: "auto" (the best this CPU runs), "avx2" or "portable"; ``None``
+    takes the ``isa`` setting (``NEURO_BITNET_ISA``, else "auto").
     """
+    from neuro_bitnet.config import load_settings
     from neuro_bitnet.engine.heads import DEFAULT_HEAD
     from neuro_bitnet.engine.model import BitNetModel
     from neuro_bitnet.engine.threads import physical_cores
@@ -27,4 +33,5 @@ def load_model(path: str | Path, threads: int | None = None, ctx_size: int = 409
     if threads < 1:
         raise EngineError("threads must be >= 1")
     head = head or os.environ.get("NEURO_BITNET_HEAD") or DEFAULT_HEAD
-    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head)
+    isa = load_settings(isa=isa).isa
+    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head, isa=isa)

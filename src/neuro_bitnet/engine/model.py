@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from neuro_bitnet.config import DEFAULT_ISA
 from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
@@ -29,7 +30,9 @@ PREFILL_CHUNK = 256  # tokens evaluated per core call while reading a prompt
 class BitNetModel:
     """A BitNet model ready to run. Create it with :func:`neuro_bitnet.engine.load_model`."""
 
-    def __init__(self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD) -> None:
+    def __init__(
+        self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA
+    ) -> None:
         start = time.perf_counter()
         self.path = Path(path)
         self._gguf = GGUFFile(self.path)
@@ -58,7 +61,7 @@ class BitNetModel:
         if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
             self._let_core_drop_head_pages(spec)
         try:
-            self._core = _core.Model(spec)
+            self._core = _core.Model(spec, isa=isa)
         except (ValueError, TypeError, MemoryError) as exc:
             self._close_head_fd()
             raise EngineError(f"{self.path.name}: {exc}") from None

@@ -8,14 +8,8 @@ int cpu_has_f16c(void) {
     /* gcc < 11 has no "f16c" name for __builtin_cpu_supports; every AVX2 CPU has F16C. */
     return __builtin_cpu_supports("avx2");
 }
-int cpu_has_neon(void) { return 0; }
 #else
 int cpu_has_avx2(void) { return 0; }
 int cpu_has_fma(void) { return 0; }
 int cpu_has_f16c(void) { return 0; }
-#if defined(__aarch64__) || defined(__ARM_NEON)
-int cpu_has_neon(void) { return 1; }
-#else
-int cpu_has_neon(void) { return 0; }
-#endif
 #endif

@@ -6,41 +6,49 @@
 #include "model_internal.h"
 #include "simd.h"
 
-/* Per-row float math (kernels.h): RMS norm and the per-token absmax int8 quantization. */
-static inline void rmsnorm(nb_model *m, float *out, const float *x, const float *w, int n) {
-    m->k->rmsnorm(out, x, w, n, m->cfg.rms_eps);
-}
+/* ---- parallel helpers (every job hands out its items with nb_claim, threadpool.h) ---- */
 
-static inline void quantize_row(nb_model *m, const float *v, int n, int8_t *q, int32_t *qsum, float *s) {
-    m->k->quantize(v, n, q, qsum, s);
-}
-
-/* ---- parallel helpers ---- */
-
-typedef void (*token_op)(nb_model *m, int t, int ith);
-
+/* One step of the forward pass: a batch of tokens through one layer. Every task gets it as an
+ * argument; nothing about the step rides on the model. */
 typedef struct {
     nb_model *m;
+    const nb_layer *L;
+    int il;          /* the layer's index (for its part of the KV cache) */
+    int n;           /* tokens in the batch */
+    const int *pos;  /* position of each token */
+} nb_step;
+
+/* Offset of the key (value) row of layer il, KV head g, position pos in the cache. */
+static inline size_t kv_offset(const nb_config *c, int il, int g, int pos) {
+    return (((size_t)il * c->n_head_kv + g) * c->ctx_size + pos) * c->head_dim;
+}
+
+typedef void (*token_op)(const nb_step *s, const void *arg, int t);
+
+typedef struct {
+    const nb_step *s;
     token_op op;
-    int n;
+    const void *arg;
     atomic_int next;
 } token_job;
 
 static void token_task(void *arg, int ith, int nth) {
+    (void)ith;
     (void)nth;
     token_job *job = arg;
-    for (int t; (t = atomic_fetch_add(&job->next, 1)) < job->n;) job->op(job->m, t, ith);
+    for (int t; (t = nb_claim(&job->next, 1)) < job->s->n;)
+        job->op(job->s, job->arg, t);
 }
 
-/* Runs op for tokens 0..n-1, in parallel when there are several. */
-static void run_tokens(nb_model *m, token_op op, int n) {
-    if (n == 1 || nb_pool_size(m->pool) == 1) {
-        for (int t = 0; t < n; t++) op(m, t, 0);
+/* Runs op(s, arg, t) for the step's tokens, in parallel when there are several. */
+static void run_tokens(const nb_step *s, token_op op, const void *arg) {
+    if (s->n == 1 || nb_pool_size(s->m->pool) == 1) {
+        for (int t = 0; t < s->n; t++) op(s, arg, t);
         return;
     }
-    token_job job = {.m = m, .op = op, .n = n};
+    token_job job = {.s = s, .op = op, .arg = arg};
     atomic_init(&job.next, 0);
-    nb_pool_run(m->pool, token_task, &job);
+    nb_pool_run(s->m->pool, token_task, &job);
 }
 
 typedef struct {
@@ -63,7 +71,7 @@ static void mm_task(void *arg, int ith, int nth) {
     (void)nth;
     mm_job *job = arg;
     nb_model *m = job->m;
-    for (int c; (c = atomic_fetch_add(&job->next, 1)) < job->total;) {
+    for (int c; (c = nb_claim(&job->next, 1)) < job->total;) {
         int p = job->nparts - 1;
         while (c < job->parts[p].chunk0) p--;
         const mm_part *part = &job->parts[p];
@@ -108,22 +116,21 @@ static void matmul(nb_model *m, int n, int nparts, const nb_tmat *const *w, floa
 
 /* ---- the steps of a layer ---- */
 
-static void op_attn_in(nb_model *m, int t, int ith) {
-    (void)ith;
-    const int E = m->cfg.n_embd;
-    const float *x = m->x + (size_t)t * E;
-    float *h = m->hn + (size_t)t * E;
-    rmsnorm(m, h, x, m->layers[m->il].attn_norm, E);
-    quantize_row(m, h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
-}
+/* Row t of src (n floats a row) RMS-normed with w into dst (skipped when w is NULL; dst may be
+ * src), then quantized to int8 into m->qa: the input of the next ternary matmul. */
+typedef struct {
+    const float *src;
+    float *dst;
+    const float *w;
+    int n;
+} norm_quantize_arg;
 
-static void op_ffn_in(nb_model *m, int t, int ith) {
-    (void)ith;
-    const int E = m->cfg.n_embd;
-    const float *x = m->x + (size_t)t * E;
-    float *h = m->hn + (size_t)t * E;
-    rmsnorm(m, h, x, m->layers[m->il].ffn_norm, E);
-    quantize_row(m, h, E, m->qa + (size_t)t * E, &m->qsum[t], &m->qs[t]);
+static void op_norm_quantize(const nb_step *s, const void *arg, int t) {
+    const norm_quantize_arg *a = arg;
+    nb_model *m = s->m;
+    const size_t off = (size_t)t * a->n;
+    if (a->w) m->k->rmsnorm(a->dst + off, a->src + off, a->w, a->n, m->cfg.rms_eps);
+    m->k->quantize(a->dst + off, a->n, m->qa + off, &m->qsum[t], &m->qs[t]);
 }
 
 static void rope(float *v, int nh, int hd, int neox, const float *c, const float *s) {
@@ -138,45 +145,46 @@ static void rope(float *v, int nh, int hd, int neox, const float *c, const float
     }
 }
 
-static void op_rope_store(nb_model *m, int t, int ith) {
-    (void)ith;
+static void op_rope_store(const nb_step *s, const void *arg, int t) {
+    (void)arg;
+    nb_model *m = s->m;
     const nb_config *cfg = &m->cfg;
     const int HD = cfg->head_dim, half = HD / 2, nkv = cfg->n_head_kv;
     const size_t D = (size_t)cfg->n_head * HD, KV = (size_t)nkv * HD;
-    const float *c = m->rope_cos + (size_t)t * half, *s = m->rope_sin + (size_t)t * half;
+    const float *c = m->rope_cos + (size_t)t * half, *sn = m->rope_sin + (size_t)t * half;
     float *k = m->kb + t * KV;
-    rope(m->qb + t * D, cfg->n_head, HD, cfg->rope_neox, c, s);
-    rope(k, nkv, HD, cfg->rope_neox, c, s);
-    const int pos = m->p0 + t;
+    rope(m->qb + t * D, cfg->n_head, HD, cfg->rope_neox, c, sn);
+    rope(k, nkv, HD, cfg->rope_neox, c, sn);
     for (int g = 0; g < nkv; g++) {
-        size_t off = (((size_t)m->il * nkv + g) * cfg->ctx_size + pos) * HD;
+        size_t off = kv_offset(cfg, s->il, g, s->pos[t]);
         memcpy(m->kcache + off, k + (size_t)g * HD, sizeof(float) * HD);
         memcpy(m->vcache + off, m->vb + t * KV + (size_t)g * HD, sizeof(float) * HD);
     }
 }
 
 typedef struct {
-    nb_model *m;
+    const nb_step *s;
     int total;
     atomic_int next;
 } attn_job;
 
 /* One token and one KV head: causal softmax attention of the G query heads that share it
  * (GQA) over positions 0..pos of the cache; each key and value row is read once for all G. */
-static void attend(nb_model *m, int t, int g, int ith) {
+static void attend(const nb_step *s, int t, int g, int ith) {
+    nb_model *m = s->m;
     const nb_config *cfg = &m->cfg;
-    const int HD = cfg->head_dim, npos = m->p0 + t + 1, G = cfg->n_head / cfg->n_head_kv;
+    const int HD = cfg->head_dim, npos = s->pos[t] + 1, G = cfg->n_head / cfg->n_head_kv;
     const size_t D = (size_t)cfg->n_head * HD;
-    const size_t base = ((size_t)m->il * cfg->n_head_kv + g) * cfg->ctx_size * HD;
+    const size_t base = kv_offset(cfg, s->il, g, 0);
     const float *q = m->qb + t * D + (size_t)g * G * HD;
     float *out = m->attn + t * D + (size_t)g * G * HD;
     float *sc = m->scores + (size_t)ith * G * cfg->ctx_size;
     m->k->attn_scores(m->kcache + base, npos, HD, q, G, 1.0f / sqrtf((float)HD), sc, cfg->ctx_size);
     float inv[NB_MAX_GQA];
     for (int h = 0; h < G; h++) {
-        float *s = sc + (size_t)h * cfg->ctx_size, mx = -INFINITY;
-        for (int j = 0; j < npos; j++) mx = max_f(mx, s[j]);
-        inv[h] = 1.0f / m->k->exp_sum(s, npos, mx);
+        float *sh = sc + (size_t)h * cfg->ctx_size, mx = -INFINITY;
+        for (int j = 0; j < npos; j++) mx = max_f(mx, sh[j]);
+        inv[h] = 1.0f / m->k->exp_sum(sh, npos, mx);
     }
     m->k->attn_values(m->vcache + base, npos, HD, sc, G, cfg->ctx_size, out);
     for (int h = 0; h < G; h++)
@@ -186,20 +194,14 @@ static void attend(nb_model *m, int t, int g, int ith) {
 static void attn_task(void *arg, int ith, int nth) {
     (void)nth;
     attn_job *job = arg;
-    const int nkv = job->m->cfg.n_head_kv;
-    for (int c; (c = atomic_fetch_add(&job->next, 1)) < job->total;) attend(job->m, c / nkv, c % nkv, ith);
+    const int nkv = job->s->m->cfg.n_head_kv;
+    for (int c; (c = nb_claim(&job->next, 1)) < job->total;)
+        attend(job->s, c / nkv, c % nkv, ith);
 }
 
-static void op_attn_out(nb_model *m, int t, int ith) {
-    (void)ith;
-    const int D = m->cfg.n_head * m->cfg.head_dim;
-    float *a = m->attn + (size_t)t * D;
-    if (m->cfg.sub_norms) rmsnorm(m, a, a, m->layers[m->il].attn_sub_norm, D);
-    quantize_row(m, a, D, m->qa + (size_t)t * D, &m->qsum[t], &m->qs[t]);
-}
-
-static void op_ffn_act(nb_model *m, int t, int ith) {
-    (void)ith;
+static void op_ffn_act(const nb_step *s, const void *arg, int t) {
+    (void)arg;
+    nb_model *m = s->m;
     const int F = m->cfg.n_ff;
     float *g = m->g + (size_t)t * F;
     const float *u = m->u + (size_t)t * F;
@@ -211,33 +213,38 @@ static void op_ffn_act(nb_model *m, int t, int ith) {
     } else {
         for (int i = 0; i < F; i++) g[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
     }
-    if (m->cfg.sub_norms) rmsnorm(m, g, g, m->layers[m->il].ffn_sub_norm, F);
+    if (m->cfg.sub_norms) m->k->rmsnorm(g, g, s->L->ffn_sub_norm, F, m->cfg.rms_eps);
     const int Fp = nb_padded_cols(F); /* ffn_down's row length */
     int8_t *qa = m->qa + (size_t)t * Fp;
-    quantize_row(m, g, F, qa, &m->qsum[t], &m->qs[t]);
+    m->k->quantize(g, F, qa, &m->qsum[t], &m->qs[t]);
     memset(qa + F, 0, (size_t)(Fp - F));
 }
 
-static void layer(nb_model *m, int il, int n) {
-    const nb_layer *L = &m->layers[il];
-    m->il = il;
-    run_tokens(m, op_attn_in, n);
+static void layer(const nb_step *s) {
+    nb_model *m = s->m;
+    const nb_config *cfg = &m->cfg;
+    const nb_layer *L = s->L;
+    const int n = s->n, E = cfg->n_embd, D = cfg->n_head * cfg->head_dim;
+    const norm_quantize_arg attn_in = {m->x, m->hn, L->attn_norm, E};
+    run_tokens(s, op_norm_quantize, &attn_in);
     const nb_tmat *qkv[3] = {&L->q, &L->k, &L->v};
     float *qkv_out[3] = {m->qb, m->kb, m->vb};
     matmul(m, n, 3, qkv, qkv_out, 0);
-    run_tokens(m, op_rope_store, n);
-    attn_job aj = {.m = m, .total = n * m->cfg.n_head_kv};
+    run_tokens(s, op_rope_store, NULL);
+    attn_job aj = {.s = s, .total = n * cfg->n_head_kv};
     atomic_init(&aj.next, 0);
     nb_pool_run(m->pool, attn_task, &aj);
-    run_tokens(m, op_attn_out, n);
+    const norm_quantize_arg attn_out = {m->attn, m->attn, cfg->sub_norms ? L->attn_sub_norm : NULL, D};
+    run_tokens(s, op_norm_quantize, &attn_out);
     const nb_tmat *o[1] = {&L->o};
     float *x_out[1] = {m->x};
     matmul(m, n, 1, o, x_out, 1);
-    run_tokens(m, op_ffn_in, n);
+    const norm_quantize_arg ffn_in = {m->x, m->hn, L->ffn_norm, E};
+    run_tokens(s, op_norm_quantize, &ffn_in);
     const nb_tmat *gu[2] = {&L->gate, &L->up};
     float *gu_out[2] = {m->g, m->u};
     matmul(m, n, 2, gu, gu_out, 0);
-    run_tokens(m, op_ffn_act, n);
+    run_tokens(s, op_ffn_act, NULL);
     const nb_tmat *down[1] = {&L->down};
     matmul(m, n, 1, down, x_out, 1);
 }
@@ -252,12 +259,12 @@ static void embed(nb_model *m, const int32_t *tokens, int n) {
     }
 }
 
-static void rope_tables(nb_model *m, int n) {
+static void rope_tables(nb_model *m, const int *pos, int n) {
     const int half = m->cfg.head_dim / 2;
     for (int t = 0; t < n; t++) {
-        const double pos = (double)(m->p0 + t);
+        const double p = (double)pos[t];
         for (int i = 0; i < half; i++) {
-            double a = pos * m->rope_freq[i];
+            double a = p * m->rope_freq[i];
             m->rope_cos[(size_t)t * half + i] = (float)cos(a);
             m->rope_sin[(size_t)t * half + i] = (float)sin(a);
         }
@@ -269,42 +276,58 @@ static void rope_tables(nb_model *m, int n) {
 typedef struct {
     nb_model *m;
     int ntok;
-    int exact; /* every row from the float values, whatever the model's head */
     float *logits;
     atomic_int next;
 } head_job;
 
 #define HEAD_CHUNK 256 /* rows per claim: longer streams, as for the matmuls (+2% decode against 64) */
 
-static void head_task(void *arg, int ith, int nth) {
-    (void)ith;
-    (void)nth;
-    head_job *job = arg;
-    nb_model *m = job->m;
-    const int E = m->cfg.n_embd, V = m->cfg.n_vocab;
-    const size_t esz = m->cfg.output_type == NB_F32 ? 4 : 2;
+/* The logit of vocabulary row r for batch token t, one function per head type (enum nb_head). */
+static inline float head_exact(const nb_model *m, int r, int t) {
+    const int E = m->cfg.n_embd;
+    const char *row = (const char *)m->cfg.output + (size_t)r * E * (m->cfg.output_type == NB_F32 ? 4 : 2);
+    return m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
+}
+
+static inline float head_q8(const nb_model *m, int r, int t) {
+    const int E = m->cfg.n_embd;
+    int32_t d = m->k->dot_i8(m->qa + (size_t)t * E, m->head_q + (size_t)r * E, E);
+    return (float)d * (m->head_scale[r] / m->qs[t]);
+}
+
+static inline float head_q4(const nb_model *m, int r, int t) {
+    const int E = m->cfg.n_embd, G = E / 128;
+    return m->k->dot_q4(m->head_q4 + (size_t)r * (E / 2), m->head_scale + (size_t)r * G,
+                        m->qa + (size_t)t * E, m->head_gsum + (size_t)t * G, E) / m->qs[t];
+}
+
+/* The claim loop of the head tasks: HEAD_CHUNK rows at a time, each row for every token. logit
+ * is a constant in each task below, so it is inlined there. */
+__attribute__((always_inline)) static inline void head_rows(head_job *job,
+                                                            float (*logit)(const nb_model *, int, int)) {
+    const int V = job->m->cfg.n_vocab;
     for (;;) {
-        int r0 = atomic_fetch_add(&job->next, HEAD_CHUNK);
+        int r0 = nb_claim(&job->next, HEAD_CHUNK);
         if (r0 >= V) break;
         int r1 = r0 + HEAD_CHUNK < V ? r0 + HEAD_CHUNK : V;
-        for (int r = r0; r < r1; r++) {
-            for (int t = 0; t < job->ntok; t++) {
-                float *dst = &job->logits[(size_t)t * V + r];
-                if (job->exact) {
-                    const char *row = (const char *)m->cfg.output + (size_t)r * E * esz;
-                    *dst = m->k->dot_row(m->hn + (size_t)t * E, row, m->cfg.output_type, E);
-                } else if (m->head_q4) {
-                    const int G = E / 128;
-                    *dst = m->k->dot_q4(m->head_q4 + (size_t)r * (E / 2), m->head_scale + (size_t)r * G,
-                                        m->qa + (size_t)t * E, m->head_gsum + (size_t)t * G, E) / m->qs[t];
-                } else { /* q8 */
-                    int32_t d = m->k->dot_i8(m->qa + (size_t)t * E, m->head_q + (size_t)r * E, E);
-                    *dst = (float)d * (m->head_scale[r] / m->qs[t]);
-                }
-            }
-        }
+        for (int r = r0; r < r1; r++)
+            for (int t = 0; t < job->ntok; t++) job->logits[(size_t)t * V + r] = logit(job->m, r, t);
     }
 }
+
+#define NB_HEAD_TASK(kind)                                                                     \
+    static void head_##kind##_task(void *arg, int ith, int nth) {                              \
+        (void)ith;                                                                             \
+        (void)nth;                                                                             \
+        head_rows(arg, head_##kind);                                                           \
+    }
+NB_HEAD_TASK(exact)
+NB_HEAD_TASK(q8)
+NB_HEAD_TASK(q4)
+#undef NB_HEAD_TASK
+
+static const nb_task_fn HEAD_TASKS[] = {
+    [NB_HEAD_EXACT] = head_exact_task, [NB_HEAD_Q8] = head_q8_task, [NB_HEAD_Q4] = head_q4_task};
 
 /* A quantized head ranks the vocabulary; its NB_RESCORE best candidates are then recomputed
  * from the float rows. Sampling only ever keeps the top of the distribution (top-k 40 by
@@ -369,44 +392,51 @@ static void rescore_best(nb_model *m, int ntok, float *logits) {
 }
 
 /* Logits of batch tokens t0..t0+ntok-1 into logits[0 .. ntok*n_vocab); exact: from the float
- * rows only. */
+ * rows only, whatever the model's head (scoring calls). */
 static void head(nb_model *m, int t0, int ntok, float *logits, int exact) {
-    exact = exact || m->cfg.head == NB_HEAD_EXACT;
+    const enum nb_head kind = exact ? NB_HEAD_EXACT : m->cfg.head;
     const int E = m->cfg.n_embd;
     for (int t = 0; t < ntok; t++) {
         float *h = m->hn + (size_t)t * E;
-        rmsnorm(m, h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E);
-        if (exact) continue;
+        m->k->rmsnorm(h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E, m->cfg.rms_eps);
+        if (kind == NB_HEAD_EXACT) continue;
         int8_t *q = m->qa + (size_t)t * E;
-        quantize_row(m, h, E, q, &m->qsum[t], &m->qs[t]);
-        if (m->cfg.head == NB_HEAD_Q4)
+        m->k->quantize(h, E, q, &m->qsum[t], &m->qs[t]);
+        if (kind == NB_HEAD_Q4)
             for (int g = 0; g < E / 128; g++) {
                 int32_t sum = 0;
                 for (int i = 0; i < 128; i++) sum += q[g * 128 + i];
                 m->head_gsum[(size_t)t * (E / 128) + g] = sum;
             }
     }
-    head_job job = {.m = m, .ntok = ntok, .exact = exact, .logits = logits};
+    head_job job = {.m = m, .ntok = ntok, .logits = logits};
     atomic_init(&job.next, 0);
-    nb_pool_run(m->pool, head_task, &job);
-    if (!exact) rescore_best(m, ntok, logits);
+    nb_pool_run(m->pool, HEAD_TASKS[kind], &job);
+    if (kind != NB_HEAD_EXACT) rescore_best(m, ntok, logits);
 }
 
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
                      int all_logits, int exact_head) {
+    /* A caller in another thread meanwhile gets -1 instead of sharing the scratch. The exchange
+     * (seq_cst, so acquire) and the release store at the end hand the model's state (KV cache,
+     * scratch) from one pass to the next, whichever threads run them. */
     if (atomic_exchange(&m->busy, 1)) return -1;
     const size_t V = m->cfg.n_vocab;
+    int pos[NB_UBATCH];
     for (int b = 0; b < n; b += NB_UBATCH) {
         int nb = n - b < NB_UBATCH ? n - b : NB_UBATCH;
-        m->p0 = n_past + b;
+        for (int t = 0; t < nb; t++) pos[t] = n_past + b + t;
         embed(m, tokens + b, nb);
-        rope_tables(m, nb);
-        for (int il = 0; il < m->cfg.n_layer; il++) layer(m, il, nb);
+        rope_tables(m, pos, nb);
+        for (int il = 0; il < m->cfg.n_layer; il++) {
+            const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos};
+            layer(&s);
+        }
         if (all_logits)
             head(m, 0, nb, logits + (size_t)b * V, exact_head);
         else if (b + nb == n)
             head(m, nb - 1, 1, logits, exact_head);
     }
-    atomic_store(&m->busy, 0);
+    atomic_store_explicit(&m->busy, 0, memory_order_release);
     return 0;
 }

@@ -1,17 +1,45 @@
 /* The kernel tables: portable C, and AVX2 when the running CPU has AVX2, FMA and F16C. */
+#include <string.h>
+
 #include "cpu.h"
 #include "kernels.h"
 
 static const nb_kernels portable = NB_KERNEL_TABLE(portable);
 
-const nb_kernels *nb_kernels_portable(void) { return &portable; }
-
 #if defined(__x86_64__) || defined(__i386__)
 static const nb_kernels avx2 = NB_KERNEL_TABLE(avx2);
 
-const nb_kernels *nb_kernels_avx2(void) {
+static const nb_kernels *avx2_if_supported(void) {
     return cpu_has_avx2() && cpu_has_fma() && cpu_has_f16c() ? &avx2 : 0;
 }
 #else
-const nb_kernels *nb_kernels_avx2(void) { return 0; }
+static const nb_kernels *avx2_if_supported(void) { return 0; }
 #endif
+
+static const nb_kernels *portable_always(void) { return &portable; }
+
+/* Every set, best first ("auto" takes the first the CPU runs); a new ISA adds one row. */
+static const struct {
+    const char *name;
+    const nb_kernels *(*get)(void); /* NULL when this build or CPU cannot run the set */
+} SETS[] = {
+    {"avx2", avx2_if_supported},
+    {"portable", portable_always},
+};
+
+#define NSETS (int)(sizeof(SETS) / sizeof(SETS[0]))
+
+const nb_kernels *nb_kernels_select(const char *isa, const char **err) {
+    const int any = strcmp(isa, "auto") == 0;
+    for (int i = 0; i < NSETS; i++) {
+        if (!any && strcmp(isa, SETS[i].name) != 0) continue;
+        const nb_kernels *k = SETS[i].get();
+        if (k) return k;
+        if (!any) {
+            *err = "this CPU (or this build) cannot run these kernels";
+            return 0;
+        }
+    }
+    *err = "unknown kernel set: expected 'auto', 'avx2' or 'portable'";
+    return 0;
+}

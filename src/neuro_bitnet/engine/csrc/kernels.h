@@ -41,9 +41,9 @@ typedef struct {
     void (*to_f32)(float *dst, const void *row, int dtype, int n);
 } nb_kernels;
 
-const nb_kernels *nb_kernels_portable(void);
-/* NULL when this build or CPU has no AVX2/FMA/F16C. */
-const nb_kernels *nb_kernels_avx2(void);
+/* The kernel set named isa: "auto" (the best one this CPU runs), "avx2" or "portable". NULL
+ * with *err set (a static message) when the name is unknown or the CPU cannot run that set. */
+const nb_kernels *nb_kernels_select(const char *isa, const char **err);
 
 /* The implementations behind the tables (kernels.c). */
 #define NB_TERNARY_ARGS                                                                        \

@@ -76,7 +76,7 @@ static void quant_task(void *arg, int ith, int nth) {
     const size_t esz = dt == NB_F32 ? 4 : 2;
     float *row = m->hn + (size_t)ith * E; /* one scratch row per thread */
     for (;;) {
-        int r0 = atomic_fetch_add(&job->next, QUANT_CHUNK);
+        int r0 = nb_claim(&job->next, QUANT_CHUNK);
         if (r0 >= V) break;
         int r1 = r0 + QUANT_CHUNK < V ? r0 + QUANT_CHUNK : V;
         for (int r = r0; r < r1; r++) {

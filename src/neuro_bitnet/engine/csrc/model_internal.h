@@ -30,8 +30,6 @@ struct nb_model {
     float *qs;
     float *rope_cos, *rope_sin;
     float *scores; /* n_threads x (n_head / n_head_kv) x ctx_size */
-    /* The step being run (read by the per-token tasks). */
-    int il, p0;
 };
 
 /* Row r of the head (the file's float values): read from head_fd when there is one, else

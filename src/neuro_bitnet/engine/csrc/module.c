@@ -1,17 +1,14 @@
-/* Python module `neuro_bitnet.engine._core`: cpu_features, set_isa and the Model type. */
+/* Python module `neuro_bitnet.engine._core`: cpu_features and the Model type. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
 #include "model.h"
 #include "spec.h"
-
-static int g_force_portable = 0;
 
 /* ---- Model type ---- */
 
@@ -23,11 +20,18 @@ typedef struct {
 } ModelObject;
 
 static int model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"spec", NULL};
+    static char *kwlist[] = {"spec", "isa", NULL};
     PyObject *spec;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Model", kwlist, &spec)) return -1;
+    const char *isa = "auto";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$s:Model", kwlist, &spec, &isa)) return -1;
     if (self->m) {
         PyErr_SetString(PyExc_RuntimeError, "Model is already initialized");
+        return -1;
+    }
+    const char *err = "unknown error";
+    const nb_kernels *k = nb_kernels_select(isa, &err);
+    if (!k) {
+        PyErr_Format(PyExc_ValueError, "isa '%s': %s", isa, err);
         return -1;
     }
     nb_config cfg;
@@ -37,11 +41,6 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
         buffers_release(&self->bufs);
         return -1;
     }
-    const char *env = getenv("NEURO_BITNET_ISA");
-    int portable = g_force_portable || (env && strcmp(env, "portable") == 0);
-    const nb_kernels *k = portable ? NULL : nb_kernels_avx2();
-    if (!k) k = nb_kernels_portable();
-    const char *err = "unknown error";
     nb_model *m;
     Py_BEGIN_ALLOW_THREADS
     m = nb_model_create(&cfg, k, &err);
@@ -172,7 +171,9 @@ static PyTypeObject ModelType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "neuro_bitnet.engine._core.Model",
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Model(spec): a BitNet b1.58 model over caller-owned weight buffers (zero copy).\n\n"
+    .tp_doc = "Model(spec, *, isa='auto'): a BitNet b1.58 model over caller-owned weight buffers\n"
+              "(zero copy). isa picks the kernels: 'auto' (the best this CPU runs), 'avx2' or\n"
+              "'portable' (plain C); one this CPU cannot run raises ValueError.\n\n"
               "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
               "n_threads; floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
               "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
@@ -196,32 +197,14 @@ static PyTypeObject ModelType = {
 static PyObject *py_cpu_features(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return Py_BuildValue("{s:O,s:O,s:O,s:O}",
+    return Py_BuildValue("{s:O,s:O,s:O}",
                          "avx2", cpu_has_avx2() ? Py_True : Py_False,
                          "fma", cpu_has_fma() ? Py_True : Py_False,
-                         "f16c", cpu_has_f16c() ? Py_True : Py_False,
-                         "neon", cpu_has_neon() ? Py_True : Py_False);
-}
-
-static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
-    (void)self;
-    const char *s = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
-    if (s && strcmp(s, "auto") == 0)
-        g_force_portable = 0;
-    else if (s && strcmp(s, "portable") == 0)
-        g_force_portable = 1;
-    else {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "set_isa: expected 'auto' or 'portable', got %R", arg);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+                         "f16c", cpu_has_f16c() ? Py_True : Py_False);
 }
 
 static PyMethodDef core_methods[] = {
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels can dispatch on."},
-    {"set_isa", py_set_isa, METH_O,
-     "set_isa('auto' | 'portable'): kernels for Models built afterwards ('portable' forces plain C)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,11 +1,7 @@
-/* I2_S ternary x int8 matrix kernels: portable C and AVX2.
- *
- * A row of `cols` weights is cols/128 blocks of 32 bytes; byte j of a block holds the codes of
- * weights j, 32+j, 64+j, 96+j in bits 7:6, 5:4, 3:2, 1:0. Code = w + 1, so the dot product with
- * codes is corrected by subtracting the sum of the activations once per row.
- */
+/* I2_S ternary x int8 matrix kernels: portable C and AVX2 (the layout is in i2s.h). */
 #include <stddef.h>
 
+#include "i2s.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -18,9 +14,9 @@ static int32_t row_dot_portable(const uint8_t *w, int nblk, const int8_t *q) {
     int32_t acc = 0;
     for (int b = 0; b < nblk; b++, w += 32, q += 128) {
         for (int j = 0; j < 32; j++) {
-            int v = w[j];
-            acc += ((v >> 6) & 3) * q[j] + ((v >> 4) & 3) * q[32 + j] + ((v >> 2) & 3) * q[64 + j] +
-                   (v & 3) * q[96 + j];
+            const uint8_t v = w[j];
+            acc += i2s_code(v, 0) * q[j] + i2s_code(v, 1) * q[32 + j] + i2s_code(v, 2) * q[64 + j] +
+                   i2s_code(v, 3) * q[96 + j];
         }
     }
     return acc;
@@ -43,145 +39,140 @@ void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_
 /* 4 KB ahead: at 1 KB a decode thread stalls on DRAM latency (measured ~8% slower). */
 #define NB_PREFETCH 4096
 
-/* One weight row against NT activation rows: each 32-byte block is unpacked once and applied
- * to all NT tokens. maddubs results are summed as int16 over up to NB_GROUP blocks before one
- * widening madd: per lane a block adds at most 4 * 2 * 3 * 128 = 3072 (even for the invalid
- * code 3), so 8 blocks stay below 32767. */
+/* maddubs results are summed as int16 over up to NB_GROUP blocks before one widening madd: per
+ * lane a block adds at most 4 * 2 * 3 * 128 = 3072 (even for the invalid code 3), so 8 blocks
+ * stay below 32767. */
 #define NB_GROUP 8
-NB_AVX2_INLINE void row_tile(const uint8_t *w, int nblk, const int8_t *q, size_t qs, int NT,
-                             int32_t *out) {
-    const __m256i mask = _mm256_set1_epi8(3);
+
+/* The largest tile: R rows x T tokens of int16 sums and as many int32 ones; 16 ymm registers
+ * hold those, the R unpacked code vectors and one activation vector. */
+#define NB_TILE_R 2
+#define NB_TILE_T 4
+
+/* An empty asm that "modifies" the sums: the compiler must hold them in registers here, so it
+ * cannot reassociate the int16 sums into trees of temporaries (gcc does, and then spills half
+ * of them to the stack on every block). One asm for a full 2 x 4 tile: with one per sum, gcc
+ * adds register moves to that loop (95 instructions a block instead of 88). */
+NB_AVX2_INLINE void keep_in_registers(__m256i s[NB_TILE_R][NB_TILE_T], int R, int T) {
+    if (R == 2 && T == 4)
+        __asm__("" : "+x"(s[0][0]), "+x"(s[0][1]), "+x"(s[0][2]), "+x"(s[0][3]), "+x"(s[1][0]),
+                "+x"(s[1][1]), "+x"(s[1][2]), "+x"(s[1][3]));
+    else
+        for (int i = 0; i < R; i++)
+            for (int t = 0; t < T; t++) __asm__("" : "+x"(s[i][t]));
+}
+
+/* The dots of an R-row x T-token tile: out[i * T + t] = sum_k code(row i)[k] * q[t * qs + k],
+ * row i at w + i * row_bytes.
+ * Slice by slice, each unpacked code vector serves T tokens and each activation load R rows:
+ * prefill, bound by activation loads from L2, wants R > 1 (2 x 4 halved that traffic against
+ * 1 x 8). One-row tiles are the decode path, bound by memory latency: they prefetch the weights
+ * well ahead (past the row, into the rows the next call reads). R, T are constants where this
+ * is inlined (the tiles below), so the loops unroll and the sums stay in registers. */
+NB_AVX2_INLINE void tile_dots(const uint8_t *w, size_t row_bytes, int nblk, const int8_t *q,
+                              size_t qs, int R, int T, int32_t *out) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc[8], acc16[8];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
+    __m256i acc[NB_TILE_R][NB_TILE_T], s[NB_TILE_R][NB_TILE_T];
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) acc[i][t] = _mm256_setzero_si256();
     for (int b0 = 0; b0 < nblk; b0 += NB_GROUP) {
         const int b1 = b0 + NB_GROUP < nblk ? b0 + NB_GROUP : nblk;
-        for (int t = 0; t < NT; t++) acc16[t] = _mm256_setzero_si256();
+        for (int i = 0; i < R; i++)
+            for (int t = 0; t < T; t++) s[i][t] = _mm256_setzero_si256();
         for (int b = b0; b < b1; b++) {
-            /* Decode is bound by memory latency: ask for the weights well ahead (runs past the
-             * row into the next ones, which is where the next call reads). */
-            _mm_prefetch((const char *)(w + (size_t)b * 32) + NB_PREFETCH, _MM_HINT_T0);
-            __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)b * 32));
-            __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-            __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-            __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-            __m256i c3 = _mm256_and_si256(v, mask);
-            for (int t = 0; t < NT; t++) {
-                const int8_t *a = q + (size_t)t * qs + (size_t)b * 128;
-                /* a running sum (not a tree) keeps the 8 accumulators in registers */
-                __m256i s = acc16[t];
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)a)));
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a + 32))));
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(a + 64))));
-                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(a + 96))));
-                acc16[t] = s;
+            __m256i v[NB_TILE_R];
+            for (int i = 0; i < R; i++) {
+                const uint8_t *wb = w + (size_t)i * row_bytes + (size_t)b * 32;
+                if (R == 1) _mm_prefetch((const char *)wb + NB_PREFETCH, _MM_HINT_T0);
+                v[i] = _mm256_loadu_si256((const __m256i *)wb);
+            }
+            const int8_t *a = q + (size_t)b * 128;
+            for (int k = 0; k < 4; k++) {
+                __m256i c[NB_TILE_R];
+                for (int i = 0; i < R; i++) c[i] = i2s_codes(v[i], k);
+                for (int t = 0; t < T; t++) {
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(a + (size_t)t * qs + 32 * k));
+                    for (int i = 0; i < R; i++) s[i][t] = _mm256_add_epi16(s[i][t], _mm256_maddubs_epi16(c[i], x));
+                }
+                keep_in_registers(s, R, T);
             }
         }
-        for (int t = 0; t < NT; t++) acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
+        for (int i = 0; i < R; i++)
+            for (int t = 0; t < T; t++) acc[i][t] = _mm256_add_epi32(acc[i][t], _mm256_madd_epi16(s[i][t], ones));
     }
-    for (int t = 0; t < NT; t++) out[t] = hsum_i32(acc[t]);
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) out[i * T + t] = hsum_i32(acc[i][t]);
 }
 
-/* An empty asm that "modifies" the 8 accumulators: the compiler must have each of them in a
- * register here, so it cannot reassociate the int16 sums into trees of temporaries (gcc does,
- * and then spills half of them to the stack on every block). */
-#define NB_KEEP_IN_REGISTERS(a, b)                                                              \
-    __asm__("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(b[0]), "+x"(b[1]),       \
-            "+x"(b[2]), "+x"(b[3]))
+/* What a tile function works on: the matrix, and the first token of its group of tokens. */
+typedef struct {
+    const uint8_t *w;
+    size_t row_bytes;
+    int nblk;
+    const int8_t *q; /* activations of the group's first token, qs bytes a token */
+    size_t qs;
+    const int32_t *qsum;
+    const float *fac;
+    float *y; /* outputs of the group's first token, ys floats a token */
+    int ys, accumulate;
+} tile_args;
 
-/* Prefill micro-tile: two weight rows against four activation rows. Each activation load now
- * feeds two maddubs instead of one, which halves the activation traffic from L2 (with one row
- * per tile, prefill was bound by those loads, not by the multiplies). 8 int16 accumulators,
- * 2 unpacked code vectors and one activation vector fit the 16 ymm registers. */
-NB_AVX2_INLINE void tile_2x4(const uint8_t *w0, const uint8_t *w1, int nblk, const int8_t *q,
-                             size_t qs, int32_t out0[4], int32_t out1[4]) {
-    const __m256i mask = _mm256_set1_epi8(3);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i acc0[4], acc1[4];
-    for (int t = 0; t < 4; t++) acc0[t] = acc1[t] = _mm256_setzero_si256();
-    for (int b0 = 0; b0 < nblk; b0 += NB_GROUP) {
-        const int b1 = b0 + NB_GROUP < nblk ? b0 + NB_GROUP : nblk;
-        __m256i s0[4], s1[4];
-        for (int t = 0; t < 4; t++) s0[t] = s1[t] = _mm256_setzero_si256();
-        for (int b = b0; b < b1; b++) {
-            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)b * 32));
-            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + (size_t)b * 32));
-            const int8_t *a = q + (size_t)b * 128;
-#define NB_SLICE(shift, off)                                                                     \
-    {                                                                                            \
-        const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v0, shift), mask);                 \
-        const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v1, shift), mask);                 \
-        for (int t = 0; t < 4; t++) {                                                            \
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(a + (size_t)t * qs + (off))); \
-            s0[t] = _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(c0, x));                        \
-            s1[t] = _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(c1, x));                        \
-        }                                                                                        \
-        NB_KEEP_IN_REGISTERS(s0, s1);                                                            \
-    }
-            NB_SLICE(6, 0)
-            NB_SLICE(4, 32)
-            NB_SLICE(2, 64)
-            NB_SLICE(0, 96)
-#undef NB_SLICE
-        }
-        for (int t = 0; t < 4; t++) {
-            acc0[t] = _mm256_add_epi32(acc0[t], _mm256_madd_epi16(s0[t], ones));
-            acc1[t] = _mm256_add_epi32(acc1[t], _mm256_madd_epi16(s1[t], ones));
-        }
-    }
-    for (int t = 0; t < 4; t++) {
-        out0[t] = hsum_i32(acc0[t]);
-        out1[t] = hsum_i32(acc1[t]);
-    }
+/* One kernel signature for every tile shape: rows [r0, r1) for the T tokens of the shape. */
+typedef void (*tile_fn)(const tile_args *a, int r0, int r1);
+
+/* Dots d of R rows from row r, tokens 0..T-1, into y (R, T constants: the loops unroll). */
+NB_AVX2_INLINE void store_tile(const tile_args *a, int r, int R, int T, const int32_t *d) {
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++)
+            store_out(&a->y[(size_t)t * a->ys + r + i], d[i * T + t], a->qsum[t], a->fac[t], a->accumulate);
 }
 
-#define NB_TILE 8
+/* Whole R x T tiles from row r0 while they fit in [r0, r1); returns the first row left. */
+NB_AVX2_INLINE int tile_rows(const tile_args *args, int r0, int r1, int R, int T) {
+    const tile_args a = *args; /* a local copy: the stores to y cannot alias it */
+    int32_t d[NB_TILE_R * NB_TILE_T];
+    int r = r0;
+    for (; r + R <= r1; r += R) {
+        tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, R, T, d);
+        store_tile(&a, r, R, T, d);
+    }
+    return r;
+}
+
+/* tile_1xT, and tile_RxT (R > 1), whose rows left over go to tile_1xT: every tile function
+ * takes any rows [r0, r1). */
+#define NB_DEFINE_ROW_TILE(T) \
+    NB_AVX2 static void tile_1x##T(const tile_args *a, int r0, int r1) { tile_rows(a, r0, r1, 1, T); }
+#define NB_DEFINE_TILE(R, T)                                                                   \
+    NB_AVX2 static void tile_##R##x##T(const tile_args *a, int r0, int r1) {                   \
+        const int r = tile_rows(a, r0, r1, R, T);                                              \
+        if (r < r1) tile_1x##T(a, r, r1);                                                      \
+    }
+NB_DEFINE_ROW_TILE(1)
+NB_DEFINE_ROW_TILE(2)
+NB_DEFINE_ROW_TILE(3)
+NB_DEFINE_ROW_TILE(4)
+NB_DEFINE_TILE(2, 4)
+#undef NB_DEFINE_ROW_TILE
+#undef NB_DEFINE_TILE
+
+/* The tile for a group of T tokens, T = 1..NB_TILE_T: the kernel runs groups of NB_TILE_T
+ * while that many tokens remain, then the tile for the rest. A new shape (wider prefill tiles,
+ * lookup-table kernels) is one more NB_DEFINE_TILE and one entry here. */
+static const tile_fn TILES[NB_TILE_T + 1] = {[1] = tile_1x1, [2] = tile_1x2, [3] = tile_1x3, [4] = tile_2x4};
 
 NB_AVX2 void nb_ternary_avx2(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
                              const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
                              int accumulate) {
-    const int nblk = cols / 128;
-    const size_t row_bytes = (size_t)cols / 4;
-    int32_t d[NB_TILE];
-    int t0 = 0;
-    if (ntok >= 4) {
-        for (; t0 + 4 <= ntok; t0 += 4) {
-            const int8_t *qt = q + (size_t)t0 * cols;
-            int r = r0;
-            for (; r + 2 <= r1; r += 2) {
-                int32_t d0[4], d1[4];
-                const uint8_t *wr = w + (size_t)r * row_bytes;
-                tile_2x4(wr, wr + row_bytes, nblk, qt, (size_t)cols, d0, d1);
-                for (int t = 0; t < 4; t++) {
-                    store_out(&y[(size_t)(t0 + t) * ys + r], d0[t], qsum[t0 + t], fac[t0 + t], accumulate);
-                    store_out(&y[(size_t)(t0 + t) * ys + r + 1], d1[t], qsum[t0 + t], fac[t0 + t], accumulate);
-                }
-            }
-            if (r < r1) {
-                row_tile(w + (size_t)r * row_bytes, nblk, qt, (size_t)cols, 4, d);
-                for (int t = 0; t < 4; t++)
-                    store_out(&y[(size_t)(t0 + t) * ys + r], d[t], qsum[t0 + t], fac[t0 + t], accumulate);
-            }
-        }
-    }
-    for (; t0 < ntok; t0 += NB_TILE) {
-        int nt = ntok - t0 < NB_TILE ? ntok - t0 : NB_TILE;
-        const int8_t *qt = q + (size_t)t0 * cols;
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *wr = w + (size_t)r * row_bytes;
-            switch (nt) {
-            case 8: row_tile(wr, nblk, qt, (size_t)cols, 8, d); break;
-            case 7: row_tile(wr, nblk, qt, (size_t)cols, 7, d); break;
-            case 6: row_tile(wr, nblk, qt, (size_t)cols, 6, d); break;
-            case 5: row_tile(wr, nblk, qt, (size_t)cols, 5, d); break;
-            case 4: row_tile(wr, nblk, qt, (size_t)cols, 4, d); break;
-            case 3: row_tile(wr, nblk, qt, (size_t)cols, 3, d); break;
-            case 2: row_tile(wr, nblk, qt, (size_t)cols, 2, d); break;
-            default: row_tile(wr, nblk, qt, (size_t)cols, 1, d); break;
-            }
-            for (int t = 0; t < nt; t++)
-                store_out(&y[(size_t)(t0 + t) * ys + r], d[t], qsum[t0 + t], fac[t0 + t], accumulate);
-        }
+    tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
+                   .ys = ys, .accumulate = accumulate};
+    for (int t0 = 0; t0 < ntok; t0 += NB_TILE_T) {
+        const int nt = ntok - t0 < NB_TILE_T ? ntok - t0 : NB_TILE_T;
+        a.q = q + (size_t)t0 * cols;
+        a.qsum = qsum + t0;
+        a.fac = fac + t0;
+        a.y = y + (size_t)t0 * ys;
+        TILES[nt](&a, r0, r1);
     }
 }
 #endif

@@ -4,6 +4,19 @@
  * counter until none are left. So the caller never waits for a worker that has not started:
  * it revokes the worker's slot and finishes the job itself. That keeps a descheduled worker
  * (a busy, shared machine) from stalling each of the ~150 steps of a token.
+ *
+ * Memory ordering. A job is handed over through each worker's `slot`, not through `gen`:
+ *   caller: writes fn, arg and the job's data; stores slot = POSTED (seq_cst, so release);
+ *           bumps gen (the wake-up hint);
+ *   worker: CAS slot POSTED -> RUNNING (seq_cst, so acquire): it now sees fn, arg and the job
+ *           as the caller wrote them; runs the job; stores slot = IDLE (release);
+ *   caller: waits until it reads slot == IDLE (acquire) or revokes it (CAS POSTED -> IDLE), so
+ *           every write the worker made is visible when nb_pool_run returns.
+ * gen only tells a worker that something may have been posted. A worker that was revoked and
+ * is still spinning may see gen move past the job it missed; it then takes the next job by the
+ * same CAS, whose acquire pairs with that job's POSTED store, so it never runs a job with a
+ * stale fn or arg. Sleepers check gen under the mutex and the caller bumps it under the mutex,
+ * so a wake-up cannot be lost between the check and the wait.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "threadpool.h"
@@ -66,10 +79,12 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = atomic_load(&pool->gen);
+        /* The handover (see the top): success acquires fn, arg and the job; failure means the
+         * caller revoked the slot and did the work itself. */
         int expected = SLOT_POSTED;
         if (atomic_compare_exchange_strong(&w->slot, &expected, SLOT_RUNNING)) {
             pool->fn(pool->arg, w->ith, pool->n);
-            atomic_store_explicit(&w->slot, SLOT_IDLE, memory_order_release);
+            atomic_store_explicit(&w->slot, SLOT_IDLE, memory_order_release); /* publishes the job's writes */
         }
     }
     return NULL;
@@ -127,14 +142,18 @@ void nb_pool_run(nb_pool *pool, nb_task_fn fn, void *arg) {
         fn(arg, 0, 1);
         return;
     }
+    /* Plain writes, published by the seq_cst (release) POSTED stores after them. */
     pool->fn = fn;
     pool->arg = arg;
     for (int i = 1; i < pool->n; i++) atomic_store(&pool->workers[i].slot, SLOT_POSTED);
+    /* The hint: under the mutex, so a worker about to sleep either sees it or gets the signal. */
     pthread_mutex_lock(&pool->mu);
     atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
     pthread_cond_broadcast(&pool->cv);
     pthread_mutex_unlock(&pool->mu);
     fn(arg, 0, pool->n);
+    /* Each worker's slot ends IDLE again, by us (revoked: it never started) or by the worker (its
+     * release store, read here with acquire: its outputs are visible from here on). */
     for (int i = 1; i < pool->n; i++) {
         int expected = SLOT_POSTED;
         if (atomic_compare_exchange_strong(&pool->workers[i].slot, &expected, SLOT_IDLE))
