@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from neuro_bitnet.engine.chat_format import ChatFormatError
+from neuro_bitnet.errors import EngineError
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
 
@@ -53,7 +53,7 @@ def chat_prompt_ids(model: Any, job: Job, messages: list[dict[str, str]]) -> lis
     is a 400."""
     try:
         return model.chat_prompt_ids(messages, cancelled=job.cancelled.is_set)
-    except ChatFormatError as exc:
+    except EngineError as exc:  # the engine's report of a chat the format refuses
         job.check()  # stopped because the client left: report a cancellation
         raise APIError(400, f"the messages cannot be formatted for this model: {exc}", param="messages",
                        code="invalid_messages") from None
