@@ -118,3 +118,23 @@ def test_kill_9_leaves_a_consistent_index_that_the_next_run_completes(tmp_path: 
         assert store.check() == []
         assert len(store.documents()) == 800
     assert f'"unchanged": {partial}' in done.stdout
+
+
+def long_paragraph(n_words: int) -> str:
+    """One paragraph (no blank line) of `n_words` distinct words, the last one `finalword`."""
+    return " ".join(f"w{i}" for i in range(n_words - 1)) + " finalword"
+
+
+def test_a_paragraph_longer_than_the_embedder_limit_keeps_every_word(tmp_path: Path, tiny_embedder) -> None:
+    """The tiny embedder truncates its model input at 128 tokens; chunking must still see all
+    1,000 words of a paragraph."""
+    from neuro_bitnet.retrieval.search import hybrid_search
+
+    assert tiny_embedder.max_tokens == 128
+    write(tmp_path / "docs", {"long.txt": long_paragraph(1000)})
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        index_paths([tmp_path / "docs"], store, tiny_embedder, IndexOptions(chunk_tokens=100, overlap=10))
+        words = set(" ".join(store.iter_chunk_texts()).split())
+        assert words == {f"w{i}" for i in range(999)} | {"finalword"}
+        hits = hybrid_search(store, tiny_embedder, "finalword", mode="lexical")
+        assert len(hits) == 1 and hits[0].text.endswith("finalword")

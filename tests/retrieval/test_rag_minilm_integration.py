@@ -45,3 +45,19 @@ def test_minilm_embeds_and_ranks_paraphrases(tmp_path: Path) -> None:
     for query, expected in QUERIES.items():
         hits = search(tmp_path / "idx", query, top_k=1, mode="vector")
         assert Path(hits[0].path).name == expected, query
+
+
+def test_minilm_chunking_keeps_a_1000_word_paragraph(tmp_path: Path) -> None:
+    """The model input is truncated at 256 tokens; the chunker's tokenizer is not."""
+    embedder = load_embedder("all-minilm-l6-v2")
+    words = [f"word{i}" for i in range(999)] + ["zygomorphic"]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.txt").write_text(" ".join(words))
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        index_paths([docs], store, embedder)
+        assert store.stats()["chunks"] > 4
+        stored = set(" ".join(store.iter_chunk_texts()).split())
+        assert set(words) <= stored  # each word whole in some chunk (overlap covers cut words)
+    hits = search(tmp_path / "idx", "zygomorphic", top_k=3, mode="lexical")
+    assert len(hits) == 1 and hits[0].text.endswith("zygomorphic")

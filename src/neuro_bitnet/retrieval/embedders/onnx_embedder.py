@@ -90,8 +90,13 @@ class OnnxEmbedder:
 
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_file))
+            # Chunking must see every token of a text, so it gets its own tokenizer without the
+            # truncation (and padding) the model's input needs.
+            self.span_tokenizer = Tokenizer.from_file(str(tok_file))
         except Exception as exc:
             raise EmbedderError(f"cannot load {tok_file}: {exc}") from None
+        self.span_tokenizer.no_truncation()
+        self.span_tokenizer.no_padding()
         self.max_tokens = int(settings.get("max_tokens") or 512)
         self.tokenizer.enable_truncation(self.max_tokens)
         pad_id = self.tokenizer.token_to_id("[PAD]")
@@ -137,8 +142,8 @@ class OnnxEmbedder:
         return settings
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character offsets of the tokens (special tokens excluded)."""
-        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        """Character offsets of all the tokens of `text`, however long (special tokens excluded)."""
+        encoding = self.span_tokenizer.encode(text, add_special_tokens=False)
         return [span for span in encoding.offsets if span[1] > span[0]]
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
