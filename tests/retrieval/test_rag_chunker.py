@@ -40,3 +40,17 @@ def test_fixed_location_kept_and_custom_tokenizer() -> None:
     chunks = chunk_sections([Section("abcdefghij" * 5, "", "page 4", 0)], token_spans=chars, max_tokens=20, overlap=5)
     assert all(len(c.text) <= 20 for c in chunks) and all(c.location == "page 4" for c in chunks)
     assert "".join(c.text[5:] if i else c.text for i, c in enumerate(chunks)) == "abcdefghij" * 5
+
+
+def test_embedding_batches_are_bounded_in_texts_and_tokens() -> None:
+    from neuro_bitnet.retrieval.embedders.onnx_embedder import BATCH_SIZE, BATCH_TOKENS, _batches
+
+    lengths = [512] * 32 + [10] * 100 + [5000]
+    batches = _batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) <= BATCH_SIZE and (len(batch) == 1 or len(batch) * longest <= BATCH_TOKENS)
+    assert [len(lengths) - 1] in batches  # longer than the budget: alone
+    assert max(len(b) for b in batches) == BATCH_SIZE  # short texts fill whole batches
+    assert len(batches) <= 4 + 32 * 512 // BATCH_TOKENS + 1 + 1  # not more runs than needed
