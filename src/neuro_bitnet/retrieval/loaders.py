@@ -296,7 +296,7 @@ def _load_pdf(path: Path, data: bytes) -> list[Section]:
 
         from pypdf import PdfReader
     except ImportError:
-        raise SkipFile("PDF support needs pypdf (pip install 'neuro-bitnet[rag]')") from None
+        raise SkipFile("PDF support needs pypdf, a dependency of neuro-bitnet (pip install pypdf)") from None
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -325,7 +325,7 @@ def _load_docx(path: Path, data: bytes) -> list[Section]:
 
         import docx
     except ImportError:
-        raise SkipFile("DOCX support needs python-docx (pip install 'neuro-bitnet[rag]')") from None
+        raise SkipFile("DOCX support needs python-docx, a dependency of neuro-bitnet (pip install python-docx)") from None
     try:
         document = docx.Document(io.BytesIO(data))
         sections: list[Section] = []
