@@ -121,7 +121,7 @@ class SQLiteStore:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
             if 0 < version < SCHEMA_VERSION:
-                self._migrate(version)
+                self._migrate()
             if version == 0 and create:
                 self.conn.executescript(_SCHEMA)  # idempotent; the version is written last
                 with self._transaction():
@@ -130,9 +130,12 @@ class SQLiteStore:
             elif version == 0:
                 raise StorageError(f"{self.path} is not a neuro index (no schema); rebuild it with --reindex")
 
-    def _migrate(self, version: int) -> None:
+    def _migrate(self) -> None:
         """Bring an older index up to SCHEMA_VERSION in one transaction (ids and vectors are kept)."""
         with self._transaction():
+            version = self._schema_version()  # again: another process may have migrated meanwhile
+            if version >= SCHEMA_VERSION:
+                return
             if version < 2:  # chunks.id becomes AUTOINCREMENT: SQLite can only rebuild the table
                 self.conn.execute("DROP TRIGGER IF EXISTS chunks_ai")
                 self.conn.execute("DROP TRIGGER IF EXISTS chunks_ad")
@@ -141,7 +144,8 @@ class SQLiteStore:
                 for statement in statements:
                     if statement.startswith("CREATE TABLE"):
                         self.conn.execute(statement)
-                self.conn.execute("INSERT INTO chunks SELECT * FROM chunks_v1")  # before the triggers
+                columns = "id, doc_id, ordinal, text, heading, location, context"
+                self.conn.execute(f"INSERT INTO chunks({columns}) SELECT {columns} FROM chunks_v1")  # no triggers yet
                 self.conn.execute("DROP TABLE chunks_v1")
                 for statement in statements:  # the index and the triggers again
                     if statement.startswith(("CREATE INDEX", "CREATE TRIGGER")):
