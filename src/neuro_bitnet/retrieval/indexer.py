@@ -32,7 +32,7 @@ class IndexOptions:
     chunk_tokens: int = 256
     overlap: int = 32
     reindex: bool = False
-    batch_chunks: int = 64
+    batch_chunks: int = 16  # embedded and committed together; small, so progress moves every few seconds
 
 
 @dataclass
