@@ -1,7 +1,9 @@
-"""Retrieval benchmark: chunking, embedding and storing throughput, and query latency at size.
+"""Retrieval benchmark: indexing throughput (end to end, chunks/s and memory), chunking, embedding
+and storing throughput, and query latency at size.
 
     python benchmarks/rag_bench.py                       # 10k and 100k chunks, MiniLM if installed
     python benchmarks/rag_bench.py --sizes 10000 --embedder DIR --json
+    python benchmarks/rag_bench.py --index-files 300 --sizes ''   # only the indexing run
 
 Storing and searching use random unit vectors (dim of the embedder) so that 100k chunks take
 seconds, not the hour real embedding would; embedding speed is measured on a sample of real chunks.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from neuro_bitnet.retrieval.chunker import chunk_sections, regex_token_spans
+from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
 from neuro_bitnet.retrieval.loaders import Section
 from neuro_bitnet.retrieval.search import hybrid_search
 from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
@@ -53,6 +57,32 @@ class _QueryOnly:
         return self.vector
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+def bench_indexing(rng, embedder, n_files: int) -> dict:
+    """`index_paths` on a synthetic tree (mostly small notes, every 50th file ~1 MB): chunks/s end
+    to end, where the time goes, and how far RSS rose (peak and after)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "docs"
+        for i in range(n_files):
+            folder = docs / f"dir{i % 10}"
+            folder.mkdir(parents=True, exist_ok=True)
+            words = 150_000 if i % 50 == 49 else int(rng.integers(100, 3000))
+            (folder / f"note{i}.md").write_text(f"# Note {i}\n\n" + make_text(rng, words))
+        before, peak_before = _rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with SQLiteStore(Path(tmp) / "idx", create=True) as store:
+            report = index_paths([docs], store, embedder, IndexOptions(recursive=True))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"files": report.indexed, "chunks": report.chunks_added, "seconds": report.seconds,
+            "chunks_per_s": report.chunks_added / report.seconds, "load_seconds": report.load_seconds,
+            "embed_seconds": report.embed_seconds, "store_seconds": report.store_seconds,
+            "rss_before_mib": before, "rss_after_mib": _rss_mib(),
+            "peak_rss_mib": max(peak, peak_before), "peak_rose": peak > peak_before}
+
+
 def bench_chunking(rng, embedder, n_docs: int = 200) -> dict:
     texts = [make_text(rng, 1500) for _ in range(n_docs)]
     spans = embedder.token_spans if embedder is not None else regex_token_spans
@@ -65,10 +95,12 @@ def bench_chunking(rng, embedder, n_docs: int = 200) -> dict:
 def bench_embedding(embedder, chunks) -> dict:
     texts = [c.text for c in chunks]
     embedder.embed_documents(texts[:8])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     embedder.embed_documents(texts)
-    dt = time.perf_counter() - t0
-    return {"chunks": len(texts), "seconds": dt, "chunks_per_s": len(texts) / dt}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # CPU seconds (all threads) are steadier than wall time on a machine shared with other work.
+    return {"chunks": len(texts), "seconds": dt, "chunks_per_s": len(texts) / dt, "cpu_seconds": cpu,
+            "chunks_per_cpu_s": len(texts) / cpu}
 
 
 def bench_store_and_search(rng, n_chunks: int, dim: int, queries: int) -> dict:
@@ -112,6 +144,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated chunk counts")
     parser.add_argument("--embedder", default="all-minilm-l6-v2", help="name or ONNX dir; 'none' to skip")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--index-files", type=int, default=0,
+                        help="also index a synthetic tree of this many files with the embedder (slow)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -124,20 +158,29 @@ def main() -> None:
         except Exception as exc:  # benchmark goes on without embedding numbers
             print(f"embedder unavailable ({exc}); skipping embedding", file=sys.stderr)
     report: dict = {"embedder": getattr(embedder, "name", None)}
+    if embedder is not None and args.index_files:
+        report["indexing"] = bench_indexing(rng, embedder, args.index_files)  # first: the peak RSS is its own
     chunking = bench_chunking(rng, embedder)
     sample = chunking.pop("sample")
     report["chunking"] = chunking
     if embedder is not None:
         report["embedding"] = bench_embedding(embedder, sample)
     dim = embedder.dim if embedder is not None else 384
-    report["scale"] = [bench_store_and_search(rng, int(n), dim, args.queries) for n in args.sizes.split(",")]
+    report["scale"] = [bench_store_and_search(rng, int(n), dim, args.queries) for n in args.sizes.split(",") if n]
     if args.json:
         print(json.dumps(report, indent=2))
         return
+    if "indexing" in report:
+        x = report["indexing"]
+        print(f"indexing:  {x['chunks_per_s']:9.1f} chunks/s end to end ({x['files']} files, {x['chunks']} chunks, "
+              f"{x['seconds']:.0f} s: read+chunk {x['load_seconds']:.0f}, embed {x['embed_seconds']:.0f}, store "
+              f"{x['store_seconds']:.0f}); RSS {x['rss_before_mib']:.0f} -> peak {x['peak_rss_mib']:.0f}, "
+              f"after {x['rss_after_mib']:.0f} MiB")
     print(f"chunking:  {chunking['chunks_per_s']:9.0f} chunks/s ({chunking['chunks']} chunks)")
     if "embedding" in report:
         e = report["embedding"]
-        print(f"embedding: {e['chunks_per_s']:9.1f} chunks/s ({report['embedder']}, {e['chunks']} chunks)")
+        print(f"embedding: {e['chunks_per_s']:9.1f} chunks/s, {e['chunks_per_cpu_s']:.1f} per CPU-second "
+              f"({report['embedder']}, {e['chunks']} chunks)")
     for s in report["scale"]:
         print(f"{s['chunks']:>7} chunks: store {s['store_chunks_per_s']:8.0f} chunks/s, vectors load "
               f"{s['vector_load_seconds'] * 1000:.0f} ms, db {s['db_bytes'] / 1e6:.0f} MB; p50/p95 ms: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from neuro_bitnet.retrieval.chunker import chunk_sections, regex_token_spans
 from neuro_bitnet.retrieval.loaders import Section
 
@@ -40,3 +42,32 @@ def test_fixed_location_kept_and_custom_tokenizer() -> None:
     chunks = chunk_sections([Section("abcdefghij" * 5, "", "page 4", 0)], token_spans=chars, max_tokens=20, overlap=5)
     assert all(len(c.text) <= 20 for c in chunks) and all(c.location == "page 4" for c in chunks)
     assert "".join(c.text[5:] if i else c.text for i, c in enumerate(chunks)) == "abcdefghij" * 5
+
+
+def test_embedding_batches_are_bounded_in_texts_and_tokens() -> None:
+    from neuro_bitnet.retrieval.embedders.onnx_embedder import BATCH_SIZE, BATCH_TOKENS, _batches
+
+    lengths = [512] * 32 + [10] * 100 + [5000]
+    batches = _batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) <= BATCH_SIZE and (len(batch) == 1 or len(batch) * longest <= BATCH_TOKENS)
+    assert [len(lengths) - 1] in batches  # longer than the budget: alone
+    assert max(len(b) for b in batches) == BATCH_SIZE  # short texts fill whole batches
+    assert len(batches) <= 4 + 32 * 512 // BATCH_TOKENS + 1 + 1  # not more runs than needed
+
+
+def test_long_paragraphs_are_cut_between_words_even_without_overlap() -> None:
+    """A sub-word tokenizer (2 characters per token): a cut inside a word would lose it for keyword search."""
+    def pairs(text: str) -> list[tuple[int, int]]:
+        spans = []
+        for m in re.finditer(r"\S+", text):
+            spans += [(i, min(i + 2, m.end())) for i in range(m.start(), m.end(), 2)]
+        return spans
+
+    text = " ".join(f"word{i}" for i in range(500))  # 3-4 tokens per word
+    for overlap in (0, 7):
+        chunks = chunk_sections([Section(text, "", "", 1)], token_spans=pairs, max_tokens=50, overlap=overlap)
+        assert all(len(pairs(c.text)) <= 50 for c in chunks)
+        assert {w for c in chunks for w in c.text.split()} == set(text.split())

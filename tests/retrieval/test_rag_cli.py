@@ -76,3 +76,23 @@ def test_unknown_embedder_and_bad_size(tmp_path: Path) -> None:
     assert unknown.returncode == 7 and "unknown embedder" in unknown.stderr
     bad = neuro("index", str(tmp_path / "a.md"), "--storage", str(tmp_path / "i"), "--max-file-size", "lots")
     assert bad.returncode == 2 and "max-file-size" in bad.stderr
+
+
+def test_index_an_odd_tree(tmp_path: Path, tiny_embedder_dir: Path) -> None:
+    """A non-UTF-8 name, a FIFO (also named on the command line) and a symlink back to the root:
+    the run ends, warns about each on one line, and keeps every other file."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("The dog barks.")
+    (docs / "b.md").write_text("The cat meows.")
+    with open(os.fsencode(docs) + b"/caf\xe9.md", "wb") as fh:
+        fh.write(b"latin-1 name")
+    os.mkfifo(docs / "pipe.txt")
+    os.symlink(docs, docs / "loop")
+    result = neuro("index", str(docs), str(docs / "pipe.txt"), "-r", "--storage", str(tmp_path / "idx"),
+                   "--embedder", str(tiny_embedder_dir))
+    assert result.returncode == 0, result.stderr
+    assert "Indexed 2 file(s)" in result.stdout
+    assert f"{docs}/caf\\xe9.md: name is not valid UTF-8" in result.stdout
+    assert f"{docs}/pipe.txt: not a regular file" in result.stdout
+    assert f"{docs}/loop: symlink loop" in result.stdout

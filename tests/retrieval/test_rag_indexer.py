@@ -118,3 +118,69 @@ def test_kill_9_leaves_a_consistent_index_that_the_next_run_completes(tmp_path: 
         assert store.check() == []
         assert len(store.documents()) == 800
     assert f'"unchanged": {partial}' in done.stdout
+
+
+def long_paragraph(n_words: int) -> str:
+    """One paragraph (no blank line) of `n_words` distinct words, the last one `finalword`."""
+    return " ".join(f"w{i}" for i in range(n_words - 1)) + " finalword"
+
+
+def test_a_paragraph_longer_than_the_embedder_limit_keeps_every_word(tmp_path: Path, tiny_embedder) -> None:
+    """The tiny embedder truncates its model input at 128 tokens; chunking must still see all
+    1,000 words of a paragraph."""
+    from neuro_bitnet.retrieval.search import hybrid_search
+
+    assert tiny_embedder.max_tokens == 128
+    write(tmp_path / "docs", {"long.txt": long_paragraph(1000)})
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        index_paths([tmp_path / "docs"], store, tiny_embedder, IndexOptions(chunk_tokens=100, overlap=10))
+        words = set(" ".join(store.iter_chunk_texts()).split())
+        assert words == {f"w{i}" for i in range(999)} | {"finalword"}
+        hits = hybrid_search(store, tiny_embedder, "finalword", mode="lexical")
+        assert len(hits) == 1 and hits[0].text.endswith("finalword")
+
+
+def test_ctrl_c_keeps_finished_documents_and_the_next_run_resumes(tmp_path: Path, tiny_embedder) -> None:
+    from neuro_bitnet.retrieval.indexer import IndexInterrupted
+
+    write(tmp_path / "docs", {f"f{i:02d}.md": f"The dog {i} barks." for i in range(20)})
+    options = IndexOptions(batch_chunks=1)  # commit after every document
+
+    def stop_after_five(event) -> None:
+        if event.files_done == 5:
+            raise KeyboardInterrupt
+
+    with SQLiteStore(tmp_path / "idx", create=True) as store:
+        with pytest.raises(IndexInterrupted) as stopped:
+            index_paths([tmp_path / "docs"], store, tiny_embedder, options, progress=stop_after_five)
+        assert isinstance(stopped.value, KeyboardInterrupt)
+        assert stopped.value.report.indexed == 5 and stopped.value.report.documents_total == 5
+        assert store.check() == [] and len(store.documents()) == 5
+        resumed = index_paths([tmp_path / "docs"], store, tiny_embedder, options)
+        assert (resumed.unchanged, resumed.indexed, resumed.documents_total) == (5, 15, 20)
+
+
+def test_cli_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path: Path, tiny_embedder_dir, monkeypatch) -> None:
+    """The real `neuro index` command; Ctrl-C arrives (deterministically) at the 3rd progress event."""
+    from click.testing import CliRunner
+
+    from neuro_bitnet.cli import index_cmd
+
+    write(tmp_path / "docs", {f"f{i:02d}.md": f"The cat {i} meows." for i in range(10)})
+    calls = []
+
+    def interrupting_bar(self, event) -> None:
+        calls.append(event)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(index_cmd._Bar, "__call__", interrupting_bar)
+    args = [str(tmp_path / "docs"), "--storage", str(tmp_path / "idx"), "--embedder", str(tiny_embedder_dir)]
+    result = CliRunner().invoke(index_cmd.command, args)
+    assert result.exit_code == 130
+    kept = calls[-1].files_done
+    assert f"Interrupted: {kept} document(s) indexed in this run were kept ({kept} in the index)" in result.output
+    assert "run the same command again to resume" in result.output
+    monkeypatch.undo()
+    again = CliRunner().invoke(index_cmd.command, [*args, "--json"])
+    assert again.exit_code == 0 and f'"unchanged": {kept}' in again.output

@@ -109,3 +109,25 @@ def test_combine_contexts_renumbers_and_joins_notes() -> None:
     assert [s["n"] for s in both.sources] == [1, 2]
     assert both.format_sources() == "[1] /a (page 2)\n[2] X <https://x>"
     assert both.note == "n1; n2" and both.to_dict()["sources"][1]["url"] == "https://x"
+
+
+def test_a_store_rebuilt_with_another_embedder_is_refused_not_crashed(tmp_path, tiny_embedder, other_embedder_dir) -> None:
+    """A long-lived process (daemon) keeps its embedder; a --reindex with another one by another
+    process makes its next vector search a clear error instead of mixing vector spaces."""
+    from neuro_bitnet.retrieval.embedders import OnnxEmbedder
+    from neuro_bitnet.retrieval.errors import EmbedderMismatchError
+    from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
+    from neuro_bitnet.retrieval.search import hybrid_search
+    from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("The dog barks.")
+    with SQLiteStore(tmp_path / "idx", create=True) as writer:
+        index_paths([tmp_path / "docs"], writer, tiny_embedder)
+    with SQLiteStore(tmp_path / "idx") as daemon:
+        assert hybrid_search(daemon, tiny_embedder, "dog")
+        with SQLiteStore(tmp_path / "idx") as writer:
+            index_paths([tmp_path / "docs"], writer, OnnxEmbedder(other_embedder_dir), IndexOptions(reindex=True))
+        with pytest.raises(EmbedderMismatchError, match="rebuilt with embedder"):
+            hybrid_search(daemon, tiny_embedder, "dog")
+        assert hybrid_search(daemon, tiny_embedder, "dog", mode="lexical")

@@ -132,3 +132,93 @@ def test_common_terms_are_dropped_from_lexical_queries(store: SQLiteStore) -> No
     assert len(hits) == 1 and store.get_chunks([hits[0][0]])[hits[0][0]].path == "/7.md"
     assert len(store.lexical_search("the and", 100)) == 60  # all common: the rarest still matches
     assert store.lexical_search("unknownword", 5) == []
+
+
+def test_accented_terms_are_found_in_a_large_index(store: SQLiteStore) -> None:
+    """Above the stopword threshold the vocabulary lookup must use the accent-folded term."""
+    rng = np.random.default_rng(6)
+    for d in range(80):
+        extra = {3: " café con leche", 9: " una canción triste"}.get(d, "")
+        add(store, f"/{d}.md", [f"texto número {d}{extra}"], unit(rng, 1))
+    assert store.stats()["chunks"] > 50
+    for query, expected in (("café", "/3.md"), ("canción", "/9.md"), ("CANCIÓN", "/9.md"), ("cafe", "/3.md")):
+        hits = store.lexical_search(query, 10)
+        assert [store.get_chunks([h])[h].path for h, _ in hits] == [expected], query
+
+
+REINDEX_SCRIPT = """
+import sys
+import numpy as np
+from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo
+with SQLiteStore(sys.argv[1]) as store:
+    store.delete_documents(["/old.md"])
+    vectors = np.load(sys.argv[2])
+    store.replace_document(DocumentInfo("/new.md", "h-new", 10, 1, 2),
+                           [ChunkRecord(0, "diesel engine piston", "", ""), ChunkRecord(1, "fuel pump", "", "")],
+                           vectors)
+"""
+
+
+def test_long_lived_store_sees_a_reindex_by_another_process(tmp_path: Path) -> None:
+    """A daemon's open store: after another process deletes and re-adds documents, the next query
+    finds the new chunks by vector and never attaches an old vector to a new chunk's text."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(7)
+    old_vecs, new_vecs = unit(rng, 2), unit(rng, 2)
+    np.save(tmp_path / "new.npy", new_vecs)
+    with SQLiteStore(tmp_path / "idx", create=True) as daemon:
+        daemon.set_embedder(EmbedderInfo("tiny", "fp1", DIM))
+        add(daemon, "/old.md", ["old one", "old two"], old_vecs)
+        old_ids = {cid for cid, _ in daemon.vector_search(old_vecs[0], 10)}
+        assert len(old_ids) == 2
+        subprocess.run([sys.executable, "-c", REINDEX_SCRIPT, str(tmp_path / "idx"), str(tmp_path / "new.npy")],
+                       check=True, timeout=120)
+        hits = daemon.vector_search(new_vecs[0], 10)
+        assert len(hits) == 2 and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+        assert not old_ids & {cid for cid, _ in hits}  # ids are never reused
+        chunk = daemon.get_chunks([hits[0][0]])[hits[0][0]]
+        assert (chunk.path, chunk.text) == ("/new.md", "diesel engine piston")
+        assert daemon.get_chunks(sorted(old_ids)) == {}
+
+
+def test_chunk_ids_are_not_reused_after_deletion(store: SQLiteStore) -> None:
+    rng = np.random.default_rng(8)
+    add(store, "/a.md", ["one", "two"], unit(rng, 2))
+    first = {cid for cid, _ in store.vector_search(unit(rng, 1)[0], 10)}
+    store.delete_documents(["/a.md"])
+    store.clear()
+    store.set_embedder(EmbedderInfo("tiny", "fp1", DIM))
+    add(store, "/b.md", ["three", "four"], unit(rng, 2))
+    second = {cid for cid, _ in store.vector_search(unit(rng, 1)[0], 10)}
+    assert len(second) == 2 and min(second) > max(first)
+
+
+def test_schema_1_index_is_migrated_in_place(tmp_path: Path) -> None:
+    """An index written by the previous release (chunk ids without AUTOINCREMENT) is upgraded on
+    open: documents, ids, vectors and the FTS index survive, and ids are not reused afterwards."""
+    from neuro_bitnet.retrieval import sqlite_store
+
+    (tmp_path / "idx").mkdir()
+    rng = np.random.default_rng(9)
+    vecs = unit(rng, 3)
+    with sqlite3.connect(database_path(tmp_path / "idx")) as conn:
+        conn.executescript(sqlite_store._SCHEMA.replace(" AUTOINCREMENT", ""))
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("embedder", "tiny"),
+                                                            ("embedder_fingerprint", "fp1"), ("embedder_dim", str(DIM))])
+        conn.execute("INSERT INTO documents VALUES (1, '/a.md', 'h', 10, 1, 3, 0)")
+        for i, text in enumerate(["alpha words", "beta words", "gamma words"]):
+            conn.execute("INSERT INTO chunks VALUES (?, 1, ?, ?, '', '', 'a.md')", (i + 1, i, text))
+            conn.execute("INSERT INTO vectors VALUES (?, ?)", (i + 1, vecs[i].tobytes()))
+    with SQLiteStore(tmp_path / "idx") as store:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert store.check() == []
+        top = store.vector_search(vecs[2], 1)[0][0]
+        assert top == 3 and store.get_chunks([top])[top].text == "gamma words"
+        assert [cid for cid, _ in store.lexical_search("beta", 5)] == [2]
+        store.delete_documents(["/a.md"])
+        add(store, "/b.md", ["delta"], unit(rng, 1))
+        assert [cid for cid, _ in store.vector_search(unit(rng, 1)[0], 5)] == [4]
+        assert store.check() == []

@@ -33,11 +33,13 @@ class _Bar:
     def __init__(self, enabled: bool) -> None:
         self.progress = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
 
             self.progress = Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("files, {task.fields[chunks]} chunks"), TimeElapsedColumn(),
-                                     console=err_console(), transient=True)
+                                     TextColumn("ETA"), TimeRemainingColumn(), console=err_console(),
+                                     transient=True)
             self.task = self.progress.add_task("index", total=None, chunks=0)
             self.progress.start()
 
@@ -49,6 +51,14 @@ class _Bar:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+
+
+def interrupted_message(report) -> str:
+    """What Ctrl-C during indexing kept, and how to go on (an `IndexReport` so far)."""
+    return (f"Interrupted: {report.indexed} document(s) indexed in this run were kept "
+            f"({report.documents_total} in the index); run the same command again to resume "
+            "(finished files are not redone).")
 
 
 def print_summary(report, storage: Path, verbose: bool) -> None:
@@ -95,7 +105,7 @@ def command(paths, recursive, include, exclude, storage, embedder, reindex, max_
     """Index documents (Markdown, text, reST, HTML, PDF, DOCX, code) for `neuro search` and
     `neuro ask --storage`. Re-running only indexes what changed and forgets deleted files."""
     from neuro_bitnet.retrieval.embedders.registry import load_embedder
-    from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
+    from neuro_bitnet.retrieval.indexer import IndexInterrupted, IndexOptions, index_paths
     from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
 
     missing = [p for p in paths if not (p.exists() or p.is_symlink())]
@@ -118,6 +128,10 @@ def command(paths, recursive, include, exclude, storage, embedder, reindex, max_
         bar = _Bar(enabled=not as_json)
         try:
             report = index_paths(list(paths), store, emb, options, progress=bar)
+        except IndexInterrupted as stop:
+            bar.close()
+            click.echo(interrupted_message(stop.report), err=True)
+            raise SystemExit(130) from None
         finally:
             bar.close()
         if as_json:

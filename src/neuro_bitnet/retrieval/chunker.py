@@ -83,16 +83,39 @@ def _pack(text: str, token_spans: TokenSpans, max_tokens: int, overlap: int) -> 
     for p_start, p_end in _paragraphs(text):
         toks = [(p_start + s, p_start + e) for s, e in token_spans(text[p_start:p_end])]
         size = max_tokens if len(toks) <= max_tokens else max_tokens - overlap
-        for i in range(0, len(toks), size):
-            pieces.append(toks[i : i + size])
+        start = 0
+        while start < len(toks):
+            end = _word_cut(toks, start, min(start + size, len(toks)))
+            pieces.append(toks[start:end])
+            start = end
     ranges: list[tuple[int, int]] = []
     current: list[tuple[int, int]] = []
     for piece in pieces:
         if current and len(current) + len(piece) > max_tokens:
             ranges.append((current[0][0], current[-1][1]))
-            tail = current[-overlap:] if overlap else []
+            tail = current[_word_cut(current, len(current) - overlap, len(current), forward=True):] if overlap else []
             current = tail if len(tail) + len(piece) <= max_tokens else []
         current = current + piece
     if current:
         ranges.append((current[0][0], current[-1][1]))
     return ranges
+
+
+def _starts_word(toks: Sequence[tuple[int, int]], i: int) -> bool:
+    """Whether token `i` begins a word (sub-word tokens of one word touch each other)."""
+    return i == 0 or i >= len(toks) or toks[i][0] > toks[i - 1][1]
+
+
+def _word_cut(toks: Sequence[tuple[int, int]], low: int, cut: int, forward: bool = False) -> int:
+    """A cut that does not split a word: `cut` moved back by at most a quarter of the span to a
+    word start (the plain cut when none is near); with `forward`, the first word start in
+    `low..cut` (an overlap tail that begins with a whole word), else `low`."""
+    if forward:
+        low = max(low, 0)
+        return next((i for i in range(low, cut) if _starts_word(toks, i)), low)
+    if cut >= len(toks) or _starts_word(toks, cut):
+        return cut
+    for i in range(cut - 1, max(low, cut - max(1, (cut - low) // 4)), -1):
+        if _starts_word(toks, i):
+            return i
+    return cut

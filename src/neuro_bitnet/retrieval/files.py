@@ -86,6 +86,20 @@ def _ancestor_rules(directory: Path) -> _IgnoreRules:
     return rules
 
 
+def printable(path: str | Path) -> str:
+    """A path as text that can always be printed and stored (undecodable bytes as \\xNN)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _valid_name(path: str | Path) -> bool:
+    """Whether a path is valid UTF-8 (names with other bytes cannot be stored or shown as such)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def discover(
     paths: list[Path],
     *,
@@ -98,11 +112,14 @@ def discover(
     """Walk `paths` and return the files to index plus what was skipped.
 
     Files named explicitly are always taken unless excluded; files found in directories must also
-    match `include` (when given) and not be hidden or git-ignored.
+    match `include` (when given) and not be hidden or git-ignored. Only regular files are taken,
+    each real directory is walked once (however many symlinks lead to it), and the walk is
+    iterative, so any depth works.
     """
     include_spec, exclude_spec = _spec(include or []), _spec(exclude or [])
     found = Discovery()
     seen: set[Path] = set()
+    visited: set[tuple[int, int]] = set()  # (device, inode) of every directory walked
 
     def add(path: Path) -> None:
         real = path.resolve()
@@ -113,7 +130,10 @@ def discover(
     for raw in paths:
         path = Path(os.path.abspath(os.path.expanduser(str(raw))))
         if not os.path.lexists(path):
-            found.skipped.append(Skipped(str(raw), "does not exist"))
+            found.skipped.append(Skipped(printable(raw), "does not exist"))
+            continue
+        if not _valid_name(path):
+            found.skipped.append(Skipped(printable(raw), "name is not valid UTF-8"))
             continue
         try:
             is_dir = path.is_dir()
@@ -123,6 +143,8 @@ def discover(
         if not is_dir:
             if not path.exists():
                 found.skipped.append(Skipped(str(raw), "broken symlink"))
+            elif not path.is_file():
+                found.skipped.append(Skipped(str(raw), "not a regular file"))
             elif exclude_spec and exclude_spec.match_file(path.name):
                 found.filtered["excluded"] += 1
             else:
@@ -130,13 +152,50 @@ def discover(
             continue
         found.roots.append(path)
         rules = _ancestor_rules(path) if gitignore else _IgnoreRules()
-        _walk(path, path, rules, recursive, include_spec, exclude_spec, hidden, gitignore, found, add, set())
+        _walk(path, rules, recursive, include_spec, exclude_spec, hidden, gitignore, found, add, visited)
     return found
+
+
+@dataclass
+class _Frame:
+    """A directory being listed during the walk."""
+
+    path: Path
+    key: tuple[int, int]
+    rules: _IgnoreRules
+    entries: list[os.DirEntry]
+    next: int = 0
+
+
+def _open_dir(directory: Path, rules: _IgnoreRules, gitignore: bool, found: Discovery,
+              visited: set[tuple[int, int]], active: set[tuple[int, int]]) -> _Frame | None:
+    """List a directory for the walk, or None (loop, already walked, unreadable)."""
+    try:
+        st = directory.stat()
+    except OSError as exc:
+        found.skipped.append(Skipped(str(directory), f"unreadable folder ({exc.strerror or exc})"))
+        return None
+    key = (st.st_dev, st.st_ino)
+    if key in active:
+        found.skipped.append(Skipped(str(directory), "symlink loop"))
+        return None
+    if key in visited:  # another symlink to a folder already walked
+        found.filtered["folder already walked"] += 1
+        return None
+    visited.add(key)
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except PermissionError:
+        found.skipped.append(Skipped(str(directory), "permission denied (folder)"))
+        return None
+    except OSError as exc:
+        found.skipped.append(Skipped(str(directory), f"unreadable folder ({exc.strerror or exc})"))
+        return None
+    return _Frame(directory, key, rules.child(directory) if gitignore else rules, entries)
 
 
 def _walk(
     root: Path,
-    directory: Path,
     rules: _IgnoreRules,
     recursive: bool,
     include_spec: pathspec.PathSpec | None,
@@ -145,30 +204,26 @@ def _walk(
     gitignore: bool,
     found: Discovery,
     add,
-    active: set[tuple[int, int]],
+    visited: set[tuple[int, int]],
 ) -> None:
-    try:
-        st = directory.stat()
-    except OSError as exc:
-        found.skipped.append(Skipped(str(directory), f"unreadable folder ({exc.strerror or exc})"))
-        return
-    key = (st.st_dev, st.st_ino)
-    if key in active:
-        found.skipped.append(Skipped(str(directory), "symlink loop"))
-        return
-    active = active | {key}
-    if gitignore:
-        rules = rules.child(directory)
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except PermissionError:
-        found.skipped.append(Skipped(str(directory), "permission denied (folder)"))
-        return
-    except OSError as exc:
-        found.skipped.append(Skipped(str(directory), f"unreadable folder ({exc.strerror or exc})"))
-        return
-    for entry in entries:
+    """Depth-first, in name order, with an explicit stack (no recursion limit)."""
+    active: set[tuple[int, int]] = set()  # directories on the current path, for loop detection
+    first = _open_dir(root, rules, gitignore, found, visited, active)
+    stack = [first] if first else []
+    if first:
+        active.add(first.key)
+    while stack:
+        frame = stack[-1]
+        if frame.next == len(frame.entries):
+            stack.pop()
+            active.discard(frame.key)
+            continue
+        entry = frame.entries[frame.next]
+        frame.next += 1
         path = Path(entry.path)
+        if not _valid_name(entry.name):
+            found.skipped.append(Skipped(printable(path), "name is not valid UTF-8"))
+            continue
         rel = path.relative_to(root).as_posix()
         try:
             is_dir = entry.is_dir()  # follows symlinks
@@ -181,7 +236,7 @@ def _walk(
             continue
         if entry.name == ".git":
             continue
-        if gitignore and rules.ignored(path, is_dir):
+        if gitignore and frame.rules.ignored(path, is_dir):
             found.filtered["gitignored"] += 1
             continue
         if exclude_spec and exclude_spec.match_file(rel + "/" if is_dir else rel):
@@ -189,7 +244,10 @@ def _walk(
             continue
         if is_dir:
             if recursive:
-                _walk(root, path, rules, recursive, include_spec, exclude_spec, hidden, gitignore, found, add, active)
+                child = _open_dir(path, frame.rules, gitignore, found, visited, active)
+                if child:
+                    stack.append(child)
+                    active.add(child.key)
             continue
         if not is_file:
             if entry.is_symlink() and not os.path.exists(path):

@@ -32,7 +32,7 @@ class IndexOptions:
     chunk_tokens: int = 256
     overlap: int = 32
     reindex: bool = False
-    batch_chunks: int = 64
+    batch_chunks: int = 16  # embedded and committed together; small, so progress moves every few seconds
 
 
 @dataclass
@@ -81,6 +81,14 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `index_paths`: what was committed so far is kept; `report` says how much."""
+
+    def __init__(self, report: IndexReport) -> None:
+        super().__init__()
+        self.report = report
+
+
 @dataclass
 class _Pending:
     doc: DocumentInfo
@@ -95,10 +103,30 @@ def embedding_text(path: str, chunk: Chunk) -> str:
 
 def index_paths(paths: list[Path], store: Store, embedder: Embedder, options: IndexOptions | None = None,
                 progress: ProgressCallback | None = None) -> IndexReport:
-    """Bring the index up to date with `paths`; see the module docstring."""
+    """Bring the index up to date with `paths`; see the module docstring.
+
+    Each document is committed as soon as its chunks are embedded (in batches of about
+    `options.batch_chunks` chunks), so memory stays bounded and Ctrl-C keeps every finished
+    document: it raises `IndexInterrupted` with the report so far, and a new run resumes.
+    """
     options = options or IndexOptions()
     started = time.perf_counter()
     report = IndexReport()
+    try:
+        _index(paths, store, embedder, options, progress, report)
+    except KeyboardInterrupt:
+        report.seconds = time.perf_counter() - started
+        try:
+            report.documents_total = store.stats()["documents"]
+        except Exception:  # the count is a courtesy; the interrupt is what matters
+            report.documents_total = report.indexed + report.unchanged
+        raise IndexInterrupted(report) from None
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _index(paths: list[Path], store: Store, embedder: Embedder, options: IndexOptions,
+           progress: ProgressCallback | None, report: IndexReport) -> None:
     if options.reindex:
         store.clear()
     store.set_embedder(EmbedderInfo(embedder.name, embedder.fingerprint, embedder.dim))
@@ -191,8 +219,6 @@ def index_paths(paths: list[Path], store: Store, embedder: Embedder, options: In
         store.set_meta("chunking", chunking)
     stats = store.stats()
     report.documents_total, report.chunks_total = stats["documents"], stats["chunks"]
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _under(doc_path: str, roots: list[Path], given: list[Path]) -> bool:

@@ -7,7 +7,9 @@ it, which the indexer counts and reports.
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import stat
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -115,10 +117,16 @@ def parse_bytes(path: Path, data: bytes) -> list[Section]:
 def read_bytes(path: Path, max_bytes: int) -> bytes:
     """The file's bytes, or `SkipFile` when it is too large or unreadable."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise SkipFile(f"too large ({size:,} bytes > {max_bytes:,})")
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; it is then refused.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise SkipFile("is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise SkipFile("not a regular file")
+            if st.st_size > max_bytes:
+                raise SkipFile(f"too large ({st.st_size:,} bytes > {max_bytes:,})")
             data = fh.read(max_bytes + 1)
     except PermissionError:
         raise SkipFile("permission denied") from None
@@ -288,7 +296,7 @@ def _load_pdf(path: Path, data: bytes) -> list[Section]:
 
         from pypdf import PdfReader
     except ImportError:
-        raise SkipFile("PDF support needs pypdf (pip install 'neuro-bitnet[rag]')") from None
+        raise SkipFile("PDF support needs pypdf, a dependency of neuro-bitnet (pip install pypdf)") from None
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -317,7 +325,7 @@ def _load_docx(path: Path, data: bytes) -> list[Section]:
 
         import docx
     except ImportError:
-        raise SkipFile("DOCX support needs python-docx (pip install 'neuro-bitnet[rag]')") from None
+        raise SkipFile("DOCX support needs python-docx, a dependency of neuro-bitnet (pip install python-docx)") from None
     try:
         document = docx.Document(io.BytesIO(data))
         sections: list[Section] = []

@@ -50,6 +50,8 @@ def hybrid_search(store: Store, embedder: Embedder | None, query: str, top_k: in
     if not query or top_k <= 0:
         return []
     pool = max(candidates, top_k)
+    if mode != "lexical" and embedder:
+        _check_embedder(store, embedder)
     vector = store.vector_search(embedder.embed_query(query), pool) if mode != "lexical" and embedder else []
     lexical = store.lexical_search(query, pool) if mode != "vector" else []
     similarity = dict(vector)
@@ -65,6 +67,16 @@ def hybrid_search(store: Store, embedder: Embedder | None, query: str, top_k: in
         hits.append(SearchHit(cid, chunk.path, chunk.location, chunk.heading, chunk.text, score,
                               similarity.get(cid), vector_rank.get(cid), lexical_rank.get(cid)))
     return hits
+
+
+def _check_embedder(store: Store, embedder: Embedder) -> None:
+    """The index may have been rebuilt (`--reindex`) with another embedder since it was opened."""
+    info = store.embedder()
+    if info is not None and (info.fingerprint != embedder.fingerprint or info.dim != embedder.dim):
+        raise EmbedderMismatchError(
+            f"the index was rebuilt with embedder {info.name} after this process loaded {embedder.name}; "
+            "restart it (or search with --embedder " + info.name + ")"
+        )
 
 
 def open_index(storage_dir: str | Path, embedder: str | None = None) -> tuple[SQLiteStore, Embedder | None]:

@@ -3,6 +3,11 @@ FTS5 index. Vector search is exact, with the matrix held in memory by numpy.
 
 Each document is replaced in one transaction, so a run killed at any point leaves the database
 consistent: a document is either fully indexed with its hash, or absent/old and redone next run.
+
+Chunk ids are never reused (AUTOINCREMENT), and every write bumps a `generation` counter that a
+long-lived store (the daemon, MCP) checks before each vector search: a re-index by another
+process is seen at the next query, and an id held from an older matrix can never name another
+chunk's text.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
 from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, StoredChunk
 
 DB_NAME = "index.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: chunk ids AUTOINCREMENT (never reused)
 MAX_QUERY_TERMS = 32
 # Query terms found in more than this share of chunks are dropped (stopwords in any language),
 # unless every term is that common; keeps bm25 from ranking the whole index.
@@ -41,7 +46,7 @@ CREATE TABLE IF NOT EXISTS documents (
     indexed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     ordinal INTEGER NOT NULL,
     text TEXT NOT NULL,
@@ -63,6 +68,18 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
     DELETE FROM vectors WHERE chunk_id = old.id;
 END;
 """
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a schema script (triggers kept whole)."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current)
+        if text.rstrip().endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    return statements
 
 
 def database_path(storage_dir: str | Path) -> Path:
@@ -87,6 +104,7 @@ class SQLiteStore:
                 raise StorageError(f"cannot create storage dir {self.storage_dir}: {exc.strerror or exc}") from None
         self._matrix: np.ndarray | None = None
         self._ids: np.ndarray | None = None
+        self._generation: str | None = None  # the write generation `_matrix` was read at
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
@@ -102,6 +120,8 @@ class SQLiteStore:
             if create or version:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
+            if 0 < version < SCHEMA_VERSION:
+                self._migrate()
             if version == 0 and create:
                 self.conn.executescript(_SCHEMA)  # idempotent; the version is written last
                 with self._transaction():
@@ -109,6 +129,29 @@ class SQLiteStore:
                     self._set_meta("created_at", str(time.time()))
             elif version == 0:
                 raise StorageError(f"{self.path} is not a neuro index (no schema); rebuild it with --reindex")
+
+    def _migrate(self) -> None:
+        """Bring an older index up to SCHEMA_VERSION in one transaction (ids and vectors are kept)."""
+        with self._transaction():
+            version = self._schema_version()  # again: another process may have migrated meanwhile
+            if version >= SCHEMA_VERSION:
+                return
+            if version < 2:  # chunks.id becomes AUTOINCREMENT: SQLite can only rebuild the table
+                self.conn.execute("DROP TRIGGER IF EXISTS chunks_ai")
+                self.conn.execute("DROP TRIGGER IF EXISTS chunks_ad")
+                self.conn.execute("ALTER TABLE chunks RENAME TO chunks_v1")  # takes index chunks_doc along
+                statements = _statements(_SCHEMA)
+                for statement in statements:
+                    if statement.startswith("CREATE TABLE"):
+                        self.conn.execute(statement)
+                columns = "id, doc_id, ordinal, text, heading, location, context"
+                self.conn.execute(f"INSERT INTO chunks({columns}) SELECT {columns} FROM chunks_v1")  # no triggers yet
+                self.conn.execute("DROP TABLE chunks_v1")
+                for statement in statements:  # the index and the triggers again
+                    if statement.startswith(("CREATE INDEX", "CREATE TRIGGER")):
+                        self.conn.execute(statement)
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+            self._bump_generation()
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -260,18 +303,26 @@ class SQLiteStore:
         self._matrix = None
 
     def _load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """The (n, dim) matrix and chunk ids: from the cache file when it matches the database's
-        write generation, else read from SQLite (and the cache rewritten)."""
-        if self._matrix is None:
+        """The (n, dim) matrix and chunk ids as of the database's current write generation
+        (checked on every call, so writes by other processes are seen): kept in memory, else from
+        the cache file when it matches, else read from SQLite (and the cache rewritten)."""
+        with self._errors():
+            generation = self._meta("generation") or "0"
+        if self._matrix is None or self._generation != generation:
+            self._matrix = self._ids = None
             info = self.embedder()
             dim = info.dim if info else 0
-            with self._errors():
-                generation = self._meta("generation") or "0"
             cache = self.storage_dir / CACHE_NAME
             loaded = self._read_cache(cache, generation, dim)
             if loaded is None:
                 with self._errors():
-                    rows = self.conn.execute("SELECT chunk_id, vector FROM vectors ORDER BY chunk_id").fetchall()
+                    # One read transaction: the generation and the vectors come from one snapshot.
+                    self.conn.execute("BEGIN")
+                    try:
+                        generation = self._meta("generation") or "0"
+                        rows = self.conn.execute("SELECT chunk_id, vector FROM vectors ORDER BY chunk_id").fetchall()
+                    finally:
+                        self.conn.execute("COMMIT")
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 blob = b"".join(r[1] for r in rows)
                 if rows and len(blob) != len(rows) * dim * 4:
@@ -280,7 +331,8 @@ class SQLiteStore:
                 self._write_cache(cache, generation, matrix, ids)
                 loaded = matrix, ids
             self._matrix, self._ids = loaded
-        assert self._ids is not None
+            self._generation = generation
+        assert self._matrix is not None and self._ids is not None
         return self._matrix, self._ids
 
     @staticmethod
@@ -333,12 +385,15 @@ class SQLiteStore:
         total = self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         if total < 50:
             return terms
-        marks = ",".join("?" * len(terms))
-        df = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
-        present = [t for t in terms if df.get(self._fold(t))]
-        keep = [t for t in present if df[self._fold(t)] <= COMMON_TERM_SHARE * total]
+        # The vocabulary holds terms as the FTS tokenizer stored them (accents removed).
+        folded = {t: self._fold(t) for t in terms}
+        keys = sorted(set(folded.values()))
+        marks = ",".join("?" * len(keys))
+        df = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", keys).fetchall())
+        present = [t for t in terms if df.get(folded[t])]
+        keep = [t for t in present if df[folded[t]] <= COMMON_TERM_SHARE * total]
         if not keep and present:
-            keep = [min(present, key=lambda t: df[self._fold(t)])]
+            keep = [min(present, key=lambda t: df[folded[t]])]
         return keep
 
     @staticmethod

