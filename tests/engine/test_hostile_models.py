@@ -4,6 +4,7 @@ and the earlier ``bitnet-25`` upload of the 2B model loads as ``bitnet-b1.58``."
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -137,3 +138,25 @@ def test_the_bitnet_25_upload_loads_as_bitnet_b1_58(tiny, tmp_path):
     with load_model(old, threads=1, ctx_size=64) as a, load_model(tiny, threads=1, ctx_size=64) as b:
         assert a.hparams.arch == "bitnet-b1.58" and a.hparams == b.hparams
         np.testing.assert_array_equal(a.logits([1, 2, 3]), b.logits([1, 2, 3]))
+
+
+# -- files that are not files ------------------------------------------------------------------
+def test_a_fifo_as_model_fails_at_once_instead_of_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    result: dict = {}
+
+    def load() -> None:
+        try:
+            load_model(fifo)
+        except EngineError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():  # unblock the open() so the test process can exit
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("load_model waited on the FIFO")
+    assert "not a regular file" in str(result["error"])

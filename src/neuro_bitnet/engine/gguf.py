@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,8 +262,13 @@ class GGUFFile:
         self.alignment = DEFAULT_ALIGNMENT
         self.data_offset = 0
         try:
-            with open(self.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
+            # O_NONBLOCK: opening a FIFO (or a device) would otherwise wait for a writer forever.
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            with open(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise EngineError(f"{self.path}: not a regular file (a model must be a GGUF file)")
+                size = st.st_size
                 if size < 24:
                     raise EngineError(
                         f"{self.path.name}: file is too short to be GGUF ({size} bytes; "
