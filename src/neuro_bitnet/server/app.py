@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neuro_bitnet import __version__
+from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.config import ServerConfig
 from neuro_bitnet.server.errors import APIError
@@ -38,6 +39,7 @@ from neuro_bitnet.server.schemas import (
     parse_json,
     validate,
 )
+from neuro_bitnet.server.structured import prompt_messages, structured_output
 from neuro_bitnet.server.sse import DONE_EVENT, SSE_HEADERS, sse_event
 from neuro_bitnet.server.worker import DONE, ERROR, Job, JobCancelled, ModelWorker, QueueFullError, WorkerClosedError
 
@@ -248,7 +250,8 @@ async def _sse(state: ServerState, job: Job, first: tuple[str, Any], fmt: Comple
             if kind == ERROR:
                 yield sse_event(as_api_error(value).body())
                 break
-            yield sse_event(fmt.piece_chunk(value))
+            for chunk in fmt.piece_chunks(value):
+                yield sse_event(chunk)
             kind, value = await job.next_event()
         yield DONE_EVENT
     finally:
@@ -299,13 +302,18 @@ async def get_model(request: Request) -> JSONResponse:
     return JSONResponse(_model_object(state))
 
 
-def _spec(state: ServerState, body: ChatRequest | CompletionRequest) -> GenerationSpec:
+def _spec(state: ServerState, body: ChatRequest | CompletionRequest, grammar: Grammar | None = None) -> GenerationSpec:
     translate = state.config.auto_translate if body.translate is None else body.translate
+    if grammar is not None:  # structured output is never translated
+        if body.translate:
+            raise APIError(400, "translate cannot be combined with response_format or tools", param="translate")
+        translate = False
     return GenerationSpec(
         max_tokens=state.max_tokens(body.requested_max_tokens()),
         sampling=body.sampling(),
         stop=body.stop_list(),
         translate=translate,
+        grammar=grammar,
     )
 
 
@@ -313,11 +321,13 @@ async def chat_completions(request: Request) -> Response:
     state: ServerState = request.app.state.neuro
     body = validate(ChatRequest, await json_body(request))
     model_id = state.check_model(body.model)
-    spec = _spec(state, body)
-    messages = body.plain_messages()
+    body.check_tool_messages()
+    tools, grammar = structured_output(body)
+    spec = _spec(state, body, grammar)
+    messages = prompt_messages(body.messages, tools)
     state.check_prompt_size([m["content"] for m in messages], "messages")
     job = submit(state, lambda model, job: run_chat(model, job, messages, spec))
-    fmt = CompletionFormatter(model=model_id, chat=True, include_usage=body.include_usage())
+    fmt = CompletionFormatter(model=model_id, chat=True, include_usage=body.include_usage(), tools=tools)
     return await respond(request, state, job, body.stream, fmt)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from neuro_bitnet.engine.chat_format import ChatFormatError
+from neuro_bitnet.engine.constrained import Grammar, GrammarError
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
 
@@ -25,6 +26,7 @@ class GenerationSpec:
     sampling: dict[str, Any]
     stop: list[str] = field(default_factory=list)
     translate: bool = False
+    grammar: Grammar | None = None  # constrained output (response_format, tools)
 
 
 @dataclass
@@ -110,7 +112,11 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
     max_tokens = min(spec.max_tokens, model.ctx_size - len(ids))
     job.check()
     pieces: list[str] = []
-    tokens = model.generate(list(ids), max_tokens=max_tokens, stop=spec.stop or None, **spec.sampling)
+    extra = {"grammar": spec.grammar} if spec.grammar is not None else {}
+    try:
+        tokens = model.generate(list(ids), max_tokens=max_tokens, stop=spec.stop or None, **spec.sampling, **extra)
+    except GrammarError as exc:  # a schema the grammar checker passed but this vocabulary cannot follow
+        raise APIError(400, str(exc), param="response_format", code="invalid_schema") from None
     try:
         for piece in tokens:
             pieces.append(piece)
