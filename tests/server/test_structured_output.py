@@ -205,3 +205,21 @@ def test_tool_messages_still_need_tools(daemon) -> None:
     messages = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42", "tool_call_id": "a"}]
     response = _post(daemon, {"messages": messages})
     assert response.status_code == 400 and "without 'tools'" in response.json()["error"]["message"]
+
+
+def test_ask_through_the_daemon_with_a_schema(daemon, tmp_path) -> None:
+    """`neuro ask --backend daemon --json-schema`: the schema travels as response_format."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(PERSON))
+    env = {**os.environ, "NEURO_DAEMON_URL": daemon.url, "NEURO_DAEMON_API_KEY": API_KEY}
+    result = subprocess.run([sys.executable, "-m", "neuro_bitnet.cli.main", "ask", "Describe a user.", "--backend",
+                             "daemon", "--json-schema", str(path), "-t", "0", "-n", "100", "--json"],
+                            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["backend"] == "daemon"
+    jsonschema.validate(json.loads(out["answer"]), PERSON)
