@@ -28,6 +28,7 @@ from neuro_bitnet.server.config import ServerConfig
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.generation import GenerationSpec, run_chat, run_completion
 from neuro_bitnet.server.hosts import HostGuard, HostPolicy
+from neuro_bitnet.server.metrics import RequestCounter, ServerMetrics, metrics_endpoint
 from neuro_bitnet.server.model_loader import ModelInfo
 from neuro_bitnet.server.responses import CompletionFormatter
 from neuro_bitnet.server.retrieval_service import RetrievalBusyError, RetrievalService
@@ -60,6 +61,7 @@ class ServerState:
         self.worker = worker
         self.retrieval = retrieval
         self.started = time.time()
+        self.metrics = ServerMetrics(worker)
 
     def check_model(self, name: str | None) -> str:
         """The served model's id if ``name`` refers to it, else a 404 ``model_not_found``."""
@@ -167,7 +169,7 @@ def _busy(exc: Exception) -> APIError:
 
 def submit(state: ServerState, fn: Any) -> Job:
     try:
-        return state.worker.submit(fn)
+        return state.worker.submit(state.metrics.timed(fn))
     except QueueFullError as exc:
         raise _busy(exc) from None
     except WorkerClosedError:
@@ -447,8 +449,10 @@ def create_app(model: Any, info: ModelInfo, config: ServerConfig,
         Route("/v1/generate", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    middleware = [Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]
+    middleware = [Middleware(RequestCounter, metrics=state.metrics, routes=routes),  # outermost: counts refusals too
+                  Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]
     if config.cors_origins:  # outside the key check: preflight requests carry no Authorization
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins,
                                      allow_methods=["GET", "POST"],
