@@ -163,6 +163,7 @@ def test_end_of_generation_only_when_complete(model):
     ({"not": {"type": "string"}}, "Unimplemented keys.*not"),
     ('{"type": ', "not valid JSON"),
     ([1, 2], "object or a boolean"),
+    (False, "admits no value"),
 ])
 def test_invalid_schema_is_a_clear_error(model, schema, message):
     with pytest.raises(GrammarError, match=message):
@@ -176,3 +177,10 @@ def test_tokenizer_without_model_rows_beyond_vocab(tmp_path):
     masked = constraint.mask(np.zeros(tok.vocab_size + 10, np.float32))
     assert np.all(masked[tok.vocab_size:] == -np.inf)
     assert np.isfinite(masked).any()
+
+
+def test_schema_true_is_any_json_value(model):
+    constraint = GrammarConstraint(Grammar.json_schema(True), model.tokenizer, model.n_vocab)
+    for token in model.tokenize('[1, "a", null]', add_bos=False):
+        constraint.accept(token)
+    assert constraint.complete

@@ -61,6 +61,10 @@ class Grammar:
                 raise GrammarError(f"the JSON schema is not valid JSON ({exc})") from None
         if not isinstance(schema, (dict, bool)):
             raise GrammarError(f"a JSON schema must be an object or a boolean, not {type(schema).__name__}")
+        if schema is False:
+            raise GrammarError("the JSON schema false admits no value")
+        if schema is True:
+            schema = {}  # any JSON value
         try:
             text = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
         except (ValueError, TypeError) as exc:
