@@ -427,6 +427,12 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+def _ollama_routes() -> list[Route]:
+    from neuro_bitnet.server.ollama import ollama_routes  # it builds on this module's helpers
+
+    return ollama_routes()
+
+
 def create_app(model: Any, info: ModelInfo, config: ServerConfig,
                retrieval: RetrievalService | None = None) -> Starlette:
     """The ASGI app serving ``model``; its worker thread stops when the app shuts down."""
@@ -450,6 +456,7 @@ def create_app(model: Any, info: ModelInfo, config: ServerConfig,
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *_ollama_routes(),
     ]
     middleware = [Middleware(RequestCounter, metrics=state.metrics, routes=routes),  # outermost: counts refusals too
                   Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]

@@ -41,6 +41,7 @@ class GenerationResult:
     finish_reason: str
     language: str | None = None  # the user's language when the answer was translated
     first_piece_at: float | None = None  # time.perf_counter() when the first text was ready
+    prefill_seconds: float = 0.0  # the engine's prompt evaluation time
     decode_seconds: float = 0.0  # the engine's decode time (tokens after the first)
 
     def usage(self) -> dict[str, Any]:
@@ -143,6 +144,7 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
         completion_tokens=stats.generated_tokens,
         finish_reason="length" if stats.finish_reason == "length" else "stop",
         first_piece_at=first_piece_at,
+        prefill_seconds=stats.prefill_seconds,
         decode_seconds=stats.decode_seconds,
     )
 

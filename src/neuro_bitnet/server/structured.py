@@ -57,8 +57,8 @@ class ToolPlan:
         call = {**self.call_schema(), "x-guidance": JSON_OPTIONS}
         if self.choice == "auto":
             text = "start: call | TEXT\ncall: %json " + json.dumps(call) + "\nTEXT: /[^{](.|\\n)*/\n"
-            return _compile(lambda: Grammar.lark(text), "tools")
-        return _compile(lambda: Grammar.json_schema(call), "tools")
+            return compile_grammar(lambda: Grammar.lark(text), "tools")
+        return compile_grammar(lambda: Grammar.json_schema(call), "tools")
 
     def parse(self, text: str, finish_reason: str) -> tuple[str | None, list[dict[str, Any]] | None, str]:
         """(content, tool_calls, finish_reason) of a finished reply: the same deltas as a stream,
@@ -111,7 +111,7 @@ def response_grammar(response_format: Any) -> Grammar | None:
         raise APIError(400, "response_format of type 'json_schema' needs a 'json_schema' object",
                        param="response_format", code="invalid_schema")
     schema = spec.schema_ if spec.schema_ is not None else {"type": "object"}
-    return _compile(lambda: Grammar.json_schema(schema), "response_format")
+    return compile_grammar(lambda: Grammar.json_schema(schema), "response_format")
 
 
 def tool_plan(tools: list[Any] | None, tool_choice: Any) -> ToolPlan | None:
@@ -140,7 +140,7 @@ def tool_plan(tools: list[Any] | None, tool_choice: Any) -> ToolPlan | None:
                            param="tool_choice", code="invalid_tools")
     plan = ToolPlan(functions, choice)
     for name, fn in functions.items():  # every tool's schema on its own: errors name the tool
-        _compile(lambda fn=fn: Grammar.json_schema(fn["parameters"]), "tools", f"tool {name!r}: ")
+        compile_grammar(lambda fn=fn: Grammar.json_schema(fn["parameters"]), "tools", f"tool {name!r}: ")
     plan.grammar()
     return plan
 
@@ -185,7 +185,8 @@ def _arguments(text: str) -> Any:
                        code="invalid_tools") from None
 
 
-def _compile(build: Any, param: str, prefix: str = "") -> Grammar:
+def compile_grammar(build: Any, param: str, prefix: str = "") -> Grammar:
+    """``build()``, with a bad schema or grammar turned into a 400 naming ``param``."""
     try:
         return build()
     except GrammarError as exc:
