@@ -14,13 +14,15 @@ class GenerationOptions(SamplingParams):
 
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
+    json_schema: dict | bool | None = None  # constrain the answer to this JSON schema
+
 
     def engine_kwargs(self) -> dict:
         """Keyword arguments for the native engine's generate/chat."""
         return {
             "max_tokens": self.max_tokens, "temperature": self.temperature, "top_k": self.top_k,
             "top_p": self.top_p, "min_p": self.min_p, "repeat_penalty": self.repeat_penalty,
-            "seed": self.seed, "stop": list(self.stop),
+            "seed": self.seed, "stop": list(self.stop), "json_schema": self.json_schema,
         }
 
 

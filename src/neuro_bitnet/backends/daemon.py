@@ -51,7 +51,7 @@ class DaemonBackend:
         pieces = self.client.chat_stream(
             messages, max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
             top_k=options.top_k, min_p=options.min_p, repeat_penalty=options.repeat_penalty, seed=options.seed,
-            stop=list(options.stop) or None,
+            stop=list(options.stop) or None, response_format=_response_format(options.json_schema),
         )
         try:
             for piece in pieces:
@@ -108,3 +108,10 @@ def _same_model(requested: str, health: dict, client: DaemonClient) -> bool:
         return entry is not None and (entry.id in names or bool(set(entry.aliases) & names))
     except Exception:
         return False
+
+
+def _response_format(schema: dict | bool | None) -> dict | None:
+    """The OpenAI ``response_format`` that asks the daemon for JSON matching ``schema``."""
+    if schema is None:
+        return None
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}

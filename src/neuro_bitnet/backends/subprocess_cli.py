@@ -22,7 +22,7 @@ from typing import Generator
 from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
 from neuro_bitnet.config import Settings
 from neuro_bitnet.engine.stop_strings import StopStringFilter
-from neuro_bitnet.errors import EngineError
+from neuro_bitnet.errors import ConfigError, EngineError
 
 TROUBLESHOOTING = (
     "To use the subprocess backend, build Microsoft's bitnet.cpp (github.com/microsoft/BitNet: "
@@ -178,6 +178,8 @@ class SubprocessBackend:
 
     # -- generation -----------------------------------------------------------------------------
     def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
+        if options.json_schema is not None:
+            raise ConfigError("JSON schema output (--json-schema, --json-object) needs the native or daemon backend")
         prompt = self.render_prompt(messages)
         return self._run(prompt, options)
 

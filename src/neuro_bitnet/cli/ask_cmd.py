@@ -8,6 +8,7 @@ import select
 import stat
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ import click
 from neuro_bitnet.answering import AskRequest, prepare_ask
 from neuro_bitnet.backends.base import GenerationOptions
 from neuro_bitnet.backends.select import BACKENDS, BackendRequest, open_backend
+from neuro_bitnet.cli.json_schema_option import json_schema_options, load_json_schema
 from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
 from neuro_bitnet.cli.timing import AnswerTimer, format_timing
 from neuro_bitnet.config import load_settings
@@ -97,8 +99,10 @@ def model_options(func):
 @click.option("--storage", type=click.Path(path_type=Path), default=None, help="Answer from documents indexed here.")
 @click.option("--web", is_flag=True, help="Add web search results as context.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (answer, usage, timings).")
+@json_schema_options[0]
+@json_schema_options[1]
 def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, threads, system, backend, yes,
-            translate, reply_in, verbose, stream, timing, storage, web, as_json) -> None:
+            translate, reply_in, verbose, stream, timing, storage, web, as_json, json_schema_file, json_object) -> None:
     """Ask the model one QUESTION (text piped on stdin is added to it)."""
     settings = load_settings()
     from neuro_bitnet.cli.context import check_sources, make_retriever
@@ -110,6 +114,7 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
     if not question or not question.strip():
         raise click.UsageError("give a question, e.g. neuro ask \"What is BitNet?\"")
     options = generation_options(max_tokens, temperature, top_p, seed)
+    options = replace(options, json_schema=load_json_schema(json_schema_file, json_object))
     timer = AnswerTimer()
 
     request = BackendRequest(kind=backend, model=model, model_given=model is not None, threads=threads,

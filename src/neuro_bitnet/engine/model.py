@@ -15,6 +15,7 @@ from neuro_bitnet.config import DEFAULT_ISA
 from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
+from neuro_bitnet.engine.constrained import Grammar, GrammarConstraint
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
@@ -184,8 +185,16 @@ class BitNetModel:
         repeat_penalty: float = 1.1,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        json_schema: dict | bool | str | None = None,
+        grammar: Grammar | None = None,
     ) -> Iterator[str]:
-        """Stream the continuation of a prompt (text is tokenized with BOS) as text pieces."""
+        """Stream the continuation of a prompt (text is tokenized with BOS) as text pieces.
+
+        ``json_schema`` (a JSON schema dict, or ``{"type": "object"}`` for any JSON object) or a
+        compiled ``grammar`` constrains the output: tokens that would break it are never chosen,
+        and generation ends when it is complete (see ``engine.constrained``). An invalid or
+        unsupported schema raises ``GrammarError`` before anything runs.
+        """
         if isinstance(prompt_or_ids, str):
             ids = self.tokenize(prompt_or_ids, add_bos=True)
         else:
@@ -195,9 +204,15 @@ class BitNetModel:
             raise EngineError("max_tokens must be >= 0")
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        return self._generate(ids, max_tokens, Sampler(params), stops)
+        if json_schema is not None and grammar is not None:
+            raise EngineError("give json_schema or grammar, not both")
+        if json_schema is not None:
+            grammar = Grammar.json_schema(json_schema)
+        constraint = GrammarConstraint(grammar, self.tokenizer, self.n_vocab) if grammar is not None else None
+        return self._generate(ids, max_tokens, Sampler(params), stops, constraint)
 
-    def _generate(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str]) -> Iterator[str]:
+    def _generate(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str],
+                  constraint: GrammarConstraint | None = None) -> Iterator[str]:
         with self._exclusive():
             self._cancel.clear()
             stats = GenerationStats(load_seconds=self.load_seconds, prompt_tokens=len(ids))
@@ -217,17 +232,19 @@ class BitNetModel:
                     stats.finish_reason = "cancelled"
                     break
                 _check_finite(logits)
-                token = sampler.sample(logits, history)
+                token = sampler.sample(logits if constraint is None else constraint.mask(logits), history)
                 if token in self.tokenizer.stop_ids:
                     stats.finish_reason = "stop"
                     break
+                if constraint is not None:
+                    constraint.accept(token)
                 history.append(token)
                 produced.append(token)
                 stats.generated_tokens += 1
                 piece, stopped = text_filter.push(decoder.push(token))
                 if piece:
                     yield piece
-                if stopped:
+                if stopped or (constraint is not None and constraint.finished):
                     stats.finish_reason = "stop"
                     break
                 if len(history) >= self.ctx_size or stats.generated_tokens >= max_tokens:
@@ -235,6 +252,8 @@ class BitNetModel:
                 self._forward([token], len(history) - 1, logits, False)
                 self._cached = history[:]
             stats.decode_seconds = time.perf_counter() - decode_start
+            if constraint is not None:
+                stats.mask_seconds = constraint.mask_seconds
             tail = text_filter.flush(decoder.flush())
             if tail:
                 yield tail

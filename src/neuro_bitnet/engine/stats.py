@@ -15,6 +15,7 @@ class GenerationStats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    mask_seconds: float = 0.0  # part of prefill+decode spent on grammar masks (constrained decoding)
     finish_reason: str = ""  # "stop", "length", "cancelled" or "" while running
 
     @property

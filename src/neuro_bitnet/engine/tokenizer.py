@@ -162,6 +162,7 @@ class Tokenizer:
         self.stop_ids = stop_ids
         self._hf = hf
         self._hf_lock = threading.Lock()
+        self._hf_continuation: _HFTokenizer | None = None  # SentencePiece without the space prefix
         self._bytes_cache: list[bytes | None] = [None] * len(tokens)
 
     # ----------------------------------------------------------------------------- loading
@@ -253,6 +254,21 @@ class Tokenizer:
             if not ids or ids[0] != self.bos_id:
                 ids.insert(0, self.bos_id)
         return ids
+
+    def encode_continuation(self, text: str) -> list[int]:
+        """Token ids of ``text`` as it would continue other text: no BOS, special tokens as
+        plain text, and no SentencePiece space prefix (the ids decode to exactly ``text``)."""
+        if not (self.kind == "llama" and self.add_space_prefix):
+            return self.encode(text, add_bos=False, parse_special=False)
+        with self._hf_lock:
+            if self._hf_continuation is None:
+                raw = _HFTokenizer.from_str(self._hf.to_str())
+                raw.normalizer = normalizers.Replace(" ", _SPM_SPACE)
+                self._hf_continuation = raw
+            raw = self._hf_continuation
+        raw.encode_special_tokens = True
+        clean = _SURROGATE_RE.sub("\ufffd", text)
+        return raw.encode_batch([clean], add_special_tokens=False)[0].ids
 
     # ---------------------------------------------------------------------------- decoding
     def _check_id(self, token_id: int) -> int:

@@ -22,11 +22,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neuro_bitnet import __version__
+from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.config import ServerConfig
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.generation import GenerationSpec, run_chat, run_completion
 from neuro_bitnet.server.hosts import HostGuard, HostPolicy
+from neuro_bitnet.server.metrics import RequestCounter, ServerMetrics, metrics_endpoint
 from neuro_bitnet.server.model_loader import ModelInfo
 from neuro_bitnet.server.responses import CompletionFormatter
 from neuro_bitnet.server.retrieval_service import RetrievalBusyError, RetrievalService
@@ -38,6 +40,7 @@ from neuro_bitnet.server.schemas import (
     parse_json,
     validate,
 )
+from neuro_bitnet.server.structured import prompt_messages, structured_output
 from neuro_bitnet.server.sse import DONE_EVENT, SSE_HEADERS, sse_event
 from neuro_bitnet.server.worker import DONE, ERROR, Job, JobCancelled, ModelWorker, QueueFullError, WorkerClosedError
 
@@ -58,6 +61,7 @@ class ServerState:
         self.worker = worker
         self.retrieval = retrieval
         self.started = time.time()
+        self.metrics = ServerMetrics(worker)
 
     def check_model(self, name: str | None) -> str:
         """The served model's id if ``name`` refers to it, else a 404 ``model_not_found``."""
@@ -165,7 +169,7 @@ def _busy(exc: Exception) -> APIError:
 
 def submit(state: ServerState, fn: Any) -> Job:
     try:
-        return state.worker.submit(fn)
+        return state.worker.submit(state.metrics.timed(fn))
     except QueueFullError as exc:
         raise _busy(exc) from None
     except WorkerClosedError:
@@ -248,7 +252,8 @@ async def _sse(state: ServerState, job: Job, first: tuple[str, Any], fmt: Comple
             if kind == ERROR:
                 yield sse_event(as_api_error(value).body())
                 break
-            yield sse_event(fmt.piece_chunk(value))
+            for chunk in fmt.piece_chunks(value):
+                yield sse_event(chunk)
             kind, value = await job.next_event()
         yield DONE_EVENT
     finally:
@@ -299,13 +304,18 @@ async def get_model(request: Request) -> JSONResponse:
     return JSONResponse(_model_object(state))
 
 
-def _spec(state: ServerState, body: ChatRequest | CompletionRequest) -> GenerationSpec:
+def _spec(state: ServerState, body: ChatRequest | CompletionRequest, grammar: Grammar | None = None) -> GenerationSpec:
     translate = state.config.auto_translate if body.translate is None else body.translate
+    if grammar is not None:  # structured output is never translated
+        if body.translate:
+            raise APIError(400, "translate cannot be combined with response_format or tools", param="translate")
+        translate = False
     return GenerationSpec(
         max_tokens=state.max_tokens(body.requested_max_tokens()),
         sampling=body.sampling(),
         stop=body.stop_list(),
         translate=translate,
+        grammar=grammar,
     )
 
 
@@ -313,11 +323,13 @@ async def chat_completions(request: Request) -> Response:
     state: ServerState = request.app.state.neuro
     body = validate(ChatRequest, await json_body(request))
     model_id = state.check_model(body.model)
-    spec = _spec(state, body)
-    messages = body.plain_messages()
+    body.check_tool_messages()
+    tools, grammar = structured_output(body)
+    spec = _spec(state, body, grammar)
+    messages = prompt_messages(body.messages, tools)
     state.check_prompt_size([m["content"] for m in messages], "messages")
     job = submit(state, lambda model, job: run_chat(model, job, messages, spec))
-    fmt = CompletionFormatter(model=model_id, chat=True, include_usage=body.include_usage())
+    fmt = CompletionFormatter(model=model_id, chat=True, include_usage=body.include_usage(), tools=tools)
     return await respond(request, state, job, body.stream, fmt)
 
 
@@ -415,6 +427,12 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+def _ollama_routes() -> list[Route]:
+    from neuro_bitnet.server.ollama import ollama_routes  # it builds on this module's helpers
+
+    return ollama_routes()
+
+
 def create_app(model: Any, info: ModelInfo, config: ServerConfig,
                retrieval: RetrievalService | None = None) -> Starlette:
     """The ASGI app serving ``model``; its worker thread stops when the app shuts down."""
@@ -437,8 +455,11 @@ def create_app(model: Any, info: ModelInfo, config: ServerConfig,
         Route("/v1/generate", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *_ollama_routes(),
     ]
-    middleware = [Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]
+    middleware = [Middleware(RequestCounter, metrics=state.metrics, routes=routes),  # outermost: counts refusals too
+                  Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]
     if config.cors_origins:  # outside the key check: preflight requests carry no Authorization
         middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins,
                                      allow_methods=["GET", "POST"],

@@ -62,7 +62,7 @@ class DaemonClient:
         """Stream the assistant's reply to ``messages``.
 
         Options: model, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, seed,
-        stop, translate (None entries are left out).
+        stop, translate, response_format (None entries are left out).
         """
         body = {"messages": list(messages), **_options(options)}
         return self._stream("/v1/chat/completions", body, lambda choice: choice.get("delta", {}).get("content"))
@@ -125,7 +125,7 @@ def complete_stream(prompt: str, *, url: str | None = None, api_key: str | None 
 
 def _options(options: dict[str, Any]) -> dict[str, Any]:
     allowed = {"model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
-               "stop", "translate"}
+               "stop", "translate", "response_format"}
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")

@@ -7,10 +7,12 @@ tokenizing, translating and generating all use the one model.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from neuro_bitnet.errors import EngineError
+from neuro_bitnet.engine.constrained import Grammar, GrammarError
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
 
@@ -25,6 +27,7 @@ class GenerationSpec:
     sampling: dict[str, Any]
     stop: list[str] = field(default_factory=list)
     translate: bool = False
+    grammar: Grammar | None = None  # constrained output (response_format, tools)
 
 
 @dataclass
@@ -37,6 +40,9 @@ class GenerationResult:
     completion_tokens: int
     finish_reason: str
     language: str | None = None  # the user's language when the answer was translated
+    first_piece_at: float | None = None  # time.perf_counter() when the first text was ready
+    prefill_seconds: float = 0.0  # the engine's prompt evaluation time
+    decode_seconds: float = 0.0  # the engine's decode time (tokens after the first)
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -69,6 +75,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     if language is not None:
         result.text = _translate(model, result.text, source="en", target=language, check=job.check)
         result.language = language
+        result.first_piece_at = time.perf_counter()
         job.emit(result.text)
     return result
 
@@ -86,6 +93,7 @@ def run_completion(model: Any, job: Job, prompt: str | list[int], spec: Generati
     if language is not None:
         result.text = _translate(model, result.text, source="en", target=language, check=job.check)
         result.language = language
+        result.first_piece_at = time.perf_counter()
         job.emit(result.text)
     return result
 
@@ -109,9 +117,16 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
     max_tokens = min(spec.max_tokens, model.ctx_size - len(ids))
     job.check()
     pieces: list[str] = []
-    tokens = model.generate(list(ids), max_tokens=max_tokens, stop=spec.stop or None, **spec.sampling)
+    extra = {"grammar": spec.grammar} if spec.grammar is not None else {}
+    try:
+        tokens = model.generate(list(ids), max_tokens=max_tokens, stop=spec.stop or None, **spec.sampling, **extra)
+    except GrammarError as exc:  # a schema the grammar checker passed but this vocabulary cannot follow
+        raise APIError(400, str(exc), param="response_format", code="invalid_schema") from None
+    first_piece_at = None
     try:
         for piece in tokens:
+            if first_piece_at is None:
+                first_piece_at = time.perf_counter()
             pieces.append(piece)
             if stream:
                 job.emit(piece)
@@ -127,6 +142,9 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
         cached_tokens=stats.cached_tokens,
         completion_tokens=stats.generated_tokens,
         finish_reason="length" if stats.finish_reason == "length" else "stop",
+        first_piece_at=first_piece_at,
+        prefill_seconds=stats.prefill_seconds,
+        decode_seconds=stats.decode_seconds,
     )
 
 

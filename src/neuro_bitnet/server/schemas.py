@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neuro_bitnet.server.errors import APIError, bad_request
 
@@ -79,17 +79,23 @@ class ContentPart(_Body):
     text: str | None = None
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Body):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-
-    @field_validator("role")
-    @classmethod
-    def _no_tools(cls, role: str) -> str:
-        if role == "tool":
-            raise ValueError("'tool' messages are not supported: this server does not run tools")
-        return role
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool result: the call it answers
 
     def text(self) -> str:
         if self.content is None:
@@ -104,17 +110,54 @@ class ChatMessage(_Body):
         return "".join(pieces)
 
 
+_FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDef(_Body):
+    name: str = Field(pattern=_FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Body):
+    name: str = Field("response", pattern=_FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | bool | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; a reply holds at most one call
 
-    def plain_messages(self) -> list[dict[str, str]]:
-        """Messages as the engine takes them; ``developer`` is the newer name of ``system``."""
-        out = []
-        for message in self.messages:
-            role = "system" if message.role == "developer" else message.role
-            out.append({"role": role, "content": message.text()})
-        return out
+    def check_tool_messages(self) -> None:
+        """Tool results come back only in conversations that offer tools."""
+        if not self.tools and any(m.role == "tool" for m in self.messages):
+            raise bad_request("'tool' messages are not supported without 'tools' in the request", "messages")
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
