@@ -36,6 +36,22 @@ class GenerationResult:
     completion_tokens: int
     finish_reason: str
     language: str | None = None  # the user's language when the answer was translated
+    prefill_seconds: float = 0.0  # the engine's own clock, for ``timings``
+    decode_seconds: float = 0.0
+
+    def timings(self) -> dict[str, Any]:
+        """llama-server-style speed figures of the generation (the first answer token comes from
+        the prefill, so decoding made ``completion_tokens - 1`` steps)."""
+        evaluated = self.prompt_tokens - self.cached_tokens
+        steps = max(self.completion_tokens - 1, 0)
+        return {
+            "prompt_n": evaluated,
+            "prompt_ms": round(self.prefill_seconds * 1000, 3),
+            "prompt_per_second": round(evaluated / self.prefill_seconds, 3) if self.prefill_seconds > 0 else None,
+            "predicted_n": self.completion_tokens,
+            "predicted_ms": round(self.decode_seconds * 1000, 3),
+            "predicted_per_second": round(steps / self.decode_seconds, 3) if self.decode_seconds > 0 and steps else None,
+        }
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -125,6 +141,8 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
         cached_tokens=stats.cached_tokens,
         completion_tokens=stats.generated_tokens,
         finish_reason="length" if stats.finish_reason == "length" else "stop",
+        prefill_seconds=stats.prefill_seconds,
+        decode_seconds=stats.decode_seconds,
     )
 
 

@@ -51,6 +51,7 @@ class CompletionFormatter:
             body = self._envelope("text_completion")
         body["choices"] = [choice]
         body["usage"] = result.usage()
+        body["timings"] = result.timings()
         return body
 
     def _chunk(self, delta_or_text: str | None, finish_reason: str | None, *, role: bool = False) -> dict[str, Any]:
@@ -84,5 +85,6 @@ class CompletionFormatter:
             usage = self._envelope(chunks[0]["object"])
             usage["choices"] = []
             usage["usage"] = result.usage()
+            usage["timings"] = result.timings()
             chunks.append(usage)
         return chunks

@@ -13,6 +13,7 @@
     log: $("log"), empty: $("empty"), info: $("model-info"), form: $("composer"), prompt: $("prompt"),
     send: $("send"), stop: $("stop"), newChat: $("new-chat"), docsToggle: $("docs-toggle"),
     useDocs: $("use-docs"), translate: $("translate"), status: $("status"),
+    temperature: $("temperature"), maxTokens: $("max-tokens"),
     keyDialog: $("key-dialog"), keyForm: $("key-form"), keyInput: $("key-input"), keyError: $("key-error"),
   };
   const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;
@@ -161,10 +162,12 @@
     if (t.usage) {
       const n = t.usage.completion_tokens;
       parts.push(`${n} token${n === 1 ? "" : "s"}`);
-      if (n > 1 && t.end > t.first) parts.push(`${((n - 1) * 1000 / (t.end - t.first)).toFixed(1)} tokens/s`);
+      const rate = t.timings && t.timings.predicted_per_second; // the engine's own clock
+      if (rate) parts.push(`${rate.toFixed(1)} tokens/s`);
     }
     if (t.first !== null) parts.push(`first token ${seconds(t.first - t.start)}`);
     if (t.usage) parts.push(`prompt ${t.usage.prompt_tokens} tokens`);
+    else if (t.end !== null) parts.push(`after ${seconds(t.end - t.start)}`);
     return parts.join(" · ");
   }
 
@@ -202,6 +205,22 @@
     const res = await api("v1/search", { method: "POST", body: JSON.stringify({ query: question, top_k: SEARCH_TOP_K }), signal });
     if (!res.ok) throw new Error("search failed: " + (await errorMessage(res)).message);
     return fitSources((await res.json()).data);
+  }
+
+  // The settings' values for the request body; an out-of-range value is reported, not sent.
+  function settings() {
+    const out = {};
+    const temperature = ui.temperature.valueAsNumber;
+    if (!Number.isNaN(temperature)) {
+      if (temperature < 0 || temperature > 2) throw new Error("Temperature must be between 0 and 2.");
+      out.temperature = temperature;
+    }
+    const maxTokens = ui.maxTokens.valueAsNumber;
+    if (!Number.isNaN(maxTokens)) {
+      if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error("Answer length must be a whole number of tokens.");
+      out.max_tokens = maxTokens;
+    }
+    return out;
   }
 
   // -- streaming an answer -----------------------------------------------------------------------
@@ -245,7 +264,7 @@
     setBusy(true);
     announce("Answering…");
 
-    const t = { start: performance.now(), first: null, end: null, usage: null };
+    const t = { start: performance.now(), first: null, end: null, usage: null, timings: null };
     let text = "";
     let finish = null;
     let dropped = 0;
@@ -256,6 +275,7 @@
       requestAnimationFrame(() => { pending = false; renderAnswer(answer, text); scrollToEnd(); });
     };
     try {
+      const chosen = settings();
       let content = question;
       if (ui.useDocs.checked && !ui.docsToggle.hidden) {
         const sources = await retrieve(question, controller.signal);
@@ -271,10 +291,10 @@
         const messages = state.history.concat([{ role: "user", content }]);
         res = await api("v1/chat/completions", {
           method: "POST",
-          body: JSON.stringify({
+          body: JSON.stringify(Object.assign({
             model: "default", messages, stream: true, stream_options: { include_usage: true },
             translate: ui.translate.checked,
-          }),
+          }, chosen)),
           signal: controller.signal,
         });
         if (res.ok) break;
@@ -290,6 +310,7 @@
       for await (const chunk of sseEvents(res)) {
         if (chunk.error) throw new Error(chunk.error.message);
         if (chunk.usage) t.usage = chunk.usage;
+        if (chunk.timings) t.timings = chunk.timings;
         const choice = chunk.choices && chunk.choices[0];
         if (!choice) continue;
         const piece = choice.delta && choice.delta.content;
