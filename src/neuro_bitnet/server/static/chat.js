@@ -354,6 +354,7 @@
     if (dropped) parts.push(`oldest ${dropped === 1 ? "exchange" : dropped + " exchanges"} dropped to fit the context`);
     const stats = parts.filter(Boolean).join(" · ");
     if (stats) addFooter(answer, "stats", stats);
+    scrollToEnd();
   }
 
   // -- controls ----------------------------------------------------------------------------------
