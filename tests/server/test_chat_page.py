@@ -51,10 +51,10 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def long_daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
-    """No API key, and room for long answers (the stop test asks for 4000 tokens)."""
+    """No API key, and room for long answers (the stop test asks for 8000 tokens)."""
     if not FIXTURE_MODEL.is_file():
         pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
-    proc = DaemonProcess(["--ctx-size", "4096"], tmp_path_factory.mktemp("page")).wait_ready()
+    proc = DaemonProcess(["--ctx-size", "8192"], tmp_path_factory.mktemp("page")).wait_ready()
     yield proc
     assert proc.stop() == 0, proc.output()
 
@@ -160,12 +160,12 @@ def test_an_answer_streams_into_the_page_and_stop_cancels_it(browser, long_daemo
 
     open_page(browser, long_daemon.url)
     info = browser.find_element(By.ID, "model-info").text
-    assert long_daemon.model_id in info and "4,096" in info
+    assert long_daemon.model_id in info and "8,192" in info
     cancelled = health(long_daemon)["cancelled"]
 
     # Greedy decoding of this prompt runs to the length limit (no early end of text), so the
     # answer is still streaming when Stop is pressed.
-    choose_settings(browser, "0", "4000")
+    choose_settings(browser, "0", "8000")
     answer = ask(browser, "Tell me a very long story")
     wait_for(browser, lambda: answer.get_attribute("data-state") == "streaming" and answer_text(answer),
              "no streamed text appeared")
