@@ -277,3 +277,40 @@ def test_markdown_is_rendered_and_html_in_answers_is_not(browser, long_daemon) -
                            hostile)
     assert browser.execute_script("return document.querySelectorAll('#t img, #t script').length") == 0
     assert console_errors(browser) == []
+
+
+@needs_browser
+def test_controls_are_labelled_keyboard_reachable_and_fit_narrow_and_dark(browser, long_daemon) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, long_daemon.url)
+    unlabelled = browser.execute_script("""
+        return [...document.querySelectorAll('input, textarea, button, select')]
+          .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+          .map(el => el.id || el.outerHTML);""")
+    assert unlabelled == []
+    # Tab from the message box reaches the send button; Shift+Tab walks back to the header controls.
+    box = browser.find_element(By.ID, "prompt")
+    box.click()
+    box.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "send"
+    reached = set()
+    for _ in range(12):
+        browser.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+        reached.add(browser.switch_to.active_element.get_attribute("id"))
+    assert {"new-chat", "translate", "prompt"} <= reached
+
+    browser.set_window_size(360, 700)  # a phone-sized window: nothing sticks out sideways
+    wait_for(browser, lambda: browser.execute_script("return window.innerWidth") <= 360, "the window did not shrink")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert browser.find_element(By.ID, "send").is_displayed()
+
+    background = "return getComputedStyle(document.body).backgroundColor"
+    light = browser.execute_script(background)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = browser.execute_script(background)
+    assert light != dark
+    channels = [int(c) for c in dark[dark.index("(") + 1:dark.index(")")].split(",")[:3]]
+    assert max(channels) < 80, f"dark mode background is not dark: {dark}"
+    assert console_errors(browser) == []
