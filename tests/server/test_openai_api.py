@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -37,6 +39,25 @@ def test_chat_completion_has_text_usage_and_finish_reason(openai_client, daemon)
     assert 0 < usage.completion_tokens <= 6
     assert usage.prompt_tokens > 0
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_timings_come_with_usage_streamed_and_not(daemon, auth) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 6, "temperature": 0}
+    whole = httpx.post(daemon.url + "/v1/chat/completions", headers=auth, json=body, timeout=120).json()
+    timings = whole["timings"]
+    assert timings["predicted_n"] == whole["usage"]["completion_tokens"]
+    assert timings["prompt_n"] == whole["usage"]["prompt_tokens"] - whole["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert timings["prompt_ms"] >= 0 and timings["predicted_ms"] >= 0
+    if timings["predicted_n"] > 1 and timings["predicted_ms"] > 0:
+        assert timings["predicted_per_second"] > 0
+    events = []
+    with httpx.stream("POST", daemon.url + "/v1/chat/completions", headers=auth, timeout=120,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+    assert [e for e in events if "timings" in e] == [events[-1]]  # only the usage chunk carries them
+    assert events[-1]["timings"]["predicted_n"] == events[-1]["usage"]["completion_tokens"]
 
 
 def test_streamed_chat_equals_the_whole_answer(openai_client) -> None:

@@ -117,6 +117,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         console.status(f"starting the daemon (log: {log_path})")
         record = daemon.start_detached(args, config.pid_file, log_path, env)
         click.echo(f"neuro daemon running: pid {record.pid}, {record.url} (model {record.model})")
+        click.echo(f"chat page: {record.url}/")
         click.echo(f"stop it with: neuro daemon stop --pid-file {config.pid_file}")
         return
 

@@ -30,6 +30,7 @@ from neuro_bitnet.server.generation import GenerationSpec, run_chat, run_complet
 from neuro_bitnet.server.hosts import HostGuard, HostPolicy
 from neuro_bitnet.server.metrics import RequestCounter, ServerMetrics, metrics_endpoint
 from neuro_bitnet.server.model_loader import ModelInfo
+from neuro_bitnet.server.page import is_page_request, page_routes
 from neuro_bitnet.server.responses import CompletionFormatter
 from neuro_bitnet.server.retrieval_service import RetrievalBusyError, RetrievalService
 from neuro_bitnet.server.schemas import (
@@ -410,14 +411,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 class BearerAuth:
-    """Rejects every request without ``Authorization: Bearer <key>`` (401, OpenAI-style)."""
+    """Rejects every request without ``Authorization: Bearer <key>`` (401, OpenAI-style), except
+    loads of the chat page and its files (the page then sends the key on its API calls)."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self.key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not is_page_request(scope):
             scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
                 error = APIError(401, "Missing or incorrect API key: send 'Authorization: Bearer <key>'",
@@ -457,6 +459,7 @@ def create_app(model: Any, info: ModelInfo, config: ServerConfig,
         Route("/v1/search", search, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *_ollama_routes(),
+        *page_routes(config),
     ]
     middleware = [Middleware(RequestCounter, metrics=state.metrics, routes=routes),  # outermost: counts refusals too
                   Middleware(HostGuard, policy=HostPolicy(config.host, config.allowed_hosts))]

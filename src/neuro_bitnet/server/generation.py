@@ -44,6 +44,20 @@ class GenerationResult:
     prefill_seconds: float = 0.0  # the engine's prompt evaluation time
     decode_seconds: float = 0.0  # the engine's decode time (tokens after the first)
 
+    def timings(self) -> dict[str, Any]:
+        """llama-server-style speed figures of the generation (the first answer token comes from
+        the prefill, so decoding made ``completion_tokens - 1`` steps)."""
+        evaluated = self.prompt_tokens - self.cached_tokens
+        steps = max(self.completion_tokens - 1, 0)
+        return {
+            "prompt_n": evaluated,
+            "prompt_ms": round(self.prefill_seconds * 1000, 3),
+            "prompt_per_second": round(evaluated / self.prefill_seconds, 3) if self.prefill_seconds > 0 else None,
+            "predicted_n": self.completion_tokens,
+            "predicted_ms": round(self.decode_seconds * 1000, 3),
+            "predicted_per_second": round(steps / self.decode_seconds, 3) if self.decode_seconds > 0 and steps else None,
+        }
+
     def usage(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,

@@ -60,6 +60,7 @@ class CompletionFormatter:
             body = self._envelope("text_completion")
         body["choices"] = [choice]
         body["usage"] = result.usage()
+        body["timings"] = result.timings()
         return body
 
     def _chunk(self, delta_or_text: str | dict[str, Any] | None, finish_reason: str | None, *,
@@ -111,5 +112,6 @@ class CompletionFormatter:
             usage = self._envelope(chunks[-1]["object"])
             usage["choices"] = []
             usage["usage"] = result.usage()
+            usage["timings"] = result.timings()
             chunks.append(usage)
         return chunks

@@ -81,7 +81,7 @@ def serve(model: Any, info: ModelInfo, config: ServerConfig, *, retrieval: Any =
         if server.started:
             if config.pid_file is not None:
                 write_pid_file(config.pid_file, url, info.id)
-            announce(f"neuro daemon: serving {info.id} on {url} (OpenAI API at {url}/v1)")
+            announce(f"neuro daemon: serving {info.id} on {url} (OpenAI API at {url}/v1, chat page at {url}/)")
         await task
 
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
