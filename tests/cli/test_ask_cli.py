@@ -129,8 +129,7 @@ def test_translate_detects_the_language_and_reports_it(env):
 
 
 def test_storage_grounds_the_answer_and_lists_sources(env, tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
-    from rag_tiny_embedder import build_tiny_embedder
+    from support.tiny_embedder import build_tiny_embedder
 
     embedder = build_tiny_embedder(tmp_path / "embedder")
     docs = tmp_path / "docs"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 
-from hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
+from support.hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
 from support.signals import default_signals
 
 from neuro_bitnet.engine.synthetic import build_synthetic_model
@@ -36,7 +36,7 @@ def neuro_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "neuro_bitnet.cli.main", *args]
 
 
-run = run_cli  # `neuro ARGS` in-process (tests/hubserver.py)
+run = run_cli  # `neuro ARGS` in-process (tests/support/hubserver.py)
 
 
 def run_process(hub: HubServer, root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

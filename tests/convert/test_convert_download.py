@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hubserver import HubServer, run_cli, write_catalog
+from support.hubserver import HubServer, run_cli, write_catalog
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.models.catalog import BUILTIN_ENTRIES
 

@@ -14,7 +14,7 @@ from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 from neuro_bitnet.engine.tokenizer import TOKEN_CONTROL, TOKEN_UNUSED, Tokenizer
 from neuro_bitnet.models.convert import convert_checkpoint
 
-from reference_forward import ReferenceModel
+from support.reference_forward import ReferenceModel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HF = FIXTURES / "hf"

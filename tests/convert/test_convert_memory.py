@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synthetic_checkpoint import write_checkpoint
+from support.synthetic_checkpoint import write_checkpoint
 
 CHILD = r"""
 import json, sys

@@ -8,6 +8,7 @@ chat on it must render the trained BitNet format.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import struct
@@ -311,12 +312,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def test_tq2_0_repack_for_llama_cpp_is_lossless(tiny: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCHMARKS / "peers"))
-    try:
-        from repack_tq2 import repack_i2s_to_tq2_0
-    finally:
-        sys.path.remove(str(BENCHMARKS / "peers"))
-    out = repack_i2s_to_tq2_0(tiny, tmp_path / "tq2.gguf", arch="bitnet")
+    spec = importlib.util.spec_from_file_location("repack_tq2", BENCHMARKS / "peers" / "repack_tq2.py")
+    assert spec is not None and spec.loader is not None
+    repack_tq2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repack_tq2)
+    out = repack_tq2.repack_i2s_to_tq2_0(tiny, tmp_path / "tq2.gguf", arch="bitnet")
     with GGUFFile(tiny) as src, GGUFFile(out) as dst:
         assert dst.metadata["general.architecture"] == "bitnet"
         assert dst.metadata["bitnet.block_count"] == TINY["n_layer"]

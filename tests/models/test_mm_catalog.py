@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hubserver import write_catalog
+from support.hubserver import write_catalog
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.errors import ConfigError, ModelNotFoundError
 from neuro_bitnet.models.catalog import BUILTIN_ENTRIES, DEFAULT_MODEL_ID, load_catalog

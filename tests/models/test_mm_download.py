@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hubserver import HubServer, hub_env, tiny_model, write_catalog
+from support.hubserver import HubServer, hub_env, tiny_model, write_catalog
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.models import download as download_mod

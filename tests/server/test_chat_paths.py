@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon_proc import DaemonProcess
+from support.daemon_proc import DaemonProcess
 from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.synthetic import build_synthetic_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import API_KEY
+from support.daemon_proc import API_KEY
 from support.greedy import greedy_completion
 from neuro_bitnet.server import DaemonClient, DaemonError, is_running
 

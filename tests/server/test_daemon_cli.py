@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
 from neuro_bitnet.server.daemon import is_alive
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from daemon_proc import FIXTURE_MODEL, DaemonProcess
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 

@@ -10,7 +10,7 @@ import pytest
 
 mcp = pytest.importorskip("mcp")
 
-from daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
+from support.daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
 from support import greedy  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
@@ -65,7 +65,7 @@ def test_tools_answer_over_stdio(tmp_path: Path) -> None:
 def test_search_documents_appears_with_an_index(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from index_fixture import build_index
+    from support.index_fixture import build_index
 
     storage, embedder = build_index(tmp_path)
 

@@ -7,7 +7,7 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from conftest import API_KEY, CTX_SIZE  # noqa: E402
+from support.daemon_proc import API_KEY, CTX_SIZE  # noqa: E402
 from support.greedy import greedy_chat, to_english, translated  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]

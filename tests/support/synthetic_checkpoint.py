@@ -1,7 +1,7 @@
 """Write large synthetic 1bitLLM-style checkpoints (random float32 weights) a tensor at a time,
 for memory tests; also runnable to measure a full-size conversion:
 
-    python tests/convert/synthetic_checkpoint.py DIR --preset 3b     # 13 GB, 3 shards
+    python tests/support/synthetic_checkpoint.py DIR --preset 3b     # 13 GB, 3 shards
 """
 
 from __future__ import annotations
