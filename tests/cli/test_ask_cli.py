@@ -12,6 +12,7 @@ import pytest
 
 from neuro_bitnet.answering import DEFAULT_SYSTEM_PROMPT
 from neuro_bitnet.engine import load_model
+
 from support.recorded_web import base_url, recorded_web_server
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"

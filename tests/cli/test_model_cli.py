@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from neuro_bitnet.engine.synthetic import build_synthetic_model
 
 from support.hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
 from support.signals import default_signals
-
-from neuro_bitnet.engine.synthetic import build_synthetic_model
 
 SIZE = 512 * 1024
 
@@ -301,7 +300,9 @@ def test_ctrl_c_leaves_a_resumable_part(hub: HubServer, tmp_path: Path) -> None:
     assert model_path(tmp_path).read_bytes() == f.data
 
 
-def _run_in_pty(argv: list[str], env: dict[str, str], answer: bytes | None = None, timeout: float = 60) -> tuple[int, str]:
+def _run_in_pty(
+    argv: list[str], env: dict[str, str], answer: bytes | None = None, timeout: float = 60
+) -> tuple[int, str]:
     """Run with stdin/stdout/stderr on a pseudo-terminal; answer a question when one appears."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(argv, env={**env, "COLUMNS": "120", "TERM": "xterm"},

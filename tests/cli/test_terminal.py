@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.chat_stub import chat_stub, list_answer
+from support.chat_stub import chat_stub
 from support.pty_term import PtySession
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"

@@ -12,6 +12,7 @@ import pytest
 from neuro_bitnet.config import ISA_CHOICES
 from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.quants import pack_i2s_codes
+
 from support import numpy_forward
 
 HAS_AVX2 = _core.cpu_features()["avx2"]

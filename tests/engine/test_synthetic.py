@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from neuro_bitnet.engine import load_model
+from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 from neuro_bitnet.engine.quants import tq2_0_to_ternary, unpack_i2s_codes
-from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.synthetic import (
     ARCH,
     OFFICIAL_2B_FILE_SIZE,

@@ -52,7 +52,8 @@ def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path) -
 def test_embedder_mismatch_and_reindex(tmp_path: Path, tiny_embedder_dir: Path, other_embedder_dir: Path) -> None:
     (tmp_path / "a.md").write_text("dog")
     storage = str(tmp_path / "idx")
-    assert neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(tiny_embedder_dir)).returncode == 0
+    indexed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(tiny_embedder_dir))
+    assert indexed.returncode == 0
     mixed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(other_embedder_dir))
     assert mixed.returncode == 6
     assert "cannot mix" in mixed.stderr and "--reindex" in mixed.stderr and "Traceback" not in mixed.stderr

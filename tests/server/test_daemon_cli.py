@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
 from neuro_bitnet.server.daemon import is_alive
+
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 

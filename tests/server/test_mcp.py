@@ -10,8 +10,8 @@ import pytest
 
 mcp = pytest.importorskip("mcp")
 
-from support.daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
 from support import greedy  # noqa: E402
+from support.daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 

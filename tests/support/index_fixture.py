@@ -16,6 +16,7 @@ def build_index(tmp: Path) -> tuple[Path, Path]:
     from neuro_bitnet.retrieval.embedders import OnnxEmbedder
     from neuro_bitnet.retrieval.indexer import index_paths
     from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+
     from support.tiny_embedder import build_tiny_embedder
 
     embedder_dir = build_tiny_embedder(tmp / "embedder")

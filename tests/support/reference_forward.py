@@ -22,11 +22,12 @@ class ReferenceModel:
             self.w = {n: g.dequantize(n).reshape(g.info(n).shape).astype(F32) for n in g.tensors}
         arch = meta["general.architecture"]
         get = lambda k: meta[f"{arch}.{k}"]  # noqa: E731
-        self.n_layer, self.n_head, self.n_kv = get("block_count"), get("attention.head_count"), get("attention.head_count_kv")
-        self.hd, self.eps, self.theta = get("rope.dimension_count"), F32(get("attention.layer_norm_rms_epsilon")), get("rope.freq_base")
+        self.n_layer, self.n_head = get("block_count"), get("attention.head_count")
+        self.n_kv, self.hd = get("attention.head_count_kv"), get("rope.dimension_count")
+        self.eps, self.theta = F32(get("attention.layer_norm_rms_epsilon")), get("rope.freq_base")
         self.neox = meta["neuro_bitnet.rope_style"] == "neox"
         self.relu2 = arch == "bitnet-b1.58"
-        self.sub = f"blk.0.attn_sub_norm.weight" in self.w
+        self.sub = "blk.0.attn_sub_norm.weight" in self.w
 
     def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * self.w[name]

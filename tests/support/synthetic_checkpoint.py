@@ -22,7 +22,9 @@ PRESETS = {  # n_embd, n_ff, n_layer, n_head, n_vocab, shards
 
 
 def tensor_shapes(n_embd: int, n_ff: int, n_layer: int, n_vocab: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (n_vocab, n_embd), "model.norm.weight": (n_embd,)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (n_vocab, n_embd), "model.norm.weight": (n_embd,)
+    }
     for i in range(n_layer):
         p = f"model.layers.{i}"
         shapes.update({

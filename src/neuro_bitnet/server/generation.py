@@ -138,7 +138,9 @@ def _translate(model: Any, text: str, *, source: str, target: str,
     return translate_with_backend(_EngineBackend(model), text, source, target, check)
 
 
-def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
+def _translate_question(
+    model: Any, job: Job, messages: list[dict[str, str]]
+) -> tuple[str | None, list[dict[str, str]]]:
     """Translate the last user message to English; returns (user language or None, messages)."""
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:

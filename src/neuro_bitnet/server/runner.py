@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
