@@ -16,6 +16,8 @@ F32 = np.float32
 
 
 class ReferenceModel:
+    """Straightforward W1.58A8 forward pass over the tensors of one GGUF file (float32)."""
+
     def __init__(self, path: Path) -> None:
         with GGUFFile(path) as g:
             meta = g.metadata
@@ -33,6 +35,8 @@ class ReferenceModel:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * self.w[name]
 
     def _lin(self, x: np.ndarray, name: str) -> np.ndarray:
+        """Per-token absmax int8 activations (round half to even, as torch), times the float weights.
+        einsum, not BLAS: multithreaded BLAS crawls on a busy 2-core machine."""
         s = F32(127) / np.maximum(np.abs(x).max(-1, keepdims=True), F32(1e-5))
         return np.einsum("tk,nk->tn", np.clip(np.round(x * s), -128, 127) / s, self.w[name])
 
@@ -49,7 +53,8 @@ class ReferenceModel:
         out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
         return out
 
-    def logits(self, tokens: np.ndarray) -> np.ndarray:
+    def logits(self, tokens: list[int] | np.ndarray) -> np.ndarray:
+        """Logits (tokens, vocab) for one sequence, every position."""
         x = self.w["token_embd.weight"][np.asarray(tokens)]
         t = x.shape[0]
         mask = np.triu(np.full((t, t), -np.inf, dtype=F32), 1)
@@ -75,4 +80,4 @@ class ReferenceModel:
                 a = self._norm(a, p + "ffn_sub_norm.weight")
             x = x + self._lin(a, p + "ffn_down.weight")
         head = self.w.get("output.weight", self.w["token_embd.weight"])
-        return self._norm(x, "output_norm.weight") @ head.T
+        return np.einsum("tk,nk->tn", self._norm(x, "output_norm.weight"), head)  # no BLAS: see _lin
