@@ -1,9 +1,9 @@
 """The committed reference fixtures (tests/fixtures, made by tools/make_fixtures.py) are sound.
 
-Needs only numpy and the committed files. Beyond parsing and shape checks, an independent numpy
-forward pass (tests/support/reference_forward.py, shared with the converter's tests) reads each
-GGUF and must reproduce the logits and greedy tokens that `transformers` computed: that proves
-the files carry the weights in the layout the engine expects.
+Needs only numpy and the committed files. Beyond parsing and shape checks, the numpy reference
+forward pass (tests/support/numpy_forward.py, the one the C core's tests use) reads each GGUF
+through the engine's weight loader and must reproduce the logits and greedy tokens that
+`transformers` computed: that proves the files carry the weights in the layout the engine expects.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 
-from support.reference_forward import ReferenceModel
+from support.numpy_forward import NumpyModel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODEL_DIRS = sorted(p.parent for p in FIXTURES.glob("*/reference.npz"))
@@ -145,7 +145,7 @@ def test_reference_npz_is_consistent(model_dir: Path) -> None:
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=_id)
 def test_numpy_forward_reproduces_reference(path: Path) -> None:
-    model, ref = ReferenceModel(path), _reference(path)
+    model, ref = NumpyModel.from_gguf(path), _reference(path)
     for i, n in enumerate(ref["lengths"]):
         prompt = ref["tokens"][i, :n]
         want = ref["logits"][i, :n]
