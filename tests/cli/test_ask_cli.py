@@ -60,6 +60,7 @@ def assert_one_clear_error(result, code: int, *words: str) -> None:
         assert word in lines[0]
 
 
+@pytest.mark.slow
 def test_json_answer_is_the_engines_greedy_answer(env):
     data = ask_json(env, QUESTION, "--temperature", "0", "--max-tokens", "12")
     assert data["answer"] == greedy_answer(QUESTION, 12)
@@ -77,6 +78,7 @@ def test_piped_output_is_plain_streamed_text(env):
     assert result.stdout.strip() == greedy_answer(QUESTION, 12)
 
 
+@pytest.mark.slow
 def test_stdin_is_added_to_the_question(env):
     alone = ask_json(env, "summarize", "--temperature", "0", "--max-tokens", "2")
     piped = ask_json(env, "summarize", "--temperature", "0", "--max-tokens", "2",
@@ -94,12 +96,14 @@ def test_timing_lines(env):
     assert "tok/s" in result.stderr
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_with_a_seed(env):
     a = ask_json(env, QUESTION, "--seed", "7", "--temperature", "1.0", "--max-tokens", "10")
     b = ask_json(env, QUESTION, "--seed", "7", "--temperature", "1.0", "--max-tokens", "10")
     assert a["answer"] == b["answer"]
 
 
+@pytest.mark.slow
 def test_errors_are_one_clear_line_with_meaningful_exit_codes(env, tmp_path):
     assert_one_clear_error(neuro(env, "ask", "hi", "--model", str(tmp_path / "missing.gguf")), 3, "not found")
     assert_one_clear_error(neuro(env, "ask", "hi", "--model", "no-such-model"), 3, "no-such-model")
@@ -115,11 +119,13 @@ def test_errors_are_one_clear_line_with_meaningful_exit_codes(env, tmp_path):
     assert usage.returncode == 2 and "give a question" in usage.stderr
 
 
+@pytest.mark.slow
 def test_missing_model_without_a_terminal_refuses_with_a_hint(env):
     result = neuro(env, "ask", "hi", "--model", "2b")
     assert_one_clear_error(result, 3, "--yes")
 
 
+@pytest.mark.slow
 def test_translate_detects_the_language_and_reports_it(env):
     result = neuro(env, "ask", "¿Cuál es la capital de Francia?", "--model", str(FIXTURE), "--translate",
                    "--verbose", "--temperature", "0", "--max-tokens", "4", "--json")
@@ -129,6 +135,7 @@ def test_translate_detects_the_language_and_reports_it(env):
     assert data["language"] == "es" and data["translated_question"]
 
 
+@pytest.mark.slow
 def test_storage_grounds_the_answer_and_lists_sources(env, tmp_path):
     from support.tiny_embedder import build_tiny_embedder
 
@@ -152,6 +159,7 @@ def test_storage_grounds_the_answer_and_lists_sources(env, tmp_path):
     assert text.returncode == 0 and "Sources:" in text.stdout and "[1] " in text.stdout
 
 
+@pytest.mark.slow
 def test_web_context_cites_urls_and_degrades_offline(env):
     with recorded_web_server() as server:
         env["NEURO_BITNET_WIKIPEDIA_URL"] = base_url(server) + "/{lang}"
@@ -164,6 +172,7 @@ def test_web_context_cites_urls_and_degrades_offline(env):
     assert "web search unavailable" in offline.stderr
 
 
+@pytest.mark.slow
 def test_chat_session_with_commands(env):
     script = "Hello there\n/system Answer in one word.\nAnd now?\n/reset\n/nonsense\nBye\n/exit\n"
     result = neuro(env, "chat", "--model", str(FIXTURE), "--max-tokens", "6", "--temperature", "0", input=script)
@@ -173,6 +182,7 @@ def test_chat_session_with_commands(env):
     assert "unknown command /nonsense" in result.stderr
 
 
+@pytest.mark.slow
 def test_chat_drops_old_turns_when_the_context_fills(env):
     turns = "".join(f"Tell me fact number {i} about ternary networks please\n" for i in range(12))
     result = neuro(env, "chat", "--model", str(FIXTURE), "--ctx-size", "160", "--max-tokens", "8",

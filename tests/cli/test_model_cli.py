@@ -83,6 +83,7 @@ def test_list_json_and_table(hub: HubServer, tmp_path: Path) -> None:
     assert "needs conversion" in next(line for line in table if line.startswith("large"))
 
 
+@pytest.mark.slow
 def test_download_prints_the_path_and_quiet_progress_when_piped(hub: HubServer, tmp_path: Path) -> None:
     f = tiny_model(hub, tmp_path, SIZE)
     hub.faults.chunk_size = 8192
@@ -251,6 +252,7 @@ def test_config_and_doctor(hub: HubServer, tmp_path: Path) -> None:
     assert "hf_secret" not in json.dumps(report)
 
 
+@pytest.mark.slow
 def test_two_concurrent_downloads_do_not_collide(hub: HubServer, tmp_path: Path) -> None:
     f = tiny_model(hub, tmp_path, SIZE)
     hub.faults.gate_after = 64 * 1024  # the first download holds here until the second one waits
@@ -275,6 +277,7 @@ def test_two_concurrent_downloads_do_not_collide(hub: HubServer, tmp_path: Path)
     assert model_path(tmp_path).read_bytes() == f.data
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_part(hub: HubServer, tmp_path: Path) -> None:
     f = tiny_model(hub, tmp_path, SIZE)
     hub.faults.gate_after = 64 * 1024
@@ -329,6 +332,7 @@ def _run_in_pty(
     return proc.wait(timeout=10), out.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(hub: HubServer, tmp_path: Path) -> None:
     tiny_model(hub, tmp_path, SIZE)
     hub.faults.chunk_size, hub.faults.throttle = 16 * 1024, 0.01

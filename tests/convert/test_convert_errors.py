@@ -136,6 +136,7 @@ def test_cli_error_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and "gelu" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_converts(tmp_path: Path) -> None:
     out = tmp_path / "m.gguf"
     result = subprocess.run(

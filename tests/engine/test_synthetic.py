@@ -117,6 +117,7 @@ def test_2b_shapes_are_the_official_model() -> None:
     assert (s["rope_theta"], s["rms_eps"]) == (500000.0, 1e-5)
 
 
+@pytest.mark.slow
 def test_2b_header_is_the_official_size() -> None:
     """Computed from the key list and the tensor table alone (no tensor data generated)."""
     assert header_size("2b") == 8_351_360
@@ -155,6 +156,7 @@ def official_2b() -> Path:
     return synthetic_model_path("2b", _test_models_dir())
 
 
+@pytest.mark.slow
 def test_2b_file_is_the_official_size_and_chats_in_the_trained_format(official_2b: Path) -> None:
     assert official_2b.stat().st_size == OFFICIAL_2B_FILE_SIZE
     assert _key_layout(official_2b) == OFFICIAL_KEYS
