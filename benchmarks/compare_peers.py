@@ -62,7 +62,9 @@ def ik_quantize_binary(peers_python: Path) -> Path:
     out = subprocess.run([str(peers_python), "-c", code], capture_output=True, text=True)
     path = out.stdout.strip()
     if out.returncode != 0 or not path:
-        raise BenchError(f"ik-llama-cpp-python's llama-quantize not found via {peers_python}: {out.stderr.strip()[-300:]}")
+        raise BenchError(
+            f"ik-llama-cpp-python's llama-quantize not found via {peers_python}: {out.stderr.strip()[-300:]}"
+        )
     return Path(path)
 
 
@@ -164,7 +166,8 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
             f"{r['loadavg_before']:.1f}/{r['loadavg_after']:.1f}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(
         f"\n{args.threads} threads, prompt {args.prompt} tokens, {args.gen} generated, ctx {args.ctx}; "

@@ -86,7 +86,8 @@ def start_server(model: str, threads: int | None, ctx: int) -> tuple[subprocess.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="benchmark a running daemon instead of starting one")
-    parser.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/bitnet-b1.58/model.gguf"))
+    fixture = Path(__file__).resolve().parents[1] / "tests/fixtures/bitnet-b1.58/model.gguf"
+    parser.add_argument("--model", default=str(fixture))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ctx-size", type=int, default=2048)
     parser.add_argument("--levels", default="1,4,16", help="concurrency levels")

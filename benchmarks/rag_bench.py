@@ -124,9 +124,14 @@ def bench_store_and_search(rng, n_chunks: int, dim: int, queries: int) -> dict:
         qtexts = [" ".join(rng.choice(VOCAB, size=6, p=WEIGHTS)) for _ in range(queries)]
         timings: dict[str, list[float]] = {"vector": [], "lexical": [], "hybrid": []}
         for q, text in zip(qvecs, qtexts):
-            t = time.perf_counter(); store.vector_search(q, 50); timings["vector"].append(time.perf_counter() - t)
-            t = time.perf_counter(); store.lexical_search(text, 50); timings["lexical"].append(time.perf_counter() - t)
-            t = time.perf_counter(); hybrid_search(store, _QueryOnly(q), text, top_k=5)
+            t = time.perf_counter()
+            store.vector_search(q, 50)
+            timings["vector"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            store.lexical_search(text, 50)
+            timings["lexical"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            hybrid_search(store, _QueryOnly(q), text, top_k=5)
             timings["hybrid"].append(time.perf_counter() - t)
         size = store.stats()["size_bytes"]
         store.close()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hubserver import HubServer
+from support.hubserver import HubServer
 
 
 @pytest.fixture

@@ -35,14 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT / "src"))
 
+from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers.integrations.bitnet import ActQuant, AutoBitLinear  # noqa: E402
+
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile, GGUFValueType  # noqa: E402
 from neuro_bitnet.engine.gguf_writer import GGUFWriter  # noqa: E402
 from neuro_bitnet.engine.tokenizer import (  # noqa: E402
     gguf_metadata_from_hf_tokenizer,
     llama3_tokenizer_json,
 )
-from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
-from transformers.integrations.bitnet import ActQuant, AutoBitLinear  # noqa: E402
 
 SEED = 1234
 VOCAB_LIMIT = 320  # + the 256 Llama-3 special tokens: 576 in all

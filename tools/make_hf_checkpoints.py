@@ -329,8 +329,8 @@ def build_1bitllm(name: str, d: Dims, spm_model: Path) -> None:
     # Linears as float16 (small files); the rest float32 as in the real (all-F32) checkpoints.
     # Embeddings and head hold float16-exact values (stored as float32): the converter writes them
     # as F16, as llama.cpp does, and the reference must not depend on that rounding.
-    weights = {k: (v.astype(np.float16).astype(np.float32) if k.endswith(("proj.weight", "_tokens.weight", "lm_head.weight"))
-                   else v) for k, v in weights.items()}
+    f16_exact = ("proj.weight", "_tokens.weight", "lm_head.weight")
+    weights = {k: (v.astype(np.float16).astype(np.float32) if k.endswith(f16_exact) else v) for k, v in weights.items()}
     stored = {}
     for k, v in weights.items():
         for ms, ob in ONEBIT_NAMES.items():

@@ -11,6 +11,13 @@ from support.llama_cli import ensure_llama_cli
 from support.tiny_bitnet import write_tiny_bitnet_tq2
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the llama.cpp binary is `slow` (its first build takes minutes)."""
+    for item in items:
+        if "llama_cli" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def llama_cli(pytestconfig: pytest.Config) -> Path:
     """llama.cpp's `llama-completion`, built once from the PyPI sdist and cached (slow the first

@@ -31,6 +31,7 @@ from neuro_bitnet.config import load_settings
 from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
+
 from support.gguf_edit import rewrite_gguf
 
 # The first test to use the `llama_cli` fixture may build it (several minutes on 2 cores).
@@ -172,8 +173,9 @@ def test_ask_subprocess_agrees_with_native(llama_cli: Path, tiny_bitnet_tq2: Pat
 
     Not bit for bit: by default llama.cpp keeps K and V in f16 (and its flash attention rounds Q
     to f16), which moves a few int8 activation roundings, and `neuro ask` runs our int8 copy of the
-    head; on this model that moves logits by up to ~1 (of a ~100 range). So the answers are compared over the steps whose greedy choice wins by
-    at least MARGIN; where two tokens are nearly tied either engine may rightly pick the other.
+    head; on this model that moves logits by up to ~1 (of a ~100 range). So the answers are
+    compared over the steps whose greedy choice wins by at least MARGIN; where two tokens are nearly
+    tied either engine may rightly pick the other.
     """
     question = "Name three colours."
     _, margins = greedy_margins(tiny_bitnet_tq2, question, 16)
@@ -409,7 +411,8 @@ def test_long_prompt_goes_in_a_file(tiny_bitnet_tq2: Path, tmp_path: Path, home:
         open({str(seen)!r}, "w", encoding="utf-8").write(text)
         print("read", len(text), "characters")
     """))
-    backend = SubprocessBackend(tiny_bitnet_tq2, settings=load_settings(bitnet_cli_path=reader), threads=1, ctx_size=512)
+    settings = load_settings(bitnet_cli_path=reader)
+    backend = SubprocessBackend(tiny_bitnet_tq2, settings=settings, threads=1, ctx_size=512)
     question = "Summarise this:\n" + "ternary weights are small. " * 6000 + "\n"
     messages = [{"role": "user", "content": question}]
     answer = "".join(backend.chat(messages, GenerationOptions(max_tokens=8)))

@@ -3,45 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from neuro_bitnet.answering import DEFAULT_SYSTEM_PROMPT
 from neuro_bitnet.engine import load_model
+
+from support.cli_run import FIXTURE, ask_json, neuro
 from support.recorded_web import base_url, recorded_web_server
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"
 QUESTION = "What is BitNet?"
-
-
-@pytest.fixture
-def env(tmp_path) -> dict[str, str]:
-    """An environment with no daemon, no network and empty caches."""
-    env = dict(os.environ)
-    env.update(
-        NEURO_BITNET_MODELS_DIR=str(tmp_path / "models"),
-        NEURO_DAEMON_URL="http://127.0.0.1:9",  # nothing listens on the discard port
-        HF_ENDPOINT="http://127.0.0.1:9",
-        NEURO_BITNET_STORAGE=str(tmp_path / "storage"),
-    )
-    env.pop("NEURO_BITNET_CATALOG", None)
-    return env
-
-
-def neuro(env, *args, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "neuro_bitnet.cli.main", *args], env=env, input=input,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=None if input is not None else subprocess.DEVNULL)
-
-
-def ask_json(env, *args, input=None) -> dict:
-    result = neuro(env, "ask", *args, "--model", str(FIXTURE), "--json", input=input)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def greedy_answer(question: str, max_tokens: int) -> str:
@@ -59,6 +31,7 @@ def assert_one_clear_error(result, code: int, *words: str) -> None:
         assert word in lines[0]
 
 
+@pytest.mark.slow
 def test_json_answer_is_the_engines_greedy_answer(env):
     data = ask_json(env, QUESTION, "--temperature", "0", "--max-tokens", "12")
     assert data["answer"] == greedy_answer(QUESTION, 12)
@@ -76,6 +49,7 @@ def test_piped_output_is_plain_streamed_text(env):
     assert result.stdout.strip() == greedy_answer(QUESTION, 12)
 
 
+@pytest.mark.slow
 def test_stdin_is_added_to_the_question(env):
     alone = ask_json(env, "summarize", "--temperature", "0", "--max-tokens", "2")
     piped = ask_json(env, "summarize", "--temperature", "0", "--max-tokens", "2",
@@ -93,12 +67,14 @@ def test_timing_lines(env):
     assert "tok/s" in result.stderr
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_with_a_seed(env):
     a = ask_json(env, QUESTION, "--seed", "7", "--temperature", "1.0", "--max-tokens", "10")
     b = ask_json(env, QUESTION, "--seed", "7", "--temperature", "1.0", "--max-tokens", "10")
     assert a["answer"] == b["answer"]
 
 
+@pytest.mark.slow
 def test_errors_are_one_clear_line_with_meaningful_exit_codes(env, tmp_path):
     assert_one_clear_error(neuro(env, "ask", "hi", "--model", str(tmp_path / "missing.gguf")), 3, "not found")
     assert_one_clear_error(neuro(env, "ask", "hi", "--model", "no-such-model"), 3, "no-such-model")
@@ -114,11 +90,13 @@ def test_errors_are_one_clear_line_with_meaningful_exit_codes(env, tmp_path):
     assert usage.returncode == 2 and "give a question" in usage.stderr
 
 
+@pytest.mark.slow
 def test_missing_model_without_a_terminal_refuses_with_a_hint(env):
     result = neuro(env, "ask", "hi", "--model", "2b")
     assert_one_clear_error(result, 3, "--yes")
 
 
+@pytest.mark.slow
 def test_translate_detects_the_language_and_reports_it(env):
     result = neuro(env, "ask", "¿Cuál es la capital de Francia?", "--model", str(FIXTURE), "--translate",
                    "--verbose", "--temperature", "0", "--max-tokens", "4", "--json")
@@ -128,9 +106,9 @@ def test_translate_detects_the_language_and_reports_it(env):
     assert data["language"] == "es" and data["translated_question"]
 
 
+@pytest.mark.slow
 def test_storage_grounds_the_answer_and_lists_sources(env, tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
-    from rag_tiny_embedder import build_tiny_embedder
+    from support.tiny_embedder import build_tiny_embedder
 
     embedder = build_tiny_embedder(tmp_path / "embedder")
     docs = tmp_path / "docs"
@@ -152,6 +130,7 @@ def test_storage_grounds_the_answer_and_lists_sources(env, tmp_path):
     assert text.returncode == 0 and "Sources:" in text.stdout and "[1] " in text.stdout
 
 
+@pytest.mark.slow
 def test_web_context_cites_urls_and_degrades_offline(env):
     with recorded_web_server() as server:
         env["NEURO_BITNET_WIKIPEDIA_URL"] = base_url(server) + "/{lang}"
@@ -164,6 +143,7 @@ def test_web_context_cites_urls_and_degrades_offline(env):
     assert "web search unavailable" in offline.stderr
 
 
+@pytest.mark.slow
 def test_chat_session_with_commands(env):
     script = "Hello there\n/system Answer in one word.\nAnd now?\n/reset\n/nonsense\nBye\n/exit\n"
     result = neuro(env, "chat", "--model", str(FIXTURE), "--max-tokens", "6", "--temperature", "0", input=script)
@@ -173,6 +153,7 @@ def test_chat_session_with_commands(env):
     assert "unknown command /nonsense" in result.stderr
 
 
+@pytest.mark.slow
 def test_chat_drops_old_turns_when_the_context_fills(env):
     turns = "".join(f"Tell me fact number {i} about ternary networks please\n" for i in range(12))
     result = neuro(env, "chat", "--model", str(FIXTURE), "--ctx-size", "160", "--max-tokens", "8",

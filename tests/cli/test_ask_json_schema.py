@@ -7,7 +7,7 @@ import json
 
 import jsonschema
 
-from test_ask_cli import FIXTURE, ask_json, env, neuro  # noqa: F401  (env is a fixture)
+from support.cli_run import FIXTURE, ask_json, neuro
 
 SCHEMA = {
     "type": "object",

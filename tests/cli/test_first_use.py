@@ -55,6 +55,7 @@ def one_error_line(result) -> str:
 
 
 # -- 12.1 / 12.2: translation keeps the whole text, in ask and in chat --------------------------
+@pytest.mark.slow
 def test_a_piped_document_is_translated_whole(env):
     with chat_stub() as stub:
         env["NEURO_DAEMON_URL"] = stub.url
@@ -70,6 +71,7 @@ def test_a_piped_document_is_translated_whole(env):
         assert data["answer"] == "ANSWER: " + whole.upper()
 
 
+@pytest.mark.slow
 def test_chat_translates_each_turn_and_asks_for_the_users_language(env):
     turns = ("¿Dónde está la biblioteca de la ciudad?\n"
              "What time does the library open on Sunday?\n"
@@ -92,6 +94,7 @@ def test_chat_translates_each_turn_and_asks_for_the_users_language(env):
     assert "language: es" in result.stderr and "language: fr" in result.stderr
 
 
+@pytest.mark.slow
 def test_chat_reply_in_without_translate_asks_for_that_language(env):
     with chat_stub() as stub:
         env["NEURO_DAEMON_URL"] = stub.url
@@ -142,6 +145,7 @@ def test_index_of_a_missing_path_fails_and_creates_no_index(env, tmp_path):
     assert not storage.exists()
 
 
+@pytest.mark.slow
 def test_ask_says_it_is_waiting_for_a_silent_pipe(env):
     proc = subprocess.Popen([sys.executable, "-m", "neuro_bitnet.cli.main", "ask", "What is this?", "--json",
                              "--model", str(FIXTURE), "--max-tokens", "2", "--temperature", "0"],

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-
-from hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
-from support.signals import default_signals
-
 from neuro_bitnet.engine.synthetic import build_synthetic_model
+
+from support.hubserver import HubServer, hub_env, run_cli, tiny_model, write_catalog
+from support.signals import default_signals
 
 SIZE = 512 * 1024
 
@@ -36,7 +35,7 @@ def neuro_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "neuro_bitnet.cli.main", *args]
 
 
-run = run_cli  # `neuro ARGS` in-process (tests/hubserver.py)
+run = run_cli  # `neuro ARGS` in-process (tests/support/hubserver.py)
 
 
 def run_process(hub: HubServer, root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -84,6 +83,7 @@ def test_list_json_and_table(hub: HubServer, tmp_path: Path) -> None:
     assert "needs conversion" in next(line for line in table if line.startswith("large"))
 
 
+@pytest.mark.slow
 def test_download_prints_the_path_and_quiet_progress_when_piped(hub: HubServer, tmp_path: Path) -> None:
     f = tiny_model(hub, tmp_path, SIZE)
     hub.faults.chunk_size = 8192
@@ -252,6 +252,7 @@ def test_config_and_doctor(hub: HubServer, tmp_path: Path) -> None:
     assert "hf_secret" not in json.dumps(report)
 
 
+@pytest.mark.slow
 def test_two_concurrent_downloads_do_not_collide(hub: HubServer, tmp_path: Path) -> None:
     f = tiny_model(hub, tmp_path, SIZE)
     hub.faults.gate_after = 64 * 1024  # the first download holds here until the second one waits
@@ -276,6 +277,7 @@ def test_two_concurrent_downloads_do_not_collide(hub: HubServer, tmp_path: Path)
     assert model_path(tmp_path).read_bytes() == f.data
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_part(hub: HubServer, tmp_path: Path) -> None:
     f = tiny_model(hub, tmp_path, SIZE)
     hub.faults.gate_after = 64 * 1024
@@ -301,7 +303,9 @@ def test_ctrl_c_leaves_a_resumable_part(hub: HubServer, tmp_path: Path) -> None:
     assert model_path(tmp_path).read_bytes() == f.data
 
 
-def _run_in_pty(argv: list[str], env: dict[str, str], answer: bytes | None = None, timeout: float = 60) -> tuple[int, str]:
+def _run_in_pty(
+    argv: list[str], env: dict[str, str], answer: bytes | None = None, timeout: float = 60
+) -> tuple[int, str]:
     """Run with stdin/stdout/stderr on a pseudo-terminal; answer a question when one appears."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(argv, env={**env, "COLUMNS": "120", "TERM": "xterm"},
@@ -328,6 +332,7 @@ def _run_in_pty(argv: list[str], env: dict[str, str], answer: bytes | None = Non
     return proc.wait(timeout=10), out.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(hub: HubServer, tmp_path: Path) -> None:
     tiny_model(hub, tmp_path, SIZE)
     hub.faults.chunk_size, hub.faults.throttle = 16 * 1024, 0.01

@@ -31,6 +31,7 @@ def listing(env) -> dict[str, dict]:
     return {m["id"]: m for m in json.loads(result.stdout)}
 
 
+@pytest.mark.slow
 def test_synthetic_models_are_listed_built_on_first_use_and_removed(env, tmp_path):
     models = listing(env)
     assert models["synthetic-2b"]["install"] == "build" and "syn-2b" in models["synthetic-2b"]["aliases"]
@@ -60,6 +61,7 @@ def test_synthetic_models_are_listed_built_on_first_use_and_removed(env, tmp_pat
     assert not path.exists() and listing(env)["synthetic-tiny"]["state"] == "absent"
 
 
+@pytest.mark.slow
 def test_bench_ends_with_the_file_and_what_to_try_next(env, tmp_path):
     result = neuro(env, "bench", "--synthetic", "tiny", "--repeat", "1", "--prompt-tokens", "8", "--gen-tokens", "2")
     assert result.returncode == 0, result.stderr

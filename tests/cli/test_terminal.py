@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.chat_stub import chat_stub, list_answer
+from support.chat_stub import chat_stub
 from support.pty_term import PtySession
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"
@@ -60,6 +60,7 @@ def test_a_long_streamed_answer_is_in_the_scrollback_exactly_once(env):
     assert "**" not in "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_chat_answers_are_in_the_scrollback_exactly_once(env):
     with chat_stub() as stub:
         env["NEURO_DAEMON_URL"] = stub.url
@@ -80,6 +81,7 @@ def test_chat_answers_are_in_the_scrollback_exactly_once(env):
     assert expected_rows(30) == [row for row in lines[second:] if row.startswith(" ") and "Item" in row]
 
 
+@pytest.mark.slow
 def test_a_terminal_shows_a_spinner_while_the_model_loads(env):
     session = neuro_pty(env, "ask", "hi", "--model", str(FIXTURE), "--max-tokens", "2")
     assert session.finish() == 0
@@ -125,6 +127,7 @@ def test_ctrl_c_clears_the_line_and_keeps_the_conversation_then_twice_quits(env,
     assert "list 3" in history.read_text()
 
 
+@pytest.mark.slow
 def test_ctrl_d_at_the_prompt_quits(env):
     with chat_stub() as stub:
         env["NEURO_DAEMON_URL"] = stub.url

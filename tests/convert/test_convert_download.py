@@ -6,11 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from hubserver import HubServer, run_cli, write_catalog
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.models.catalog import BUILTIN_ENTRIES
+
+from support.hubserver import HubServer, run_cli, write_catalog
 
 HF = Path(__file__).resolve().parent.parent / "fixtures" / "hf"
 ENTRIES = {e.id: e for e in BUILTIN_ENTRIES}
@@ -46,7 +45,7 @@ def test_download_large_converts_and_cleans_up(hub: HubServer, tmp_path: Path) -
     with GGUFFile(gguf) as g:
         assert g.metadata["general.architecture"] == "bitnet"
     listing = run(hub, tmp_path, "model", "list")
-    line = next(l for l in listing.stdout.splitlines() if l.startswith("large"))
+    line = next(ln for ln in listing.stdout.splitlines() if ln.startswith("large"))
     assert "convert" in line and "downloaded" in line
     info = run(hub, tmp_path, "model", "info", "large", "--verify")
     assert info.returncode == 0 and "OK" in info.stdout
@@ -79,7 +78,7 @@ def test_interrupted_shard_resumes(hub: HubServer, tmp_path: Path) -> None:
     assert first.returncode == 4, first.stderr
     assert "resume" in first.stderr and "Traceback" not in first.stderr
     status = run(hub, tmp_path, "model", "list")
-    assert "partial" in next(l for l in status.stdout.splitlines() if l.startswith("large"))
+    assert "partial" in next(ln for ln in status.stdout.splitlines() if ln.startswith("large"))
     second = run(hub, tmp_path, "model", "download", "large")
     assert second.returncode == 0, second.stderr
     ranges = [r.headers.get("range") for r in hub.gets() if r.path.endswith("model.safetensors")]
@@ -107,7 +106,7 @@ def test_user_catalog_convert_entry(hub: HubServer, tmp_path: Path) -> None:
     write_catalog(tmp_path / "models.toml", {"id": "tiny", "kind": "convert", "repo": "someone/tiny-bitnet",
                                              "revision": "v1", "approx_size": 250000})
     listing = run(hub, tmp_path, "model", "list")
-    assert "convert" in next(l for l in listing.stdout.splitlines() if l.startswith("tiny"))
+    assert "convert" in next(ln for ln in listing.stdout.splitlines() if ln.startswith("tiny"))
     result = run(hub, tmp_path, "model", "download", "tiny")
     assert result.returncode == 0, result.stderr
     assert (model_dir(tmp_path, "tiny") / "tiny.gguf").is_file()

@@ -119,7 +119,8 @@ def test_git_blob_sha1_matches_git(tmp_path: Path) -> None:
         pytest.skip("git not installed")
     data = b'{"hidden_size": 128}\n'
     (tmp_path / "f").write_bytes(data)
-    expected = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True).stdout.strip()
+    git = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True)
+    expected = git.stdout.strip()
     assert git_blob_sha1(data) == expected
 
 
@@ -127,13 +128,15 @@ def test_cli_error_is_one_line(tmp_path: Path) -> None:
     folder = copy("1bitllm", tmp_path)
     edit_config(folder, hidden_act="gelu")
     result = subprocess.run(
-        [sys.executable, "-m", "neuro_bitnet.cli.main", "model", "convert", str(folder), "--out", str(tmp_path / "o.gguf")],
+        [sys.executable, "-m", "neuro_bitnet.cli.main", "model", "convert", str(folder),
+         "--out", str(tmp_path / "o.gguf")],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 6, result.stderr
     assert "Traceback" not in result.stderr and "gelu" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_converts(tmp_path: Path) -> None:
     out = tmp_path / "m.gguf"
     result = subprocess.run(

@@ -14,7 +14,7 @@ from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 from neuro_bitnet.engine.tokenizer import TOKEN_CONTROL, TOKEN_UNUSED, Tokenizer
 from neuro_bitnet.models.convert import convert_checkpoint
 
-from reference_forward import ReferenceModel
+from support.numpy_forward import NumpyModel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HF = FIXTURES / "hf"
@@ -59,7 +59,7 @@ def test_layout_detected(converted: dict[str, Path], name: str) -> None:
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_converted_weights_are_exact(converted: dict[str, Path], name: str) -> None:
     """A plain numpy forward over the converted file reproduces transformers' logits to float noise."""
-    model = ReferenceModel(converted[name])
+    model = NumpyModel.from_gguf(converted[name])
     for tokens, ref in _prompts(name):
         got = model.logits(tokens)
         assert np.abs(got - ref).max() <= EXACT_TOL * (ref.max() - ref.min())

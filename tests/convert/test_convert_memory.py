@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synthetic_checkpoint import write_checkpoint
+import pytest
+
+from support.synthetic_checkpoint import write_checkpoint
 
 CHILD = r"""
 import json, sys
@@ -24,6 +26,7 @@ print(json.dumps({"before": before, "after": hwm(), "size": result.size}))
 """
 
 
+@pytest.mark.slow
 def test_peak_memory_is_bounded(tmp_path: Path) -> None:
     # 8 layers of 1024 x 2816 (n_ff not a multiple of 128 rows' worth: 2816 = 22 * 128, and
     # 1000-wide down_proj rows below are not) plus a 32000-row embedding: ~ 420 MB of float32.

@@ -17,6 +17,7 @@ from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.constrained import Grammar, GrammarConstraint, GrammarError
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.tokenizer import Tokenizer, gguf_metadata_from_hf_tokenizer
+
 from support.gguf_edit import rewrite_gguf
 from support.spm_vocab import llama2_style_tokenizer_json
 

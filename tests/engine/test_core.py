@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import threading
@@ -14,11 +13,7 @@ from neuro_bitnet.config import ISA_CHOICES
 from neuro_bitnet.engine import _core
 from neuro_bitnet.engine.quants import pack_i2s_codes
 
-_spec = importlib.util.spec_from_file_location(
-    "neuro_core_numpy_forward", pathlib.Path(__file__).with_name("numpy_forward.py")
-)
-numpy_forward = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(numpy_forward)
+from support import numpy_forward
 
 HAS_AVX2 = _core.cpu_features()["avx2"]
 

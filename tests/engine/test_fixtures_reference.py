@@ -1,8 +1,9 @@
 """The committed reference fixtures (tests/fixtures, made by tools/make_fixtures.py) are sound.
 
-Needs only numpy and the committed files. Beyond parsing and shape checks, an independent numpy
-forward pass reads each GGUF and must reproduce the logits and greedy tokens that `transformers`
-computed: that proves the files carry the weights in the layout the engine expects.
+Needs only numpy and the committed files. Beyond parsing and shape checks, the numpy reference
+forward pass (tests/support/numpy_forward.py, the one the C core's tests use) reads each GGUF
+through the engine's weight loader and must reproduce the logits and greedy tokens that
+`transformers` computed: that proves the files carry the weights in the layout the engine expects.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pytest
 
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
+
+from support.numpy_forward import NumpyModel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODEL_DIRS = sorted(p.parent for p in FIXTURES.glob("*/reference.npz"))
@@ -49,81 +52,6 @@ def _hparams(meta: dict) -> dict:
         "theta": get("rope.freq_base"),
         "rope": meta["neuro_bitnet.rope_style"],
     }
-
-
-def _matmul_t(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T without BLAS: multithreaded BLAS crawls on a busy 2-core machine."""
-    return np.einsum("tk,nk->tn", x, w)
-
-
-class NumpyModel:
-    """Straightforward W1.58A8 forward pass over the tensors of one GGUF file (float32)."""
-
-    def __init__(self, path: Path) -> None:
-        with GGUFFile(path) as gguf:
-            self.hp = _hparams(gguf.metadata)
-            self.w = {name: gguf.dequantize(name) for name in gguf.tensors}
-        self.sub_norms = "blk.0.attn_sub_norm.weight" in self.w
-        self.act = FFN_ACT[self.hp["arch"]]
-
-    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
-        var = (x * x).mean(-1, keepdims=True)
-        return x / np.sqrt(var + np.float32(self.hp["eps"])) * self.w[name]
-
-    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
-        # Per-token absmax int8 activations (round half to even, like torch.round).
-        s = np.float32(127) / np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(1e-5))
-        x_q = np.clip(np.round(x * s), -128, 127) / s
-        return _matmul_t(x_q, self.w[name])
-
-    def _rope(self, x: np.ndarray) -> np.ndarray:
-        """x: (tokens, heads, head_dim) at positions 0..tokens-1."""
-        d = x.shape[-1]
-        inv = 1.0 / (self.hp["theta"] ** (np.arange(0, d, 2, dtype=np.float64) / d))
-        ang = np.arange(x.shape[0], dtype=np.float64)[:, None] * inv[None, :]
-        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-        if self.hp["rope"] == "neox":
-            a, b = x[..., : d // 2], x[..., d // 2 :]
-            return np.concatenate([a * cos - b * sin, a * sin + b * cos], -1).astype(np.float32)
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
-        return out
-
-    def _attention(self, x: np.ndarray, i: int) -> np.ndarray:
-        hp, n = self.hp, x.shape[0]
-        q = self._linear(x, f"blk.{i}.attn_q.weight").reshape(n, hp["n_head"], hp["head_dim"])
-        k = self._linear(x, f"blk.{i}.attn_k.weight").reshape(n, hp["n_head_kv"], hp["head_dim"])
-        v = self._linear(x, f"blk.{i}.attn_v.weight").reshape(n, hp["n_head_kv"], hp["head_dim"])
-        q, k = self._rope(q), self._rope(k)
-        group = hp["n_head"] // hp["n_head_kv"]
-        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-        scores = np.einsum("qhd,khd->hqk", q, k) / np.float32(np.sqrt(hp["head_dim"]))
-        scores = np.where(np.tril(np.ones((n, n), dtype=bool)), scores, -np.inf)
-        p = np.exp(scores - scores.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        out = np.einsum("hqk,khd->qhd", p, v).reshape(n, -1)
-        if self.sub_norms:
-            out = self._norm(out, f"blk.{i}.attn_sub_norm.weight")
-        return self._linear(out, f"blk.{i}.attn_output.weight")
-
-    def _ffn(self, x: np.ndarray, i: int) -> np.ndarray:
-        gate = self._linear(x, f"blk.{i}.ffn_gate.weight")
-        up = self._linear(x, f"blk.{i}.ffn_up.weight")
-        act = np.maximum(gate, 0) ** 2 if self.act == "relu2" else gate / (1 + np.exp(-gate))
-        h = act * up
-        if self.sub_norms:
-            h = self._norm(h, f"blk.{i}.ffn_sub_norm.weight")
-        return self._linear(h, f"blk.{i}.ffn_down.weight")
-
-    def logits(self, tokens: list[int] | np.ndarray) -> np.ndarray:
-        """Logits (tokens, vocab) for one sequence, every position."""
-        x = self.w["token_embd.weight"][np.asarray(tokens)]
-        for i in range(self.hp["n_layer"]):
-            x = x + self._attention(self._norm(x, f"blk.{i}.attn_norm.weight"), i)
-            x = x + self._ffn(self._norm(x, f"blk.{i}.ffn_norm.weight"), i)
-        head = self.w.get("output.weight", self.w["token_embd.weight"])
-        return _matmul_t(self._norm(x, "output_norm.weight"), head)
 
 
 def _reference(model_file: Path) -> dict[str, np.ndarray]:
@@ -217,7 +145,7 @@ def test_reference_npz_is_consistent(model_dir: Path) -> None:
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=_id)
 def test_numpy_forward_reproduces_reference(path: Path) -> None:
-    model, ref = NumpyModel(path), _reference(path)
+    model, ref = NumpyModel.from_gguf(path), _reference(path)
     for i, n in enumerate(ref["lengths"]):
         prompt = ref["tokens"][i, :n]
         want = ref["logits"][i, :n]

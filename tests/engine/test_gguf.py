@@ -159,7 +159,8 @@ def test_tensor_round_trip(tmp_path: Path, alignment: int) -> None:
         assert np.array_equal(g.array("f16"), src["f16"].astype(np.float16))
         bf16 = g.array("bf16")
         assert bf16.dtype == np.uint16 and bf16.shape == (2, 3, 4)
-        assert np.array_equal(g.dequantize("bf16"), quants.dequantize_bf16(quants.quantize_bf16(src["bf16"])).reshape(2, 3, 4))
+        bf16 = quants.dequantize_bf16(quants.quantize_bf16(src["bf16"])).reshape(2, 3, 4)
+        assert np.array_equal(g.dequantize("bf16"), bf16)
         assert np.abs(g.dequantize("bf16") - src["bf16"]).max() < 0.02
         assert g.array("q8").shape == (3, 2 * 34)
         assert np.abs(g.dequantize("q8") - src["q8"]).max() < 0.05
@@ -390,9 +391,11 @@ def test_array_and_string_overruns(tmp_path: Path) -> None:
     assert "limit" in load_error(write(tmp_path, raw_gguf([absurd_str], [])))
     absurd_array = gstr("arr") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.UINT8, 2**30)
     assert "limit" in load_error(write(tmp_path, raw_gguf([absurd_array], [])))
-    strs = gstr("toks") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, 3) + gstr("a") + struct.pack("<Q", 999)
+    strs = (gstr("toks") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, 3) + gstr("a")
+            + struct.pack("<Q", 999))
     assert "string in array 'toks'" in load_error(write(tmp_path, raw_gguf([strs], [])))
-    assert "not valid UTF-8" in load_error(write(tmp_path, raw_gguf([gstr(b"\xff\xfe") + struct.pack("<II", 4, 1)], [])))
+    bad_key = raw_gguf([gstr(b"\xff\xfe") + struct.pack("<II", 4, 1)], [])
+    assert "not valid UTF-8" in load_error(write(tmp_path, bad_key))
 
 
 def test_unknown_types(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 FUZZ_SCRIPT = textwrap.dedent(
     r'''
     import json, os, struct, sys, time
@@ -112,6 +114,7 @@ FUZZ_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_fuzz_gguf_reader(tmp_path: Path) -> None:
     script = tmp_path / "fuzz.py"
     script.write_text(FUZZ_SCRIPT)
@@ -238,6 +241,7 @@ MODEL_FUZZ_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_fuzz_load_model_and_one_generation_step(tmp_path: Path) -> None:
     """Corrupt copies of a real model (with a chat template): load_model, one chat step and one
     generation step either work or raise a one-line EngineError; never another exception or a

@@ -148,7 +148,8 @@ def test_tq_to_ternary_single_scale_rules() -> None:
 
 def test_float_formats() -> None:
     x = (RNG.standard_normal(999) * 10).astype(np.float32)
-    assert np.array_equal(quants.dequantize_f16(x.astype(np.float16).view(np.uint8)), x.astype(np.float16).astype(np.float32))
+    half = x.astype(np.float16)
+    assert np.array_equal(quants.dequantize_f16(half.view(np.uint8)), half.astype(np.float32))
     bf = quants.dequantize_bf16(quants.quantize_bf16(x))
     assert np.all(np.abs(bf - x) <= np.abs(x) * 2**-8)
     special = np.array([np.inf, -np.inf, 0.0, -0.0, np.nan], dtype=np.float32)

@@ -8,6 +8,7 @@ chat on it must render the trained BitNet format.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import struct
@@ -20,9 +21,9 @@ import numpy as np
 import pytest
 
 from neuro_bitnet.engine import load_model
+from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.gguf import GGMLType, GGUFFile
 from neuro_bitnet.engine.quants import tq2_0_to_ternary, unpack_i2s_codes
-from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.synthetic import (
     ARCH,
     OFFICIAL_2B_FILE_SIZE,
@@ -116,6 +117,7 @@ def test_2b_shapes_are_the_official_model() -> None:
     assert (s["rope_theta"], s["rms_eps"]) == (500000.0, 1e-5)
 
 
+@pytest.mark.slow
 def test_2b_header_is_the_official_size() -> None:
     """Computed from the key list and the tensor table alone (no tensor data generated)."""
     assert header_size("2b") == 8_351_360
@@ -154,6 +156,7 @@ def official_2b() -> Path:
     return synthetic_model_path("2b", _test_models_dir())
 
 
+@pytest.mark.slow
 def test_2b_file_is_the_official_size_and_chats_in_the_trained_format(official_2b: Path) -> None:
     assert official_2b.stat().st_size == OFFICIAL_2B_FILE_SIZE
     assert _key_layout(official_2b) == OFFICIAL_KEYS
@@ -311,12 +314,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def test_tq2_0_repack_for_llama_cpp_is_lossless(tiny: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCHMARKS / "peers"))
-    try:
-        from repack_tq2 import repack_i2s_to_tq2_0
-    finally:
-        sys.path.remove(str(BENCHMARKS / "peers"))
-    out = repack_i2s_to_tq2_0(tiny, tmp_path / "tq2.gguf", arch="bitnet")
+    spec = importlib.util.spec_from_file_location("repack_tq2", BENCHMARKS / "peers" / "repack_tq2.py")
+    assert spec is not None and spec.loader is not None
+    repack_tq2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repack_tq2)
+    out = repack_tq2.repack_i2s_to_tq2_0(tiny, tmp_path / "tq2.gguf", arch="bitnet")
     with GGUFFile(tiny) as src, GGUFFile(out) as dst:
         assert dst.metadata["general.architecture"] == "bitnet"
         assert dst.metadata["bitnet.block_count"] == TINY["n_layer"]

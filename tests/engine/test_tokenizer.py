@@ -19,7 +19,9 @@ from neuro_bitnet.engine.tokenizer import (
     llama3_tokenizer_json,
 )
 from neuro_bitnet.errors import EngineError
-from support.spm_vocab import SPM_CORPUS, llama2_style_tokenizer_json as _llama2_style_tokenizer_json
+
+from support.spm_vocab import SPM_CORPUS
+from support.spm_vocab import llama2_style_tokenizer_json as _llama2_style_tokenizer_json
 
 TEXTS = [
     "Hello, world! How are you today?",

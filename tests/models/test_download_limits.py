@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from hubserver import HubServer, hub_env, tiny_model
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.models import download as download_mod
 from neuro_bitnet.models.download import Limits, download_file
 from neuro_bitnet.models.manager import ModelManager
+
+from support.hubserver import HubServer, hub_env, tiny_model
 
 SIZE = 256 * 1024
 usage = namedtuple("usage", "total used free")

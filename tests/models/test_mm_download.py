@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hubserver import HubServer, hub_env, tiny_model, write_catalog
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.models import download as download_mod
 from neuro_bitnet.models.manager import ModelManager
+
+from support.hubserver import HubServer, hub_env, tiny_model, write_catalog
 
 SIZE = 256 * 1024
 
@@ -120,7 +121,8 @@ def test_builtin_2b_uses_the_pinned_revision_and_refuses_another_file(hub: HubSe
     with pytest.raises(DownloadError, match="refusing to download a different file"):
         manager().download("2b", progress=False)
     [get] = hub.gets()
-    assert get.path == "/microsoft/bitnet-b1.58-2B-4T-gguf/resolve/a1f2f1c765812aa8af3f6eda4a313707064bba15/ggml-model-i2_s.gguf"
+    revision = "a1f2f1c765812aa8af3f6eda4a313707064bba15"
+    assert get.path == f"/microsoft/bitnet-b1.58-2B-4T-gguf/resolve/{revision}/ggml-model-i2_s.gguf"
 
 
 @pytest.mark.parametrize("redirect", [False, True])
@@ -132,7 +134,8 @@ def test_without_a_pin_the_hub_lfs_hash_is_used_and_recorded(hub: HubServer, env
     st = mm.status(mm.entry("tiny"))
     assert st.downloaded and st.verified_by == "hub LFS sha256" and st.recorded_sha256 == f.sha256
     if redirect:
-        assert [g.path for g in hub.gets()] == ["/test/tiny/resolve/v1/tiny.gguf", "/cdn/test/tiny/resolve/v1/tiny.gguf"]
+        paths = [g.path for g in hub.gets()]
+        assert paths == ["/test/tiny/resolve/v1/tiny.gguf", "/cdn/test/tiny/resolve/v1/tiny.gguf"]
 
 
 def test_without_a_pin_a_wrong_body_fails_against_the_lfs_hash(hub: HubServer, env: Path) -> None:

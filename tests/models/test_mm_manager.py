@@ -7,11 +7,12 @@ from pathlib import Path
 import filelock
 import pytest
 
-from hubserver import HubServer, hub_env, tiny_model
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.errors import DownloadError, ModelNotFoundError, NeuroError
 from neuro_bitnet.models.catalog import CatalogEntry
 from neuro_bitnet.models.manager import ModelManager
+
+from support.hubserver import HubServer, hub_env, tiny_model
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from rag_tiny_embedder import build_tiny_embedder  # noqa: E402
+from support.tiny_embedder import build_tiny_embedder
 
 
 @pytest.fixture(scope="session")

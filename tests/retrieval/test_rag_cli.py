@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def neuro(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(env_extra or {}))
@@ -15,6 +17,7 @@ def neuro(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProc
                           text=True, timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
@@ -49,10 +52,12 @@ def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path) -
     assert "documents:" in neuro("stats", "--storage", str(storage)).stdout
 
 
+@pytest.mark.slow
 def test_embedder_mismatch_and_reindex(tmp_path: Path, tiny_embedder_dir: Path, other_embedder_dir: Path) -> None:
     (tmp_path / "a.md").write_text("dog")
     storage = str(tmp_path / "idx")
-    assert neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(tiny_embedder_dir)).returncode == 0
+    indexed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(tiny_embedder_dir))
+    assert indexed.returncode == 0
     mixed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(other_embedder_dir))
     assert mixed.returncode == 6
     assert "cannot mix" in mixed.stderr and "--reindex" in mixed.stderr and "Traceback" not in mixed.stderr
@@ -70,6 +75,7 @@ def test_clear_errors_for_missing_and_corrupt_storage(tmp_path: Path) -> None:
     assert corrupt.returncode == 6 and "corrupt" in corrupt.stderr and "Traceback" not in corrupt.stderr
 
 
+@pytest.mark.slow
 def test_unknown_embedder_and_bad_size(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("dog")
     unknown = neuro("index", str(tmp_path / "a.md"), "--storage", str(tmp_path / "i"), "--embedder", "no-such-model")

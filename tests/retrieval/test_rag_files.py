@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from neuro_bitnet.retrieval.files import discover
 
 
@@ -118,6 +120,7 @@ def test_symlink_fan_out_walks_each_folder_once(tmp_path: Path, monkeypatch) -> 
     assert found.skipped == []
 
 
+@pytest.mark.slow
 def test_deeply_nested_folders_do_not_hit_the_recursion_limit(tmp_path: Path) -> None:
     chain = [tmp_path / "d"]
     for _ in range(1099):

@@ -94,6 +94,7 @@ def _count(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_a_consistent_index_that_the_next_run_completes(tmp_path: Path, tiny_embedder_dir) -> None:
     docs = tmp_path / "docs"
     paragraph = "The dog barks at the moon while the river flows to the sea. " * 12

@@ -16,6 +16,8 @@ from neuro_bitnet.retrieval.indexer import index_paths  # noqa: E402
 from neuro_bitnet.retrieval.search import search  # noqa: E402
 from neuro_bitnet.retrieval.sqlite_store import SQLiteStore  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real 23 MB model, loaded per test
+
 PASSAGES = {
     "volcano.md": "Mount Etna is an active stratovolcano on the east coast of Sicily, erupting lava frequently.",
     "bread.md": "Sourdough bread rises thanks to wild yeast and lactic acid bacteria in the starter.",

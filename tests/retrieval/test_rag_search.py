@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
-from neuro_bitnet.retrieval.grounding import (GroundedContext, combine_contexts, fit_sources,
-                                              retrieve_context)
+from neuro_bitnet.retrieval.grounding import GroundedContext, combine_contexts, fit_sources, retrieve_context
 from neuro_bitnet.retrieval.indexer import index_paths
 from neuro_bitnet.retrieval.search import hybrid_search, open_index, rrf_fuse, search
 from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
@@ -84,7 +83,8 @@ def test_retrieve_context_numbers_and_fits_budget(index: Path) -> None:
     assert [s["n"] for s in ctx.sources] == list(range(1, len(ctx.sources) + 1))
     assert ctx.prompt_block.startswith(f"[1] {ctx.sources[0]['path']} (lines 1-3)\n")
     assert "[1]" in ctx.instructions and "[2]" in ctx.instructions
-    small = retrieve_context("Where is the Eiffel tower?", index, budget_tokens=30, count_tokens=lambda t: len(t.split()))
+    small = retrieve_context("Where is the Eiffel tower?", index, budget_tokens=30,
+                             count_tokens=lambda t: len(t.split()))
     assert len(small.sources) == 1
     assert len(small.prompt_block.split()) <= 30
 
@@ -111,7 +111,9 @@ def test_combine_contexts_renumbers_and_joins_notes() -> None:
     assert both.note == "n1; n2" and both.to_dict()["sources"][1]["url"] == "https://x"
 
 
-def test_a_store_rebuilt_with_another_embedder_is_refused_not_crashed(tmp_path, tiny_embedder, other_embedder_dir) -> None:
+def test_a_store_rebuilt_with_another_embedder_is_refused_not_crashed(
+    tmp_path, tiny_embedder, other_embedder_dir
+) -> None:
     """A long-lived process (daemon) keeps its embedder; a --reindex with another one by another
     process makes its next vector search a clear error instead of mixing vector spaces."""
     from neuro_bitnet.retrieval.embedders import OnnxEmbedder

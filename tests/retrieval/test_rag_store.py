@@ -206,8 +206,9 @@ def test_schema_1_index_is_migrated_in_place(tmp_path: Path) -> None:
     vecs = unit(rng, 3)
     with sqlite3.connect(database_path(tmp_path / "idx")) as conn:
         conn.executescript(sqlite_store._SCHEMA.replace(" AUTOINCREMENT", ""))
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("embedder", "tiny"),
-                                                            ("embedder_fingerprint", "fp1"), ("embedder_dim", str(DIM))])
+        meta = [("schema_version", "1"), ("embedder", "tiny"), ("embedder_fingerprint", "fp1"),
+                ("embedder_dim", str(DIM))]
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
         conn.execute("INSERT INTO documents VALUES (1, '/a.md', 'h', 10, 1, 3, 0)")
         for i, text in enumerate(["alpha words", "beta words", "gamma words"]):
             conn.execute("INSERT INTO chunks VALUES (?, 1, ?, ?, '', '', 'a.md')", (i + 1, i, text))

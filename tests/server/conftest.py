@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from daemon_proc import FIXTURE_MODEL, DaemonProcess  # noqa: E402
-
-API_KEY = "test-key-1234"
-CTX_SIZE = 512
-MAX_BODY = 64 * 1024
+from support.daemon_proc import API_KEY, CTX_SIZE, FIXTURE_MODEL, MAX_BODY, DaemonProcess, has_onnx
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +16,8 @@ def daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
         pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
     tmp = tmp_path_factory.mktemp("daemon")
     args = ["--api-key", API_KEY, "--ctx-size", str(CTX_SIZE), "--max-body", str(MAX_BODY), "--max-tokens", "16"]
-    if _has_onnx():
-        from index_fixture import build_index
+    if has_onnx():
+        from support.index_fixture import build_index
 
         storage, embedder = build_index(tmp)
         args += ["--storage", str(storage), "--embedder", str(embedder)]
@@ -33,15 +25,6 @@ def daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
     yield proc
     code = proc.stop()
     assert code == 0, proc.output()
-
-
-def _has_onnx() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture

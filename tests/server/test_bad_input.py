@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import CTX_SIZE, MAX_BODY
+from support.daemon_proc import CTX_SIZE, MAX_BODY
 
 
 @pytest.fixture

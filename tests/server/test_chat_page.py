@@ -3,14 +3,13 @@ against real daemons on loopback serving the tiny fixture model."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY
-from daemon_proc import FIXTURE_MODEL, DaemonProcess
+
+from support.daemon_proc import API_KEY, FIXTURE_MODEL, DaemonProcess
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).is_file()), None)
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -308,7 +307,8 @@ def test_controls_are_labelled_keyboard_reachable_and_fit_narrow_and_dark(browse
 
     background = "return getComputedStyle(document.body).backgroundColor"
     light = browser.execute_script(background)
-    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
     dark = browser.execute_script(background)
     assert light != dark
     channels = [int(c) for c in dark[dark.index("(") + 1:dark.index(")")].split(",")[:3]]

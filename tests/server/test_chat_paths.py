@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon_proc import DaemonProcess
 from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.synthetic import build_synthetic_model
+
+from support.daemon_proc import DaemonProcess
 
 SYSTEM = "You are a helpful assistant who answers in one short sentence."
 CHAT = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi there"}]

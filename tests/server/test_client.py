@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import API_KEY
-from support.greedy import greedy_completion
 from neuro_bitnet.server import DaemonClient, DaemonError, is_running
+
+from support.daemon_proc import API_KEY
+from support.greedy import greedy_completion
 
 
 def test_is_running(daemon) -> None:

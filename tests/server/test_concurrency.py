@@ -90,6 +90,7 @@ def _hang_up_while_queued(daemon, auth, body: dict) -> None:
         assert list(ahead) == [200] * 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_disconnects_cancels_its_generation(daemon, auth, stream) -> None:
     before = _health(daemon, auth)["cancelled"]

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
 from neuro_bitnet.server.daemon import is_alive
+
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess, isolated_env
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 
@@ -23,6 +24,7 @@ def neuro(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.C
                           text=True, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_detach_status_stop(tmp_path: Path) -> None:
     env = isolated_env(tmp_path)
     env["NEURO_DAEMON_PORT"] = "0"  # the environment picks the port: 0 means any free one
@@ -58,6 +60,7 @@ def test_detach_status_stop(tmp_path: Path) -> None:
     assert after.returncode == 1 and "not running" in after.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_answer_in_flight_then_exits_cleanly(tmp_path: Path) -> None:
     daemon = DaemonProcess(["--ctx-size", "512"], tmp_path).wait_ready()
     # No --storage/--embedder here: those endpoints say how to turn them on.
@@ -132,6 +135,7 @@ def test_unusable_api_keys_are_refused_at_start(tmp_path: Path, key: str, why: s
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_key_on_the_command_line_warns_about_ps(tmp_path: Path) -> None:
     daemon = DaemonProcess(["--api-key", "k3y-for-the-test"], tmp_path).wait_ready()
     try:
@@ -148,6 +152,7 @@ def test_a_key_on_the_command_line_warns_about_ps(tmp_path: Path) -> None:
         assert quiet.stop() == 0
 
 
+@pytest.mark.slow
 def test_daemon_stop_reaches_a_foreground_server(tmp_path: Path) -> None:
     env = isolated_env(tmp_path)
     env["NEURO_DAEMON_API_KEY"] = "stop-key-123"

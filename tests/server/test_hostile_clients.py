@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from daemon_proc import FIXTURE_MODEL, DaemonProcess
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 
@@ -231,6 +231,7 @@ def test_the_guard_evicts_the_oldest_idle_connection_and_never_a_busy_one() -> N
     assert guard.refused == 1 and guard.open == 3
 
 
+@pytest.mark.slow
 def test_when_every_connection_is_busy_a_newcomer_gets_a_503_json(tmp_path) -> None:
     proc = DaemonProcess(["--ctx-size", "256", "--max-connections", "2", "--read-timeout", "600"], tmp_path)
     proc.wait_ready()

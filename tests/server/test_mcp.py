@@ -10,8 +10,8 @@ import pytest
 
 mcp = pytest.importorskip("mcp")
 
-from daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
 from support import greedy  # noqa: E402
+from support.daemon_proc import FIXTURE_MODEL, isolated_env  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 
@@ -35,6 +35,7 @@ async def _session(tmp: Path, calls, *extra: str):
         return await calls(client)
 
 
+@pytest.mark.slow
 def test_tools_answer_over_stdio(tmp_path: Path) -> None:
     async def calls(client):
         names = {t.name for t in (await client.list_tools()).tools}
@@ -62,10 +63,11 @@ def test_tools_answer_over_stdio(tmp_path: Path) -> None:
     assert klingon.is_error and "unsupported language 'klingon'" in _text(klingon)
 
 
+@pytest.mark.slow
 def test_search_documents_appears_with_an_index(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from index_fixture import build_index
+    from support.index_fixture import build_index
 
     storage, embedder = build_index(tmp_path)
 
@@ -80,6 +82,7 @@ def test_search_documents_appears_with_an_index(tmp_path: Path) -> None:
     assert "pets.md" in _text(found).split("\n")[0]
 
 
+@pytest.mark.slow
 def test_a_bad_model_file_is_a_one_line_tool_error(tmp_path: Path) -> None:
     """The tool result carries the CLI's message; stderr has no traceback."""
     import subprocess
@@ -140,6 +143,7 @@ class _RawMCP:
         self.proc.wait(60)
 
 
+@pytest.mark.slow
 def test_every_request_line_gets_a_reply(tmp_path: Path) -> None:
     import json
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import _has_onnx
-from daemon_proc import FIXTURE_MODEL, DaemonProcess
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess, has_onnx
 
 pytestmark = pytest.mark.skipif(not FIXTURE_MODEL.is_file(), reason="fixture model missing")
 
@@ -31,8 +30,8 @@ def roomy(tmp_path_factory) -> Iterator[DaemonProcess]:
     """A daemon with the default body limit and, when ONNX is installed, an index and embedder."""
     tmp = tmp_path_factory.mktemp("roomy")
     args = ["--ctx-size", "512", "--max-tokens", "2"]
-    if _has_onnx():
-        from index_fixture import build_index
+    if has_onnx():
+        from support.index_fixture import build_index
 
         storage, embedder = build_index(tmp)
         args += ["--storage", str(storage), "--embedder", str(embedder)]
@@ -70,7 +69,7 @@ def test_a_huge_prompt_is_refused_early_and_health_keeps_answering(roomy) -> Non
     assert httpx.post(roomy.url + "/v1/completions", json={"prompt": "Hi"}, timeout=120).status_code == 200
 
 
-@pytest.mark.skipif(not _has_onnx(), reason="needs onnx and onnxruntime")
+@pytest.mark.skipif(not has_onnx(), reason="needs onnx and onnxruntime")
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_embeddings_and_search_leave_memory_bounded(roomy) -> None:
     before = _rss(roomy.proc.pid)

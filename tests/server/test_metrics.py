@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import API_KEY
+from support.daemon_proc import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

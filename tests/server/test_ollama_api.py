@@ -10,7 +10,7 @@ import pytest
 
 ollama = pytest.importorskip("ollama")
 
-from conftest import API_KEY  # noqa: E402
+from support.daemon_proc import API_KEY  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MESSAGES = [{"role": "user", "content": "Name a colour."}]

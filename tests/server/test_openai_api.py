@@ -9,7 +9,7 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from conftest import API_KEY, CTX_SIZE  # noqa: E402
+from support.daemon_proc import API_KEY, CTX_SIZE  # noqa: E402
 from support.greedy import greedy_chat, to_english, translated  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
@@ -46,7 +46,8 @@ def test_timings_come_with_usage_streamed_and_not(daemon, auth) -> None:
     whole = httpx.post(daemon.url + "/v1/chat/completions", headers=auth, json=body, timeout=120).json()
     timings = whole["timings"]
     assert timings["predicted_n"] == whole["usage"]["completion_tokens"]
-    assert timings["prompt_n"] == whole["usage"]["prompt_tokens"] - whole["usage"]["prompt_tokens_details"]["cached_tokens"]
+    usage = whole["usage"]
+    assert timings["prompt_n"] == usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
     assert timings["prompt_ms"] >= 0 and timings["predicted_ms"] >= 0
     if timings["predicted_n"] > 1 and timings["predicted_ms"] > 0:
         assert timings["predicted_per_second"] > 0

@@ -14,7 +14,7 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from conftest import API_KEY  # noqa: E402
+from support.daemon_proc import API_KEY  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Describe a user."}]
 PERSON = {
@@ -58,7 +58,8 @@ def _schema_format(schema):
     return {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
 
 
-@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 11}, {"temperature": 1.0, "seed": 12}])
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 11},
+                                      {"temperature": 1.0, "seed": 12}])
 def test_json_schema_response(openai_client, sampling) -> None:
     reply = _chat(openai_client, response_format=_schema_format(PERSON), **sampling)
     choice = reply.choices[0]
@@ -178,7 +179,8 @@ def _post(daemon, body) -> httpx.Response:
 @pytest.mark.parametrize("body, param, words", [
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
      "response_format", "strin"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}}},
+    ({"response_format": {"type": "json_schema",
+                          "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}}},
      "response_format", "uniqueItems"),
     ({"response_format": {"type": "json_schema"}}, "response_format", "json_schema"),
     ({"response_format": {"type": "xml"}}, "response_format", "response_format"),

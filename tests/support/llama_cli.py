@@ -27,7 +27,6 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-
 from typing import Callable
 
 from filelock import FileLock, Timeout

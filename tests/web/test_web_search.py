@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from neuro_bitnet.errors import ConfigError
 from neuro_bitnet.retrieval.grounding import combine_contexts
 from neuro_bitnet.web import WebSearchError, WebSettings, web_context, web_search
+
 from support.recorded_web import base_url, recorded_web_server
 
 

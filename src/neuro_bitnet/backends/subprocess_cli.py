@@ -233,7 +233,9 @@ class SubprocessBackend:
         err = b"".join(stderr_chunks).decode("utf-8", "replace")
         cancelled, self._cancelled = self._cancelled, False
         if proc.returncode != 0 and not (stopped or cancelled):
-            raise CliFailedError(f"{self.cli.name} failed (exit {proc.returncode}): {_last_line(err)}. {TROUBLESHOOTING}")
+            raise CliFailedError(
+                f"{self.cli.name} failed (exit {proc.returncode}): {_last_line(err)}. {TROUBLESHOOTING}"
+            )
         if not printed and not cancelled:  # even an empty answer ends with a marker or a blank line
             raise CliFailedError(f"{self.cli.name} exited without printing an answer: {_last_line(err)}. "
                                  f"{TROUBLESHOOTING}")

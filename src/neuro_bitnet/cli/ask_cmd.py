@@ -7,7 +7,6 @@ import os
 import select
 import stat
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from neuro_bitnet.cli.json_schema_option import json_schema_options, load_json_s
 from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
 from neuro_bitnet.cli.timing import AnswerTimer, format_timing
 from neuro_bitnet.config import load_settings
-from neuro_bitnet.errors import ConfigError, NeuroError
+from neuro_bitnet.errors import ConfigError
 from neuro_bitnet.language.detect import SUPPORTED_LANGUAGES
 from neuro_bitnet.language.translate import check_language
 
@@ -131,7 +130,8 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
         for note in prepared.notes:
             click.secho(note, fg="yellow", err=True)
         if verbose and prepared.detection is not None:
-            click.secho(f"language: {prepared.detection.language} ({prepared.detection.confidence:.2f})", err=True, dim=True)
+            detection = prepared.detection
+            click.secho(f"language: {detection.language} ({detection.confidence:.2f})", err=True, dim=True)
         if verbose and prepared.translated_question:
             click.secho(f"translated question: {prepared.translated_question}", err=True, dim=True)
 

@@ -110,7 +110,8 @@ def _print_report(report: dict[str, Any]) -> None:
     click.echo(f"  {'neuro-bitnet'.ljust(16)} {engine['version']} (Python {engine['python']}, {engine['platform']})")
     click.echo(f"  {'C core'.ljust(16)} {engine['core']}")
     features = engine["cpu_features"]
-    click.echo(f"  {'CPU features'.ljust(16)} {' '.join(features) if features else 'none detected' if features == [] else '?'}")
+    shown = " ".join(features) if features else "none detected" if features == [] else "?"
+    click.echo(f"  {'CPU features'.ljust(16)} {shown}")
     click.echo(f"  {'CPU cores'.ljust(16)} {engine['cpu_count']}")
     click.echo("models")
     for m in report["models"]:

@@ -33,8 +33,14 @@ class _Bar:
     def __init__(self, enabled: bool) -> None:
         self.progress = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("files, {task.fields[chunks]} chunks"), TimeElapsedColumn(),
@@ -95,7 +101,8 @@ def print_summary(report, storage: Path, verbose: bool) -> None:
 @click.option("--max-file-size", default=f"{DEFAULT_MAX_FILE_BYTES // 1024**2}MB", show_default=True,
               help="Skip larger files.")
 @click.option("--chunk-tokens", default=256, show_default=True, type=click.IntRange(16, 8192), help="Chunk size.")
-@click.option("--overlap", default=32, show_default=True, type=click.IntRange(0, 4096), help="Tokens shared by neighbouring chunks.")
+@click.option("--overlap", default=32, show_default=True, type=click.IntRange(0, 4096),
+              help="Tokens shared by neighbouring chunks.")
 @click.option("--hidden", is_flag=True, help="Also index hidden files and folders.")
 @click.option("--no-gitignore", is_flag=True, help="Do not honour .gitignore files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -349,8 +349,8 @@ def convert_cmd(hf_dir: Path, out: Path, arch: str, force: bool, verify: bool) -
     import time
 
     from neuro_bitnet.models.convert import ConvertError, convert_checkpoint
-    from neuro_bitnet.models.progress import make_progress
     from neuro_bitnet.models.convert.verify import check_loads
+    from neuro_bitnet.models.progress import make_progress
 
     if out.exists() and not force:
         raise ConvertError(f"{out} exists; pass --force to overwrite it")

@@ -28,7 +28,8 @@ def snippet(text: str, width: int = SNIPPET_CHARS) -> str:
 @click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "lexical"]), default="hybrid", show_default=True,
               help="Vector, keyword (FTS5) or both fused by reciprocal rank.")
-@click.option("--embedder", default=None, metavar="NAME|DIR", help="Embedder (default: the one the index was built with).")
+@click.option("--embedder", default=None, metavar="NAME|DIR",
+              help="Embedder (default: the one the index was built with).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, location, score, text, ...}.")
 def command(query, storage, top_k, mode, embedder, as_json) -> None:
     """Search indexed documents for QUERY."""

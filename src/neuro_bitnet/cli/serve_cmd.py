@@ -30,7 +30,8 @@ from neuro_bitnet.server.config import (
               help="Port (0 picks a free one). [env NEURO_DAEMON_PORT; default 11435]")
 @click.option("--model", "-m", "model_name", default=None, metavar="NAME|PATH",
               help="Catalog id/alias or .gguf path. [env NEURO_BITNET_MODEL; default 2b]")
-@click.option("--threads", "-t", type=click.IntRange(1, 512), default=None, help="Compute threads (default: physical cores).")
+@click.option("--threads", "-t", type=click.IntRange(1, 512), default=None,
+              help="Compute threads (default: physical cores).")
 @click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
               help="Context size in tokens (prompt + answer).")
 @click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None,

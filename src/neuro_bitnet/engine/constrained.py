@@ -19,9 +19,12 @@ import json
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions  # a TypedDict of the stubs only
 import numpy as np
 
 from neuro_bitnet.engine.tokenizer import Tokenizer
@@ -30,7 +33,7 @@ from neuro_bitnet.errors import EngineError
 __all__ = ["Grammar", "GrammarConstraint", "GrammarError", "JSON_OPTIONS"]
 
 # Compact JSON: exactly one space after ',' and ':', none elsewhere.
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_OPTIONS: "JsonCompileOptions" = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _SPECIAL_PREFIX = b"\xff"  # llguidance's mark for special tokens (never valid UTF-8 text)
 
 

@@ -283,7 +283,8 @@ class ModelManager:
                 )
                 raise
             tmp = self._converting_path(entry)
-            reporter.note(f"{entry.id}: checkpoint verified ({format_size(snap.shard_bytes)}, revision {snap.revision})")
+            shard_size = format_size(snap.shard_bytes)
+            reporter.note(f"{entry.id}: checkpoint verified ({shard_size}, revision {snap.revision})")
             convert_checkpoint(src, tmp, progress=make_progress(progress, verb="converting"), label=entry.id)
             try:
                 check_loads(tmp)

@@ -18,7 +18,6 @@ from neuro_bitnet.retrieval.loaders import DEFAULT_MAX_FILE_BYTES, SkipFile, fil
 from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, Store
 
 
-
 @dataclass
 class IndexOptions:
     """How to walk and chunk."""

@@ -325,7 +325,9 @@ def _load_docx(path: Path, data: bytes) -> list[Section]:
 
         import docx
     except ImportError:
-        raise SkipFile("DOCX support needs python-docx, a dependency of neuro-bitnet (pip install python-docx)") from None
+        raise SkipFile(
+            "DOCX support needs python-docx, a dependency of neuro-bitnet (pip install python-docx)"
+        ) from None
     try:
         document = docx.Document(io.BytesIO(data))
         sections: list[Section] = []

@@ -262,7 +262,8 @@ class SQLiteStore:
                     "INSERT INTO chunks(doc_id, ordinal, text, heading, location, context) VALUES (?,?,?,?,?,?)",
                     (doc_id, c.ordinal, c.text, c.heading, c.location, f"{context} {c.heading}".strip()),
                 ).lastrowid
-                self.conn.execute("INSERT INTO vectors(chunk_id, vector) VALUES (?, ?)", (chunk_id, vectors[i].tobytes()))
+                self.conn.execute("INSERT INTO vectors(chunk_id, vector) VALUES (?, ?)",
+                                  (chunk_id, vectors[i].tobytes()))
             self._bump_generation()
         self._matrix = None
 
@@ -422,7 +423,9 @@ class SQLiteStore:
 
     def stats(self) -> dict:
         with self._errors():
-            docs = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(indexed_at) FROM documents").fetchone()
+            docs = self.conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(indexed_at) FROM documents"
+            ).fetchone()
             chunks = self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         info = self.embedder()
         size = sum(p.stat().st_size for p in self.storage_dir.glob(DB_NAME + "*") if p.is_file())

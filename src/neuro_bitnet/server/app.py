@@ -41,8 +41,8 @@ from neuro_bitnet.server.schemas import (
     parse_json,
     validate,
 )
-from neuro_bitnet.server.structured import prompt_messages, structured_output
 from neuro_bitnet.server.sse import DONE_EVENT, SSE_HEADERS, sse_event
+from neuro_bitnet.server.structured import prompt_messages, structured_output
 from neuro_bitnet.server.worker import DONE, ERROR, Job, JobCancelled, ModelWorker, QueueFullError, WorkerClosedError
 
 log = logging.getLogger("neuro_bitnet.server")

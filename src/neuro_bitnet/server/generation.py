@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from neuro_bitnet.errors import EngineError
 from neuro_bitnet.engine.constrained import Grammar, GrammarError
+from neuro_bitnet.errors import EngineError
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
 
@@ -55,7 +55,8 @@ class GenerationResult:
             "prompt_per_second": round(evaluated / self.prefill_seconds, 3) if self.prefill_seconds > 0 else None,
             "predicted_n": self.completion_tokens,
             "predicted_ms": round(self.decode_seconds * 1000, 3),
-            "predicted_per_second": round(steps / self.decode_seconds, 3) if self.decode_seconds > 0 and steps else None,
+            "predicted_per_second": (round(steps / self.decode_seconds, 3)
+                                     if self.decode_seconds > 0 and steps else None),
         }
 
     def usage(self) -> dict[str, Any]:
@@ -170,7 +171,9 @@ def _translate(model: Any, text: str, *, source: str, target: str,
     return translate_with_backend(_EngineBackend(model), text, source, target, check)
 
 
-def _translate_question(model: Any, job: Job, messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
+def _translate_question(
+    model: Any, job: Job, messages: list[dict[str, str]]
+) -> tuple[str | None, list[dict[str, str]]]:
     """Translate the last user message to English; returns (user language or None, messages)."""
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:

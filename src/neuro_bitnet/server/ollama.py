@@ -36,7 +36,7 @@ from neuro_bitnet.server.app import (
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion
 from neuro_bitnet.server.retrieval_service import RetrievalBusyError
-from neuro_bitnet.server.schemas import DEFAULT_SAMPLING, MAX_STOP_SEQUENCES, MAX_EMBEDDING_INPUTS
+from neuro_bitnet.server.schemas import DEFAULT_SAMPLING, MAX_EMBEDDING_INPUTS, MAX_STOP_SEQUENCES
 from neuro_bitnet.server.structured import compile_grammar
 from neuro_bitnet.server.worker import DONE, ERROR, Job
 
@@ -110,7 +110,7 @@ def _file_facts(state: ServerState) -> tuple[int, str, str]:
         st = path.stat() if path is not None else None
     except OSError:
         st = None
-    if st is None:
+    if path is None or st is None:
         return 0, "", _now()
     ident = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
     modified = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")

@@ -11,9 +11,9 @@ from typing import Any
 
 from neuro_bitnet.retrieval.grounding import CountTokens, GroundedContext, fit_sources
 from neuro_bitnet.web import duckduckgo, searxng, wikipedia
+from neuro_bitnet.web.base import WebResult, WebSearchError, WebSettings
 from neuro_bitnet.web.client import make_client
 from neuro_bitnet.web.lang import question_language
-from neuro_bitnet.web.base import WebResult, WebSearchError, WebSettings
 
 PROVIDERS = {"wikipedia": wikipedia.search, "searxng": searxng.search, "duckduckgo": duckduckgo.search}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from neuro_bitnet.web.client import get_json
 from neuro_bitnet.web.base import WebResult, WebSearchError, WebSettings
+from neuro_bitnet.web.client import get_json
 
 NAME = "searxng"
 
@@ -20,7 +20,9 @@ def search(question: str, settings: WebSettings, client: httpx.Client, language:
                         what="SearxNG")
     except WebSearchError as exc:
         if "HTTP 403" in str(exc):
-            raise WebSearchError("SearxNG refused format=json (enable json in search.formats of its settings.yml)") from None
+            raise WebSearchError(
+                "SearxNG refused format=json (enable json in search.formats of its settings.yml)"
+            ) from None
         raise
     results = []
     for item in (data.get("results") or []) if isinstance(data, dict) else []:

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import httpx
 
+from neuro_bitnet.web.base import WebResult, WebSearchError, WebSettings
 from neuro_bitnet.web.client import get_json
 from neuro_bitnet.web.lang import keywords
-from neuro_bitnet.web.base import WebResult, WebSearchError, WebSettings
 
 NAME = "wikipedia"
 

@@ -75,11 +75,15 @@ def _get_small(client: httpx.Client, url: str, name: str, headers: dict[str, str
     except httpx.TimeoutException:
         raise DownloadError(f"{label}: timed out fetching {name} from {url}") from None
     except httpx.HTTPError as exc:
-        raise DownloadError(f"{label}: cannot fetch {name} from {url} ({exc}); check your network or HF_ENDPOINT") from None
+        raise DownloadError(
+            f"{label}: cannot fetch {name} from {url} ({exc}); check your network or HF_ENDPOINT"
+        ) from None
     if response.status_code == 404 and not required:
         return None, None
     if response.status_code in (401, 403):
-        raise DownloadError(f"{label}: access denied (HTTP {response.status_code}) for {url}; set HF_TOKEN if the repo is gated")
+        raise DownloadError(
+            f"{label}: access denied (HTTP {response.status_code}) for {url}; set HF_TOKEN if the repo is gated"
+        )
     if response.status_code != 200:
         raise DownloadError(f"{label}: HTTP {response.status_code} fetching {url}")
     if len(response.content) > MAX_SMALL_FILE:

@@ -72,7 +72,9 @@ def absmean_i2s(ref: TensorRef, rows: int, cols: int) -> Callable[[], Iterator[b
 def unpack_hf_ternary(packed: np.ndarray, rows: int, name: str) -> np.ndarray:
     """int8 ternary (rows, cols) from transformers' packed uint8 (ceil(rows/4), cols)."""
     if packed.dtype != np.uint8 or packed.ndim != 2:
-        raise ConvertError(f"tensor {name}: packed ternary weights must be 2-D uint8, got {packed.dtype} {packed.shape}")
+        raise ConvertError(
+            f"tensor {name}: packed ternary weights must be 2-D uint8, got {packed.dtype} {packed.shape}"
+        )
     p = packed.shape[0]
     if p != -(-rows // 4):
         raise ConvertError(f"tensor {name}: {p} packed rows cannot hold {rows} weight rows")

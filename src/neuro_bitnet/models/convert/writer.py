@@ -26,9 +26,9 @@ from neuro_bitnet.engine.quants import quantize_bf16
 from neuro_bitnet.models.convert import ternary
 from neuro_bitnet.models.convert.errors import ConvertError
 from neuro_bitnet.models.convert.layouts import BLOCK_NORMS, LINEARS, Layout, detect_layout
-from neuro_bitnet.models.progress import NullProgress, ProgressReporter
 from neuro_bitnet.models.convert.safetensors_reader import Checkpoint, TensorRef, read_all, read_rows, row_slabs
 from neuro_bitnet.models.convert.vocab import pad_vocab, tokenizer_metadata
+from neuro_bitnet.models.progress import NullProgress, ProgressReporter
 
 ROPE_STYLE_KEY = "neuro_bitnet.rope_style"
 SOURCE_KEY = "neuro_bitnet.converted_from"

@@ -98,7 +98,9 @@ class OnnxEmbedder:
             import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise EmbedderError(f"embeddings need onnxruntime, a dependency of neuro-bitnet (pip install onnxruntime): {exc}") from None
+            raise EmbedderError(
+                f"embeddings need onnxruntime, a dependency of neuro-bitnet (pip install onnxruntime): {exc}"
+            ) from None
 
         settings = self._settings(model_file.parent, tok_file.parent)
         settings.update({k: v for k, v in overrides.items() if v is not None})

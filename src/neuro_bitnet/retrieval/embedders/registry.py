@@ -144,7 +144,8 @@ def _assemble_minilm() -> Path:
     target = embedders_dir() / LOCAL_MINILM
     if find_model_file(target) is None:
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("tokenizer.json", "config.json", "tokenizer_config.json", "sentence_bert_config.json", "modules.json"):
+        for name in ("tokenizer.json", "config.json", "tokenizer_config.json", "sentence_bert_config.json",
+                     "modules.json"):
             if (source / name).is_file():
                 shutil.copyfile(source / name, target / name)
         if (source / "1_Pooling").is_dir():

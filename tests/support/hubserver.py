@@ -133,7 +133,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             self._serve(body=True)
 
         def _record(self, status: int) -> None:
-            hub.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, status))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            hub.requests.append(Request(self.command, self.path, headers, status))
 
         def _plain(self, status: int, text: str = "", headers: dict[str, str] | None = None) -> None:
             self._record(status)

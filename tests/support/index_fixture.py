@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
 
 DOCS = {
     "pets.md": "# Pets\n\nThe dog barks loudly at night. A puppy needs water.\n",
@@ -16,11 +13,11 @@ DOCS = {
 
 def build_index(tmp: Path) -> tuple[Path, Path]:
     """(storage dir, embedder dir): a tiny ONNX embedder and an index of three documents."""
-    from rag_tiny_embedder import build_tiny_embedder
-
     from neuro_bitnet.retrieval.embedders import OnnxEmbedder
     from neuro_bitnet.retrieval.indexer import index_paths
     from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+
+    from support.tiny_embedder import build_tiny_embedder
 
     embedder_dir = build_tiny_embedder(tmp / "embedder")
     docs = tmp / "docs"

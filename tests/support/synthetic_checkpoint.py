@@ -1,7 +1,7 @@
 """Write large synthetic 1bitLLM-style checkpoints (random float32 weights) a tensor at a time,
 for memory tests; also runnable to measure a full-size conversion:
 
-    python tests/convert/synthetic_checkpoint.py DIR --preset 3b     # 13 GB, 3 shards
+    python tests/support/synthetic_checkpoint.py DIR --preset 3b     # 13 GB, 3 shards
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ PRESETS = {  # n_embd, n_ff, n_layer, n_head, n_vocab, shards
 
 
 def tensor_shapes(n_embd: int, n_ff: int, n_layer: int, n_vocab: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (n_vocab, n_embd), "model.norm.weight": (n_embd,)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (n_vocab, n_embd), "model.norm.weight": (n_embd,)
+    }
     for i in range(n_layer):
         p = f"model.layers.{i}"
         shapes.update({

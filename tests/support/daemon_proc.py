@@ -16,6 +16,20 @@ FIXTURE_MODEL = REPO / "tests" / "fixtures" / "bitnet-b1.58" / "model.gguf"
 READY = re.compile(r"serving (\S+) on (http://\S+) ")
 # One compute thread: the tiny fixture model gains nothing from more, and the machine is shared.
 BASE_ARGS = ["--model", str(FIXTURE_MODEL), "--threads", "1", "--port", "0", "--quiet"]
+# The shared test daemon (tests/server/conftest.py): its API key, context size and body limit.
+API_KEY = "test-key-1234"
+CTX_SIZE = 512
+MAX_BODY = 64 * 1024
+
+
+def has_onnx() -> bool:
+    """Whether the retrieval tests' tiny ONNX embedder can be built here."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def isolated_env(tmp: Path) -> dict[str, str]:

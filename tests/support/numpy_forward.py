@@ -2,14 +2,21 @@
 
 It mirrors `engine/csrc/forward.c` step by step so that the int8 activation quantization sees the
 same float32 values and rounds the same way; only float summation orders differ (BLAS vs C).
+The one numpy reference of the tests: the core's tests run it on random specs, the fixture and
+converter tests on GGUF files (`NumpyModel.from_gguf`) against the logits `transformers` computed.
 Slow, for tiny test models only.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from neuro_bitnet.engine.architecture import HParams
+from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.quants import unpack_i2s_codes
+from neuro_bitnet.engine.weights import build_core_spec
 
 F32 = np.float32
 
@@ -98,6 +105,8 @@ class NumpyModel:
                 entry.update({k: _f32(layer[k]) for k in ("attn_sub_norm", "ffn_sub_norm")})
             for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
                 entry[k] = _ternary(layer[k])
+            w, scale = entry["ffn_down"]
+            entry["ffn_down"] = (w[:, : spec["n_ff"]], scale)  # drop the zero columns of row padding
             self.layers.append(entry)
         if spec["head"] == "q8":
             self.head_q, self.head_scale = q8_head(self.out)
@@ -173,6 +182,20 @@ class NumpyModel:
         best = np.argpartition(-logits, min(RESCORE, len(logits)) - 1)[:RESCORE]
         logits[best] = self.out[best] @ h
         return logits
+
+    @classmethod
+    def from_gguf(cls, path: Path, ctx_size: int = 256) -> NumpyModel:
+        """The reference over the weights of a GGUF file, read as the engine reads them, exact head."""
+        with GGUFFile(path) as gguf:
+            spec = build_core_spec(gguf, HParams.from_metadata(gguf.metadata), ctx_size=ctx_size, threads=1,
+                                   head="exact")
+            model = cls(spec)  # copies every array it keeps, so the file can be closed
+            del spec
+        return model
+
+    def logits(self, tokens: list[int] | np.ndarray) -> np.ndarray:
+        """Logits (n_tokens, n_vocab) of one sequence from position 0 (overwrites the KV cache)."""
+        return self.forward(tokens, 0)
 
     def forward(self, tokens: list[int] | np.ndarray, n_past: int) -> np.ndarray:
         """Logits (n_tokens, n_vocab) for tokens at positions n_past.., updating the KV cache."""
