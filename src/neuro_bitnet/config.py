@@ -18,6 +18,9 @@ DEFAULT_RETRIES = 3
 # Kernel sets of the C core: "auto" takes the best one the CPU runs.
 ISA_CHOICES = ("auto", "avx2", "portable")
 DEFAULT_ISA = "auto"
+# Where the daemon listens, and where clients look for it.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11435
 
 # Setting name -> environment variable that can set it.
 ENV_VARS: dict[str, str] = {
@@ -151,3 +154,42 @@ def load_settings(**overrides: Any) -> Settings:
         values[name] = value
         sources[name] = "flag"
     return Settings(**values, sources=sources)
+
+
+# -- the daemon's address (read by `neuro serve` and by its clients) ---------------------------
+def env_host() -> str:
+    """``NEURO_DAEMON_HOST`` or the loopback address."""
+    return os.environ.get("NEURO_DAEMON_HOST") or DEFAULT_HOST
+
+
+def env_port() -> int:
+    """``NEURO_DAEMON_PORT`` or 11435."""
+    raw = os.environ.get("NEURO_DAEMON_PORT")
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"NEURO_DAEMON_PORT={raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"NEURO_DAEMON_PORT={raw!r} is outside 0..65535")
+    return port
+
+
+def env_url() -> str:
+    """The daemon URL the environment points to (``NEURO_DAEMON_URL`` or host and port)."""
+    url = os.environ.get("NEURO_DAEMON_URL")
+    if url:
+        return url.rstrip("/")
+    return base_url(env_host(), env_port())
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` (IPv6 literals bracketed; a wildcard bind maps to loopback)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

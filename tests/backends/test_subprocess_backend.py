@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuro_bitnet.backends.base import GenerationOptions
+from neuro_bitnet.engine.options import GenerationOptions
 from neuro_bitnet.backends.subprocess_cli import (
     TROUBLESHOOTING,
     CliNotFoundError,

@@ -1,4 +1,4 @@
-"""`neuro_bitnet.server.client` (used by `neuro ask --backend daemon`) against the real daemon."""
+"""`neuro_bitnet.backends.daemon_client` (used by `neuro ask --backend daemon`) against the real daemon."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 
 from conftest import API_KEY
 from support.greedy import greedy_completion
-from neuro_bitnet.server import DaemonClient, DaemonError, is_running
+from neuro_bitnet.backends.daemon_client import DaemonClient, is_running
+from neuro_bitnet.errors import DaemonError
 
 
 def test_is_running(daemon) -> None:

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Generator
 
-from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
-from neuro_bitnet.server.client import DaemonClient, is_running
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.backends.base import AnswerStats
+from neuro_bitnet.engine.options import GenerationOptions
+from neuro_bitnet.backends.daemon_client import DaemonClient, is_running
+from neuro_bitnet.errors import DaemonError
 
 
 class DaemonBackend:

@@ -23,6 +23,7 @@ class BackendRequest:
     threads: int | None = None
     ctx_size: int = 4096
     assume_yes: bool = False
+    confirm: Callable[[str], bool] | None = None  # asks before a download; None: nobody to ask
 
 
 def open_backend(request: BackendRequest, settings: Settings,
@@ -36,7 +37,7 @@ def open_backend(request: BackendRequest, settings: Settings,
         raise NeuroError(f"unknown backend {request.kind!r} (choose from {', '.join(BACKENDS)})")
     if request.kind in ("auto", "daemon"):
         from neuro_bitnet.backends.daemon import DaemonBackend
-        from neuro_bitnet.server.config import env_url
+        from neuro_bitnet.config import env_url
 
         daemon = DaemonBackend.connect(env_url(), model=request.model if request.model_given else None,
                                        required=request.kind == "daemon")
@@ -47,7 +48,7 @@ def open_backend(request: BackendRequest, settings: Settings,
 
     manager = ModelManager(settings)
     model_id = request.model or _default_model()
-    path = manager.ensure_model(model_id, assume_yes=request.assume_yes)
+    path = manager.ensure_model(model_id, assume_yes=request.assume_yes, confirm=request.confirm)
     with loading(model_id) if loading else nullcontext():
         if request.kind == "subprocess":
             from neuro_bitnet.backends.subprocess_cli import SubprocessBackend

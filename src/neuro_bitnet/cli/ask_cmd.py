@@ -13,8 +13,9 @@ from pathlib import Path
 import click
 
 from neuro_bitnet.answering import AskRequest, prepare_ask
-from neuro_bitnet.backends.base import GenerationOptions
+from neuro_bitnet.engine.options import GenerationOptions
 from neuro_bitnet.backends.select import BACKENDS, BackendRequest, open_backend
+from neuro_bitnet.cli import console
 from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
 from neuro_bitnet.cli.timing import AnswerTimer, format_timing
 from neuro_bitnet.config import load_settings
@@ -113,7 +114,8 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
     timer = AnswerTimer()
 
     request = BackendRequest(kind=backend, model=model, model_given=model is not None, threads=threads,
-                             ctx_size=ctx_size, assume_yes=yes)
+                             ctx_size=ctx_size, assume_yes=yes,
+                             confirm=console.download_question())
     engine = open_backend(request, settings, loading=loading_spinner)
     timer.loaded()
     try:

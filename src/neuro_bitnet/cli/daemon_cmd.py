@@ -26,9 +26,9 @@ def command() -> None:
 def status(pid_file: Path | None, url: str | None, api_key: str | None, as_json: bool) -> None:
     """Show whether the daemon runs, where, and what it serves (exit 1 if it does not run)."""
     from neuro_bitnet.server import daemon
-    from neuro_bitnet.server.client import DaemonClient
-    from neuro_bitnet.server.config import env_url
-    from neuro_bitnet.server.errors import DaemonError
+    from neuro_bitnet.backends.daemon_client import DaemonClient
+    from neuro_bitnet.config import env_url
+    from neuro_bitnet.errors import DaemonError
 
     pid_file = pid_file or daemon.default_pid_file()
     record = daemon.running_record(pid_file)
@@ -76,7 +76,7 @@ def stop(pid_file: Path | None, url: str | None, api_key: str | None, timeout: f
     `neuro daemon status` reports).
     """
     from neuro_bitnet.server import daemon
-    from neuro_bitnet.server.config import env_url
+    from neuro_bitnet.config import env_url
 
     pid_file = pid_file or daemon.default_pid_file()
     target = url or env_url()

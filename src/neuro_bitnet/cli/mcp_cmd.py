@@ -20,7 +20,7 @@ import click
 def command(model_name: str | None, threads: int | None, ctx_size: int, storage: Path | None,
             embedder: str | None, assume_yes: bool) -> None:
     """Serve MCP over stdio for editors (tools: ask, generate, translate, summarize, search_documents)."""
-    from neuro_bitnet.server.errors import DaemonError
+    from neuro_bitnet.errors import DaemonError
     from neuro_bitnet.server.mcp_server import MCPSettings, run_stdio
 
     if storage is not None and not storage.is_dir():

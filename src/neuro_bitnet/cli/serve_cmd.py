@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from neuro_bitnet.config import env_host, env_port
 from neuro_bitnet.server.config import (
     DEFAULT_CTX_SIZE,
     DEFAULT_MAX_BODY_BYTES,
@@ -19,8 +20,6 @@ from neuro_bitnet.server.config import (
     DEFAULT_SHUTDOWN_GRACE,
     ServerConfig,
     check_api_key,
-    env_host,
-    env_port,
 )
 
 
@@ -74,7 +73,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     """Serve a model over an OpenAI-compatible HTTP API (keeps it loaded between requests)."""
     from neuro_bitnet.cli import console
     from neuro_bitnet.server import daemon
-    from neuro_bitnet.server.errors import DaemonError
+    from neuro_bitnet.errors import DaemonError
     from neuro_bitnet.server.model_loader import load, resolve_model
     from neuro_bitnet.server.runner import insecure_bind_warning, load_retrieval, serve
 
@@ -108,14 +107,15 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
 
     if detach:
         config.pid_file = pid_file or daemon.default_pid_file()
-        resolve_model(model_name, assume_yes=assume_yes)  # download (and ask) here, not in the background
+        resolve_model(model_name, assume_yes=assume_yes, confirm=console.download_question())  # download (and ask) here, not in the background
         args = _child_args(config, model_name, threads, ctx_size, embedder, quiet)
         env = dict(os.environ)
         if config.api_key:
             env["NEURO_DAEMON_API_KEY"] = config.api_key  # kept out of the process list
         log_path = log_file or daemon.default_log_file(config.pid_file)
         console.status(f"starting the daemon (log: {log_path})")
-        record = daemon.start_detached(args, config.pid_file, log_path, env)
+        record = daemon.start_detached([sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", *args],
+                                       config.pid_file, log_path, env)
         click.echo(f"neuro daemon running: pid {record.pid}, {record.url} (model {record.model})")
         click.echo(f"stop it with: neuro daemon stop --pid-file {config.pid_file}")
         return
@@ -125,7 +125,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         if existing is not None:
             raise DaemonError(f"a daemon is already running with pid file {config.pid_file} (pid {existing.pid})")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    path, info = resolve_model(model_name, assume_yes=assume_yes)
+    path, info = resolve_model(model_name, assume_yes=assume_yes, confirm=console.download_question())
     console.status(f"loading {info.id} from {path}")
     model = load(path, info, threads=threads, ctx_size=ctx_size)
     retrieval = load_retrieval(storage, embedder, max_queue)
@@ -137,7 +137,7 @@ def _check_port_free(host: str, port: int) -> None:
     """DaemonError when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
     import socket
 
-    from neuro_bitnet.server.errors import DaemonError
+    from neuro_bitnet.errors import DaemonError
 
     if port == 0:
         return
@@ -178,7 +178,12 @@ def _child_args(config: ServerConfig, model_name: str | None, threads: int | Non
 
 
 def daemon_main() -> None:
-    """Console script `neuro-daemon`: the same as `neuro serve`."""
+    """Console script `neuro-daemon` and `python -m neuro_bitnet.cli.serve_cmd` (what
+    `neuro serve --detach` starts): the same as `neuro serve`."""
     from neuro_bitnet.cli.main import main
 
     main(["serve", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    daemon_main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -34,14 +34,16 @@ def default_model_name() -> str:
     return os.environ.get("NEURO_BITNET_MODEL", "").strip() or DEFAULT_MODEL_ID
 
 
-def resolve_model(name_or_path: str | None, *, assume_yes: bool = False) -> tuple[Path, ModelInfo]:
-    """The local file of a catalog id/alias or a path (downloading if allowed) and its names."""
+def resolve_model(name_or_path: str | None, *, assume_yes: bool = False,
+                  confirm: Callable[[str], bool] | None = None) -> tuple[Path, ModelInfo]:
+    """The local file of a catalog id/alias or a path (downloading if allowed, see
+    :meth:`ModelManager.ensure_model`) and its names."""
     from neuro_bitnet.models.manager import ModelManager
 
     name = name_or_path or default_model_name()
     manager = ModelManager()
     resolved = manager.resolve(name)
-    path = manager.ensure_model(name, assume_yes=assume_yes)
+    path = manager.ensure_model(name, assume_yes=assume_yes, confirm=confirm)
     if isinstance(resolved, Path):
         info = ModelInfo(id=_file_model_id(path), aliases=[path.stem, path.name], path=path)
     else:

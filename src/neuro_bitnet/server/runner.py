@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neuro_bitnet.server.config import ServerConfig, base_url, is_loopback
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.config import base_url
+from neuro_bitnet.server.config import ServerConfig, is_loopback
+from neuro_bitnet.errors import DaemonError
 from neuro_bitnet.server.model_loader import ModelInfo
 
 log = logging.getLogger("neuro_bitnet.server")

@@ -14,8 +14,8 @@ from typing import Any, Iterator, Sequence
 
 import httpx
 
-from neuro_bitnet.server.config import env_url
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.config import env_url
+from neuro_bitnet.errors import DaemonError
 
 API_KEY_ENV = "NEURO_DAEMON_API_KEY"
 
