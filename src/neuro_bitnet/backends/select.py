@@ -9,6 +9,7 @@ from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
 from neuro_bitnet.config import Settings
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import NeuroError
 
 BACKENDS = ("auto", "native", "subprocess", "daemon")
@@ -21,7 +22,7 @@ class BackendRequest:
     model: str | None = None  # catalog id, alias or .gguf path; None: the default model
     model_given: bool = False  # the user named a model explicitly
     threads: int | None = None
-    ctx_size: int = 4096
+    ctx_size: int = DEFAULT_CTX_SIZE
     assume_yes: bool = False
     confirm: Callable[[str], bool] | None = None  # asks before a download; None: nobody to ask
 

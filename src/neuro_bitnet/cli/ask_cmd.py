@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from neuro_bitnet.answering import AskRequest, prepare_ask
-from neuro_bitnet.engine.options import GenerationOptions
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE, DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, GenerationOptions
 from neuro_bitnet.backends.select import BACKENDS, BackendRequest, open_backend
 from neuro_bitnet.cli import console
 from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
@@ -69,11 +69,11 @@ def model_options(func):
     """Options shared by `ask` and `chat`."""
     options = [
         click.option("--model", "-m", default=None, help="Catalog id, alias or path to a .gguf [default: 2b]."),
-        click.option("--max-tokens", "-n", default=512, show_default=True, help="Longest answer, in tokens."),
-        click.option("--temperature", "-t", default=0.7, show_default=True, help="0 = greedy."),
-        click.option("--top-p", default=0.95, show_default=True, help="Nucleus sampling threshold."),
+        click.option("--max-tokens", "-n", default=DEFAULT_MAX_TOKENS, show_default=True, help="Longest answer, in tokens."),
+        click.option("--temperature", "-t", default=DEFAULT_SAMPLING.temperature, show_default=True, help="0 = greedy."),
+        click.option("--top-p", default=DEFAULT_SAMPLING.top_p, show_default=True, help="Nucleus sampling threshold."),
         click.option("--seed", default=None, type=int, help="Random seed for reproducible sampling."),
-        click.option("--ctx-size", "-c", default=4096, show_default=True, help="Context window in tokens."),
+        click.option("--ctx-size", "-c", default=DEFAULT_CTX_SIZE, show_default=True, help="Context window in tokens."),
         click.option("--threads", default=None, type=int, help="CPU threads [default: physical cores]."),
         click.option("--system", default=None, help="System prompt."),
         click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,

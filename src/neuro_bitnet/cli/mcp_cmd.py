@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
+
 
 @click.command("mcp")
 @click.option("--model", "-m", "model_name", default=None, metavar="NAME|PATH",
               help="Catalog id/alias or .gguf path. [env NEURO_BITNET_MODEL; default 2b]")
 @click.option("--threads", "-t", type=click.IntRange(1, 512), default=None, help="Compute threads.")
-@click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=4096, show_default=True)
+@click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True)
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
               envvar="NEURO_BITNET_STORAGE", help="Index directory: adds the search_documents tool.")
 @click.option("--embedder", default=None, help="Embedder for the index (default: the one it was built with).")

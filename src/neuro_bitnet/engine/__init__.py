@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import EngineError
 
 __all__ = ["load_model", "EngineError"]
 
 
 def load_model(
-    path: str | Path, threads: int | None = None, ctx_size: int = 4096, head: str | None = None, isa: str | None = None
+    path: str | Path, threads: int | None = None, ctx_size: int = DEFAULT_CTX_SIZE, head: str | None = None, isa: str | None = None
 ):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 

@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 from neuro_bitnet.engine.sampling import SamplingParams
 
+# The defaults of every answer (engine, CLI options, daemon requests, MCP tools): the sampling
+# values are SamplingParams' own field defaults.
+DEFAULT_SAMPLING = SamplingParams()
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_CTX_SIZE = 4096  # tokens of context (prompt + answer) a model is opened with
 
 @dataclass(frozen=True)
 class GenerationOptions(SamplingParams):
     """Sampling settings (validated as the engine's) plus the answer's length and stop strings."""
 
-    max_tokens: int = 512
+    max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = ()
 
     def engine_kwargs(self) -> dict:

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuro_bitnet.config import DEFAULT_HOST, DEFAULT_PORT
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE, DEFAULT_MAX_TOKENS
 
-DEFAULT_CTX_SIZE = 4096
-DEFAULT_MAX_TOKENS = 512  # when a request does not say
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_QUEUE = 128  # requests waiting for the model before new ones get 503
 DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds SIGTERM waits for in-flight answers

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from mcp.server.mcpserver.exceptions import ToolError
 
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion
 from neuro_bitnet.server.schemas import DEFAULT_SAMPLING
@@ -25,6 +26,7 @@ MAX_TOOL_TOKENS = 2048
 SEARCH_CONTEXT_CHARS = 6000
 ASK_CONTEXT_BUDGET = 1024  # tokens of passages at most, as `neuro ask` uses
 ASK_PROMPT_RESERVE = 128  # tokens kept for the instructions, the question and the chat format
+ASK_TEMPERATURE = 0.3  # `ask` answers from facts: cooler than the engine default
 
 
 @dataclass
@@ -33,7 +35,7 @@ class MCPSettings:
 
     model: str | None = None
     threads: int | None = None
-    ctx_size: int = 4096
+    ctx_size: int = DEFAULT_CTX_SIZE
     storage: Path | None = None
     embedder: str | None = None
     assume_yes: bool = False
@@ -160,7 +162,7 @@ def build_server(settings: MCPSettings) -> Any:
     @server.tool(description="Answer a question with the local model. With an index configured, the answer "
                              "is grounded on the best matching document passages (use_documents), cited as [n].")
     @_one_line_errors
-    async def ask(question: str, max_tokens: int = 256, temperature: float = 0.3, use_documents: bool = True,
+    async def ask(question: str, max_tokens: int = 256, temperature: float = ASK_TEMPERATURE, use_documents: bool = True,
                   translate: bool = False) -> str:
         spec = _spec(max_tokens, temperature, translate=translate)
         hits = await retrieval.search(question, 8) if retrieval is not None and use_documents else []
@@ -174,7 +176,7 @@ def build_server(settings: MCPSettings) -> Any:
 
     @server.tool(description="Continue a raw text prompt (plain completion, no chat formatting).")
     @_one_line_errors
-    async def generate(prompt: str, max_tokens: int = 128, temperature: float = 0.7,
+    async def generate(prompt: str, max_tokens: int = 128, temperature: float = DEFAULT_SAMPLING["temperature"],
                        stop: list[str] | None = None) -> str:
         spec = _spec(max_tokens, temperature, stop=[s for s in stop or [] if s])
         result = await runner.run(lambda model, job: run_completion(model, job, prompt, spec))

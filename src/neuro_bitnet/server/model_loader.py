@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
+
 
 @dataclass
 class ModelInfo:
@@ -15,7 +17,7 @@ class ModelInfo:
     id: str
     aliases: list[str] = field(default_factory=list)
     path: Path | None = None
-    ctx_size: int = 4096
+    ctx_size: int = DEFAULT_CTX_SIZE
     n_vocab: int | None = None
     max_token_bytes: int = 256  # the longest token's text in bytes (bounds a prompt's size)
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from neuro_bitnet.engine.options import DEFAULT_SAMPLING as ENGINE_DEFAULTS
 from neuro_bitnet.server.errors import APIError, bad_request
 
 MAX_STOP_SEQUENCES = 16
@@ -20,11 +21,7 @@ MAX_EMBEDDING_INPUTS = 256
 
 # Sampling defaults of the engine, used when a request leaves a field out.
 DEFAULT_SAMPLING: dict[str, Any] = {
-    "temperature": 0.7,
-    "top_k": 40,
-    "top_p": 0.95,
-    "min_p": 0.05,
-    "repeat_penalty": 1.1,
+    name: getattr(ENGINE_DEFAULTS, name) for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")
 }
 
 
