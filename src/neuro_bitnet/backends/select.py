@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -45,10 +44,11 @@ def open_backend(request: BackendRequest, settings: Settings,
         if daemon is not None:
             return daemon
 
+    from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
     from neuro_bitnet.models.manager import ModelManager
 
     manager = ModelManager(settings)
-    model_id = request.model or _default_model()
+    model_id = request.model or settings.model or DEFAULT_MODEL_ID
     path = manager.ensure_model(model_id, assume_yes=request.assume_yes, confirm=request.confirm)
     with loading(model_id) if loading else nullcontext():
         if request.kind == "subprocess":
@@ -61,8 +61,3 @@ def open_backend(request: BackendRequest, settings: Settings,
 
         return NativeBackend(path, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id)
 
-
-def _default_model() -> str:
-    from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
-
-    return os.environ.get("NEURO_BITNET_MODEL") or DEFAULT_MODEL_ID

@@ -21,7 +21,7 @@ def command() -> None:
 @command.command("status")
 @_pid_option
 @click.option("--url", default=None, help="Daemon URL to probe when no pid file names one. [env NEURO_DAEMON_URL]")
-@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None, help="[env NEURO_DAEMON_API_KEY]")
+@click.option("--api-key", default=None, help="[env NEURO_DAEMON_API_KEY]")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(pid_file: Path | None, url: str | None, api_key: str | None, as_json: bool) -> None:
     """Show whether the daemon runs, where, and what it serves (exit 1 if it does not run)."""
@@ -65,7 +65,7 @@ def status(pid_file: Path | None, url: str | None, api_key: str | None, as_json:
 @_pid_option
 @click.option("--url", default=None, help="Daemon URL to stop when no pid file names one (a foreground "
                                           "`neuro serve`). [env NEURO_DAEMON_URL]")
-@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None, help="[env NEURO_DAEMON_API_KEY]")
+@click.option("--api-key", default=None, help="[env NEURO_DAEMON_API_KEY]")
 @click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to wait for answers in progress to finish.")
 @click.option("--force", is_flag=True, help="Kill the daemon if it has not exited after --timeout.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from neuro_bitnet.config import env_host, env_port
+from neuro_bitnet.config import ENV_VARS, check_api_key, env_api_key, env_host, env_port
 from neuro_bitnet.server.config import (
     DEFAULT_CTX_SIZE,
     DEFAULT_MAX_BODY_BYTES,
@@ -19,7 +19,6 @@ from neuro_bitnet.server.config import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_SHUTDOWN_GRACE,
     ServerConfig,
-    check_api_key,
 )
 
 
@@ -32,7 +31,7 @@ from neuro_bitnet.server.config import (
 @click.option("--threads", "-t", type=click.IntRange(1, 512), default=None, help="Compute threads (default: physical cores).")
 @click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
               help="Context size in tokens (prompt + answer).")
-@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None,
+@click.option("--api-key", default=None,
               help="Require 'Authorization: Bearer KEY' on every request. Prefer the environment variable: "
                    "the flag shows in the process list. [env NEURO_DAEMON_API_KEY]")
 @click.option("--auto-translate/--no-auto-translate", default=False, show_default=True,
@@ -77,11 +76,12 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     from neuro_bitnet.server.model_loader import load, resolve_model
     from neuro_bitnet.server.runner import insecure_bind_warning, load_retrieval, serve
 
-    if api_key is not None:
+    if api_key is None:
+        api_key = env_api_key()  # checked as it is read
+    else:
         check_api_key(api_key)
-        if click.get_current_context().get_parameter_source("api_key") == click.core.ParameterSource.COMMANDLINE:
-            console.warn("--api-key shows in the process list (ps) to every user of this machine; "
-                         "prefer the NEURO_DAEMON_API_KEY environment variable")
+        console.warn("--api-key shows in the process list (ps) to every user of this machine; "
+                     "prefer the NEURO_DAEMON_API_KEY environment variable")
     config = ServerConfig(
         host=host or env_host(),
         port=env_port() if port is None else port,
@@ -111,7 +111,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         args = _child_args(config, model_name, threads, ctx_size, embedder, quiet)
         env = dict(os.environ)
         if config.api_key:
-            env["NEURO_DAEMON_API_KEY"] = config.api_key  # kept out of the process list
+            env[ENV_VARS["daemon_api_key"]] = config.api_key  # kept out of the process list
         log_path = log_file or daemon.default_log_file(config.pid_file)
         console.status(f"starting the daemon (log: {log_path})")
         record = daemon.start_detached([sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", *args],

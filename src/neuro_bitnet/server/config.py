@@ -16,21 +16,6 @@ DEFAULT_MAX_CONNECTIONS = 512  # open connections; at the limit the oldest idle 
 DEFAULT_READ_TIMEOUT = 30.0  # seconds for a request head to arrive, and again for its body
 
 
-def check_api_key(key: str) -> str:
-    """``key`` if it is usable as a bearer token (visible ASCII, no spaces), else a ConfigError."""
-    from neuro_bitnet.errors import ConfigError
-
-    if not key:
-        raise ConfigError("the API key is empty: give a real key (or leave --api-key out to serve without one)")
-    bad = next((c for c in key if not "!" <= c <= "~"), None)
-    if bad is not None:
-        what = "a space" if bad == " " else "whitespace" if bad.isspace() else f"the character {bad!r}"
-        raise ConfigError(f"the API key contains {what}: use visible ASCII characters only "
-                          "(letters, digits, punctuation), e.g. from `python -c 'import secrets; "
-                          "print(secrets.token_urlsafe(32))'`")
-    return key
-
-
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":

@@ -134,7 +134,7 @@ def start_detached(command: list[str], pid_file: Path, log_file: Path, env: dict
                    timeout: float = 300.0) -> DaemonRecord:
     """Start the daemon's ``command`` line (the caller's foreground `neuro serve`) in its own
     session; wait until it serves."""
-    from neuro_bitnet.backends.daemon_client import is_running
+    from neuro_bitnet.backends.daemon_client import API_KEY_ENV, is_running
 
     existing = running_record(pid_file)
     if existing is not None:
@@ -147,7 +147,7 @@ def start_detached(command: list[str], pid_file: Path, log_file: Path, env: dict
             stdin=devnull, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     deadline = time.monotonic() + timeout
-    api_key = env.get("NEURO_DAEMON_API_KEY")
+    api_key = env.get(API_KEY_ENV)
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:

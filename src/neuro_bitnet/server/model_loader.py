@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +32,9 @@ def default_model_name() -> str:
     """``NEURO_BITNET_MODEL`` or the catalog default."""
     from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
 
-    return os.environ.get("NEURO_BITNET_MODEL", "").strip() or DEFAULT_MODEL_ID
+    from neuro_bitnet.config import setting
+
+    return setting("model") or DEFAULT_MODEL_ID
 
 
 def resolve_model(name_or_path: str | None, *, assume_yes: bool = False,
