@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
@@ -22,8 +21,6 @@ class AskRequest:
     system: str | None = None
     translate: bool = False
     reply_in: str = "auto"  # "auto": the question's language; or a language code such as "en"
-    storage: Path | None = None
-    web: bool = False
     context_budget: int = 1024  # tokens of retrieved text at most
 
 

@@ -122,8 +122,7 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
         retrieve = None
         if storage is not None or web:
             retrieve = make_retriever(storage=storage, web=web, settings=settings, count_tokens=engine.count_tokens)
-        ask = AskRequest(question=question, system=system, translate=translate, reply_in=reply_in,
-                         storage=storage, web=web)
+        ask = AskRequest(question=question, system=system, translate=translate, reply_in=reply_in)
         prepared = prepare_ask(engine, ask, retrieve=retrieve)
         for note in prepared.notes:
             click.secho(note, fg="yellow", err=True)

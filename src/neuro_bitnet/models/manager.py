@@ -20,7 +20,7 @@ from neuro_bitnet.models.catalog import SYNTHETIC_DIR, Catalog, CatalogEntry, lo
 from neuro_bitnet.models.download import download_file
 from neuro_bitnet.models.hub import auth_headers
 from neuro_bitnet.models.progress import format_size, make_progress
-from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, read_record, sha256_file, write_record
+from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, lock_or_wait, read_record, sha256_file, write_record
 
 
 class ModelUnavailableError(DownloadError):
@@ -251,12 +251,7 @@ class ModelManager:
         files = self.files(entry)
         files.dir.mkdir(parents=True, exist_ok=True)
         reporter = make_progress(progress)
-        lock = filelock.FileLock(files.lock)
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            reporter.note(f"another download of {entry.id} is in progress; waiting for it to finish...")
-            lock.acquire()
+        lock = lock_or_wait(files.lock, entry.id, reporter.note)
         try:
             if not force and self.status(entry).downloaded:
                 return files.model

@@ -65,12 +65,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     if spec.translate:
         language, messages = _translate_question(model, job, messages)
     ids = chat_prompt_ids(model, job, messages)
-    result = _generate(model, job, ids, spec, stream=language is None)
-    if language is not None:
-        result.text = _translate(model, result.text, source="en", target=language, check=job.check)
-        result.language = language
-        job.emit(result.text)
-    return result
+    return _answer(model, job, ids, spec, language)
 
 
 def run_completion(model: Any, job: Job, prompt: str | list[int], spec: GenerationSpec) -> GenerationResult:
@@ -82,6 +77,12 @@ def run_completion(model: Any, job: Job, prompt: str | list[int], spec: Generati
         english = to_english(_EngineBackend(model), prompt, job.check)
         language, prompt = (english.detection.language, english.text) if english.translated else (None, prompt)
     ids = model.tokenize(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
+    return _answer(model, job, ids, spec, language)
+
+
+def _answer(model: Any, job: Job, ids: list[int], spec: GenerationSpec, language: str | None) -> GenerationResult:
+    """Generate from ``ids``; for a translated question (``language``), translate the English
+    answer back and send it whole."""
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
         result.text = _translate(model, result.text, source="en", target=language, check=job.check)

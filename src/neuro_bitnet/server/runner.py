@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -31,7 +32,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        reason = "is already in use" if exc.errno == 98 else f"cannot be bound ({exc.strerror})"
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
         raise DaemonError(f"{host}:{port} {reason}; choose another --port") from None
     sock.listen(2048)
     sock.set_inheritable(True)
