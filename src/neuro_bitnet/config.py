@@ -98,10 +98,6 @@ def _endpoint(value: str, name: str) -> str:
     return value
 
 
-def _token(value: str, name: str) -> str:
-    return value.strip()
-
-
 def _timeout(value: str, name: str) -> float:
     try:
         seconds = float(value)
@@ -171,7 +167,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "catalog_path": _path,
     "bitnet_cli_path": _path,
     "hf_endpoint": _endpoint,
-    "hf_token": _token,
+    "hf_token": _text,
     "timeout": _timeout,
     "retries": _retries,
     "isa": _isa,

@@ -37,6 +37,7 @@ class GenerationResult:
     completion_tokens: int
     finish_reason: str
     language: str | None = None  # the user's language when the answer was translated
+    sources: list[dict] | None = None  # a grounded answer's numbered sources
 
     def usage(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,11 @@ class GenerationResult:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+
+
+def token_counter(model: Any) -> Callable[[str], int]:
+    """Counts the tokens of a text with ``model``'s tokenizer (no BOS): fits passages to a budget."""
+    return lambda text: len(model.tokenize(text, add_bos=False))
 
 
 def chat_prompt_ids(model: Any, job: Job, messages: list[dict[str, str]]) -> list[int]:

@@ -51,6 +51,7 @@ class CompletionFormatter:
             body = self._envelope("text_completion")
         body["choices"] = [choice]
         body["usage"] = result.usage()
+        _add_sources(body, result)
         return body
 
     def _chunk(self, delta_or_text: str | None, finish_reason: str | None, *, role: bool = False) -> dict[str, Any]:
@@ -80,9 +81,16 @@ class CompletionFormatter:
     def final_chunks(self, result: GenerationResult) -> list[dict[str, Any]]:
         """The chunk that carries finish_reason, then the usage chunk when asked for."""
         chunks = [self._chunk(None if self.chat else "", result.finish_reason)]
+        _add_sources(chunks[0], result)
         if self.include_usage:
             usage = self._envelope(chunks[0]["object"])
             usage["choices"] = []
             usage["usage"] = result.usage()
             chunks.append(usage)
         return chunks
+
+
+def _add_sources(body: dict[str, Any], result: GenerationResult) -> None:
+    """A grounded answer's sources, as ``"neuro": {"sources": [...]}`` (numbered as cited)."""
+    if result.sources is not None:
+        body["neuro"] = {"sources": result.sources}

@@ -101,9 +101,20 @@ class ChatMessage(_Body):
         return "".join(pieces)
 
 
+class NeuroOptions(BaseModel):
+    """The ``"neuro"`` object of a chat request: what this server adds to the OpenAI API."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    grounded: bool = False  # answer from the --storage index, citing its passages as [n]
+
+
 class ChatRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    neuro: NeuroOptions | None = None
+
+    def grounded(self) -> bool:
+        return self.neuro is not None and self.neuro.grounded
 
     def plain_messages(self) -> list[dict[str, str]]:
         """Messages as the engine takes them; ``developer`` is the newer name of ``system``."""
