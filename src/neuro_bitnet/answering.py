@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
 from neuro_bitnet.language import Detection
 from neuro_bitnet.language.translate import reply_instruction, reply_language, to_english
-from neuro_bitnet.retrieval.grounding import GroundedContext
+from neuro_bitnet.retrieval.grounding import CountTokens, GroundedContext, fit_sources, grounded_question, hit_source
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
+CONTEXT_BUDGET = 1024  # tokens of retrieved passages at most
+TEMPLATE_RESERVE = 8  # tokens the chat format adds per message (role headers, end markers)
+SEARCH_TOP_K = 8  # passages searched for a grounded answer (as many as fit are used)
+
+
+def grounded_messages(question: str, hits: list[dict], count_tokens: CountTokens, *, ctx_size: int,
+                      max_tokens: int, history: list[dict[str, str]] | None = None,
+                      budget: int = CONTEXT_BUDGET) -> tuple[list[dict[str, str]], GroundedContext]:
+    """The chat of a question grounded on search ``hits`` (best first) and the sources it cites.
+
+    As many passages as fit are numbered and cited as [n], as `neuro ask --storage` does: at most
+    ``budget`` tokens, and what the context of ``ctx_size`` tokens leaves beside the rest of
+    the prompt and an answer of ``max_tokens``. ``history`` (the conversation before the
+    question) keeps its own system prompt; without one the default system prompt leads.
+    """
+    history = list(history or [])
+    if not any(m.get("role") in ("system", "developer") for m in history):
+        history.insert(0, {"role": "system", "content": DEFAULT_SYSTEM_PROMPT})
+    frame = grounded_question(question, GroundedContext([{"n": 0, "kind": "file", "path": "", "text": ""}]))
+    fixed = sum(count_tokens(m["content"]) for m in history) + count_tokens(frame)
+    room = ctx_size - max_tokens - fixed - TEMPLATE_RESERVE * (len(history) + 2)
+    budget = min(budget, room)
+    context = GroundedContext(fit_sources([hit_source(h) for h in hits], budget, count_tokens) if budget > 0 else [])
+    return [*history, {"role": "user", "content": grounded_question(question, context)}], context
 
 
 @dataclass
@@ -22,9 +45,7 @@ class AskRequest:
     system: str | None = None
     translate: bool = False
     reply_in: str = "auto"  # "auto": the question's language; or a language code such as "en"
-    storage: Path | None = None
-    web: bool = False
-    context_budget: int = 1024  # tokens of retrieved text at most
+    context_budget: int = CONTEXT_BUDGET  # tokens of retrieved text at most
 
 
 @dataclass
@@ -65,8 +86,7 @@ def prepare_ask(
         context = retrieve(original, request.context_budget)
         prepared.sources = context.sources
         prepared.notes = [context.note] if context.note else []
-        if not context.is_empty():
-            user = f"{context.instructions}\n\nSources:\n{context.prompt_block}\n\nQuestion: {question}"
+        user = grounded_question(question, context)
 
     prepared.messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return prepared

@@ -18,6 +18,9 @@ DEFAULT_RETRIES = 3
 # Kernel sets of the C core: "auto" takes the best one the CPU runs.
 ISA_CHOICES = ("auto", "avx2", "portable")
 DEFAULT_ISA = "auto"
+# Where the daemon listens, and where clients look for it.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11435
 
 # Setting name -> environment variable that can set it.
 ENV_VARS: dict[str, str] = {
@@ -29,12 +32,26 @@ ENV_VARS: dict[str, str] = {
     "timeout": "NEURO_BITNET_TIMEOUT",
     "retries": "NEURO_BITNET_DOWNLOAD_RETRIES",
     "isa": "NEURO_BITNET_ISA",
+    "model": "NEURO_BITNET_MODEL",
+    "head": "NEURO_BITNET_HEAD",
+    "embedder": "NEURO_BITNET_EMBEDDER",
+    "storage": "NEURO_BITNET_STORAGE",
+    "daemon_host": "NEURO_DAEMON_HOST",
+    "daemon_port": "NEURO_DAEMON_PORT",
+    "daemon_url": "NEURO_DAEMON_URL",
+    "daemon_api_key": "NEURO_DAEMON_API_KEY",
+    "debug": "NEURO_BITNET_DEBUG",
 }
 
 
 def default_models_dir() -> Path:
     """The platform cache dir for models (`~/.cache/neuro-bitnet/models` on Linux)."""
     return Path(platformdirs.user_cache_dir(APP_NAME)) / "models"
+
+
+def default_storage_dir() -> Path:
+    """The default index directory (`~/.local/share/neuro-bitnet/index` on Linux)."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "index"
 
 
 def default_catalog_path() -> Path:
@@ -54,6 +71,15 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
     isa: str = DEFAULT_ISA
+    model: str | None = None  # catalog id, alias or .gguf path; None: the catalog's default
+    head: str | None = None  # output-head precision; None: the engine's default
+    embedder: str | None = None  # retrieval embedder; None: the registry's default
+    storage: Path | None = None  # index directory; None: default_storage_dir()
+    daemon_host: str = DEFAULT_HOST
+    daemon_port: int = DEFAULT_PORT
+    daemon_url: str | None = None  # where clients find the daemon; None: daemon_host and daemon_port
+    daemon_api_key: str | None = None
+    debug: bool = False  # tracebacks on errors, as --verbose
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> str:
@@ -70,10 +96,6 @@ def _endpoint(value: str, name: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
     return value
-
-
-def _token(value: str, name: str) -> str:
-    return value.strip()
 
 
 def _timeout(value: str, name: str) -> float:
@@ -103,15 +125,61 @@ def _isa(value: str, name: str) -> str:
     return isa
 
 
+def _text(value: str, name: str) -> str:
+    return value.strip()
+
+
+def _port(value: str, name: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}={value!r} is outside 0..65535")
+    return port
+
+
+def _url(value: str, name: str) -> str:
+    return value.strip().rstrip("/")
+
+
+def _flag(value: str, name: str) -> bool:
+    return bool(value.strip())
+
+
+def check_api_key(key: str, name: str = "") -> str:
+    """``key`` if it is usable as a bearer token (visible ASCII, no spaces), else a ConfigError
+    (``name``: the environment variable it came from, if any)."""
+    what_key = f"the API key in {name}" if name else "the API key"
+    if not key:
+        raise ConfigError(f"{what_key} is empty: give a real key (or leave --api-key out to serve without one)")
+    bad = next((c for c in key if not "!" <= c <= "~"), None)
+    if bad is not None:
+        what = "a space" if bad == " " else "whitespace" if bad.isspace() else f"the character {bad!r}"
+        raise ConfigError(f"{what_key} contains {what}: use visible ASCII characters only "
+                          "(letters, digits, punctuation), e.g. from `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`")
+    return key
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "models_dir": _path,
     "catalog_path": _path,
     "bitnet_cli_path": _path,
     "hf_endpoint": _endpoint,
-    "hf_token": _token,
+    "hf_token": _text,
     "timeout": _timeout,
     "retries": _retries,
     "isa": _isa,
+    "model": _text,
+    "head": _text,
+    "embedder": _text,
+    "storage": _path,
+    "daemon_host": _text,
+    "daemon_port": _port,
+    "daemon_url": _url,
+    "daemon_api_key": check_api_key,
+    "debug": _flag,
 }
 
 
@@ -125,6 +193,15 @@ def _defaults() -> dict[str, Any]:
         "timeout": DEFAULT_TIMEOUT,
         "retries": DEFAULT_RETRIES,
         "isa": DEFAULT_ISA,
+        "model": None,
+        "head": None,
+        "embedder": None,
+        "storage": default_storage_dir(),
+        "daemon_host": DEFAULT_HOST,
+        "daemon_port": DEFAULT_PORT,
+        "daemon_url": None,
+        "daemon_api_key": None,
+        "debug": False,
     }
 
 
@@ -136,10 +213,10 @@ def load_settings(**overrides: Any) -> Settings:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     values = _defaults()
     sources = dict.fromkeys(values, "default")
-    for name, var in ENV_VARS.items():
-        raw = os.environ.get(var, "").strip()
-        if raw:
-            values[name] = _PARSERS[name](raw, var)
+    for name in ENV_VARS:
+        found, value = _from_env(name)
+        if found:
+            values[name] = value
             sources[name] = "env"
     for name, value in overrides.items():
         if value is None:
@@ -151,3 +228,60 @@ def load_settings(**overrides: Any) -> Settings:
         values[name] = value
         sources[name] = "flag"
     return Settings(**values, sources=sources)
+
+
+# Values taken as they are (an API key of spaces is refused, not mistaken for no key).
+_VERBATIM = {"daemon_api_key"}
+
+
+def _from_env(name: str) -> tuple[bool, Any]:
+    """(True, parsed value) when setting ``name``'s environment variable is set, else (False, None)."""
+    var = ENV_VARS[name]
+    raw = os.environ.get(var, "")
+    if name not in _VERBATIM:
+        raw = raw.strip()
+    return (True, _PARSERS[name](raw, var)) if raw else (False, None)
+
+
+def env_value(name: str) -> Any:
+    """Setting ``name`` from its environment variable, None when that is not set."""
+    return _from_env(name)[1]
+
+
+def setting(name: str) -> Any:
+    """One setting from its environment variable, else its default (as :func:`load_settings`
+    resolves it, without reading the other variables)."""
+    found, value = _from_env(name)
+    return value if found else _defaults()[name]
+
+
+# -- the daemon's address (read by `neuro serve` and by its clients) ---------------------------
+def env_host() -> str:
+    """``NEURO_DAEMON_HOST`` or the loopback address."""
+    return setting("daemon_host")
+
+
+def env_port() -> int:
+    """``NEURO_DAEMON_PORT`` or 11435."""
+    return setting("daemon_port")
+
+
+def env_url() -> str:
+    """The daemon URL the environment points to (``NEURO_DAEMON_URL`` or host and port)."""
+    return setting("daemon_url") or base_url(env_host(), env_port())
+
+
+def env_api_key() -> str | None:
+    """``NEURO_DAEMON_API_KEY``, if set."""
+    return setting("daemon_api_key")
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` (IPv6 literals bracketed; a wildcard bind maps to loopback)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -29,3 +29,9 @@ class EngineError(NeuroError):
     """The engine cannot load or run a model (bad file, unsupported tensor, context overflow)."""
 
     exit_code = 5
+
+
+class DaemonError(NeuroError):
+    """The daemon cannot be started, reached or stopped."""
+
+    exit_code = 6

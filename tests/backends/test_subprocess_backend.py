@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuro_bitnet.backends.base import GenerationOptions
 from neuro_bitnet.backends.subprocess_cli import (
     TROUBLESHOOTING,
     CliNotFoundError,
@@ -30,6 +29,7 @@ from neuro_bitnet.backends.subprocess_cli import (
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.engine import load_model
 from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
+from neuro_bitnet.engine.options import GenerationOptions
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 
 from support.gguf_edit import rewrite_gguf

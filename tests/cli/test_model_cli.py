@@ -344,8 +344,8 @@ def test_progress_bar_on_a_terminal(hub: HubServer, tmp_path: Path) -> None:
 
 ENSURE = (
     "import sys; from neuro_bitnet.config import load_settings; "
-    "from neuro_bitnet.models.manager import ModelManager; "
-    "print(ModelManager(load_settings()).ensure_model('tiny', assume_yes=False))"
+    "from neuro_bitnet.models.manager import ModelManager; from neuro_bitnet.cli.console import download_question; "
+    "print(ModelManager(load_settings()).ensure_model('tiny', assume_yes=False, confirm=download_question()))"
 )
 
 

@@ -44,13 +44,13 @@ def test_resolve_ids_aliases_and_paths(mm: ModelManager, tmp_path: Path, monkeyp
 def test_ensure_model_returns_local_files_as_is(mm: ModelManager, tmp_path: Path, hub: HubServer) -> None:
     local = tmp_path / "x.gguf"
     local.write_bytes(b"GGUF")
-    assert mm.ensure_model(str(local), assume_yes=False, interactive=False) == local
+    assert mm.ensure_model(str(local), assume_yes=False) == local
     assert hub.gets() == []
 
 
 def test_ensure_model_without_terminal_refuses_with_a_hint(mm: ModelManager, hub: HubServer) -> None:
     with pytest.raises(ModelNotFoundError) as info:
-        mm.ensure_model("tiny", assume_yes=False, interactive=False)
+        mm.ensure_model("tiny", assume_yes=False)
     assert "neuro model download tiny" in str(info.value) and "--yes" in str(info.value)
     assert "262.1 kB" in str(info.value)
     assert hub.gets() == []
@@ -58,18 +58,16 @@ def test_ensure_model_without_terminal_refuses_with_a_hint(mm: ModelManager, hub
 
 def test_ensure_model_asks_on_a_terminal(mm: ModelManager, hub: HubServer) -> None:
     questions: list[str] = []
-    mm.confirm = lambda q: questions.append(q) or False
     with pytest.raises(ModelNotFoundError, match="not downloaded"):
-        mm.ensure_model("tiny", assume_yes=False, interactive=True)
+        mm.ensure_model("tiny", assume_yes=False, confirm=lambda q: questions.append(q) or False)
     assert "262.1 kB" in questions[0] and hub.gets() == []
-    mm.confirm = lambda q: True
-    path = mm.ensure_model("tiny", assume_yes=False, interactive=True)
+    path = mm.ensure_model("tiny", assume_yes=False, confirm=lambda q: True)
     assert path.is_file() and mm.local_path(mm.entry("tiny")) == path
 
 
 def test_ensure_model_with_yes_downloads_then_reuses(mm: ModelManager, hub: HubServer) -> None:
-    path = mm.ensure_model("tiny", assume_yes=True, interactive=False)
-    assert mm.ensure_model("tiny", assume_yes=False, interactive=False) == path
+    path = mm.ensure_model("tiny", assume_yes=True)
+    assert mm.ensure_model("tiny", assume_yes=False) == path
     assert len(hub.gets()) == 1
 
 
@@ -78,7 +76,7 @@ def test_models_without_gguf_fetch_the_checkpoint_and_name_a_missing_repo(mm: Mo
     # clear DownloadError naming what was fetched, never a file that looks like a model.
     for name, repo in (("large", "1bitLLM/bitnet_b1_58-large"), ("8b", "HF1BitLLM/Llama3-8B-1.58-100B-tokens")):
         with pytest.raises(DownloadError, match=f"{name}: HTTP 404 fetching .*{repo}/resolve/.*config.json"):
-            mm.ensure_model(name, assume_yes=True, interactive=False)
+            mm.ensure_model(name, assume_yes=True)
         assert mm.local_path(mm.entry(name)) is None
     assert all(r.path.endswith("/config.json") for r in hub.requests)
 

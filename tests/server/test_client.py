@@ -1,10 +1,11 @@
-"""`neuro_bitnet.server.client` (used by `neuro ask --backend daemon`) against the real daemon."""
+"""`neuro_bitnet.backends.daemon_client` (used by `neuro ask --backend daemon`) against the real daemon."""
 
 from __future__ import annotations
 
 import pytest
 
-from neuro_bitnet.server import DaemonClient, DaemonError, is_running
+from neuro_bitnet.backends.daemon_client import DaemonClient, is_running
+from neuro_bitnet.errors import DaemonError
 
 from support.daemon_proc import API_KEY
 from support.greedy import greedy_completion

@@ -180,8 +180,13 @@ def test_every_request_line_gets_a_reply(tmp_path: Path) -> None:
 
 
 def test_ask_fits_long_passages_into_the_context() -> None:
+    from neuro_bitnet.answering import grounded_messages as shared_grounded_messages
     from neuro_bitnet.engine import load_model
-    from neuro_bitnet.server.mcp_server import grounded_messages
+    from neuro_bitnet.server.generation import token_counter
+
+    def grounded_messages(model, question, hits, budget):  # the MCP ask's call, with a given budget
+        return shared_grounded_messages(question, hits, token_counter(model), ctx_size=model.ctx_size,
+                                        max_tokens=0, budget=budget)[0]
 
     model = load_model(FIXTURE_MODEL, threads=1, ctx_size=512)
     long_text = " ".join(f"sentence {i} about dogs and cats." for i in range(400))

@@ -1,4 +1,4 @@
-"""Start the real daemon (`python -m neuro_bitnet.server`) on a free loopback port, for tests."""
+"""Start the real daemon (`python -m neuro_bitnet.cli.serve_cmd`) on a free loopback port, for tests."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class DaemonProcess:
 
     def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "neuro_bitnet.server", *BASE_ARGS, *args],
+            [sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", *BASE_ARGS, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or isolated_env(tmp),
         )
         self.stdout_lines: list[str] = []

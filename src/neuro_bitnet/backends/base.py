@@ -1,29 +1,11 @@
-"""The interface every backend implements, and the options and statistics they share."""
+"""The interface every backend implements, and the statistics they share."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Generator, Protocol
 
-from neuro_bitnet.engine.sampling import SamplingParams
-
-
-@dataclass(frozen=True)
-class GenerationOptions(SamplingParams):
-    """Sampling settings (validated as the engine's) plus the answer's length and stop strings."""
-
-    max_tokens: int = 512
-    stop: tuple[str, ...] = ()
-    json_schema: dict | bool | None = None  # constrain the answer to this JSON schema
-
-
-    def engine_kwargs(self) -> dict:
-        """Keyword arguments for the native engine's generate/chat."""
-        return {
-            "max_tokens": self.max_tokens, "temperature": self.temperature, "top_k": self.top_k,
-            "top_p": self.top_p, "min_p": self.min_p, "repeat_penalty": self.repeat_penalty,
-            "seed": self.seed, "stop": list(self.stop), "json_schema": self.json_schema,
-        }
+from neuro_bitnet.engine.options import GenerationOptions
 
 
 @dataclass

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Generator
 
-from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
-from neuro_bitnet.server.client import DaemonClient, is_running
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.backends.base import AnswerStats
+from neuro_bitnet.backends.daemon_client import DaemonClient, is_running
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE, GenerationOptions
+from neuro_bitnet.errors import DaemonError
 
 
 class DaemonBackend:
@@ -39,7 +40,7 @@ class DaemonBackend:
             if required:
                 raise DaemonError(f"the daemon at {url} serves {served!r}, not {model!r}")
             return None
-        return cls(client, served or "daemon", int(health.get("ctx_size") or 4096))
+        return cls(client, served or "daemon", int(health.get("ctx_size") or DEFAULT_CTX_SIZE))
 
     def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
         return self._stream(messages, options)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
+from neuro_bitnet.backends.base import AnswerStats
+from neuro_bitnet.engine.options import GenerationOptions
 
 
 class NativeBackend:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 from neuro_bitnet.backends.base import Backend
 from neuro_bitnet.config import Settings
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import NeuroError
 
 BACKENDS = ("auto", "native", "subprocess", "daemon")
@@ -21,8 +21,9 @@ class BackendRequest:
     model: str | None = None  # catalog id, alias or .gguf path; None: the default model
     model_given: bool = False  # the user named a model explicitly
     threads: int | None = None
-    ctx_size: int = 4096
+    ctx_size: int = DEFAULT_CTX_SIZE
     assume_yes: bool = False
+    confirm: Callable[[str], bool] | None = None  # asks before a download; None: nobody to ask
 
 
 def open_backend(request: BackendRequest, settings: Settings,
@@ -36,18 +37,19 @@ def open_backend(request: BackendRequest, settings: Settings,
         raise NeuroError(f"unknown backend {request.kind!r} (choose from {', '.join(BACKENDS)})")
     if request.kind in ("auto", "daemon"):
         from neuro_bitnet.backends.daemon import DaemonBackend
-        from neuro_bitnet.server.config import env_url
+        from neuro_bitnet.config import env_url
 
         daemon = DaemonBackend.connect(env_url(), model=request.model if request.model_given else None,
                                        required=request.kind == "daemon")
         if daemon is not None:
             return daemon
 
+    from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
     from neuro_bitnet.models.manager import ModelManager
 
     manager = ModelManager(settings)
-    model_id = request.model or _default_model()
-    path = manager.ensure_model(model_id, assume_yes=request.assume_yes)
+    model_id = request.model or settings.model or DEFAULT_MODEL_ID
+    path = manager.ensure_model(model_id, assume_yes=request.assume_yes, confirm=request.confirm)
     with loading(model_id) if loading else nullcontext():
         if request.kind == "subprocess":
             from neuro_bitnet.backends.subprocess_cli import SubprocessBackend
@@ -59,8 +61,3 @@ def open_backend(request: BackendRequest, settings: Settings,
 
         return NativeBackend(path, threads=request.threads, ctx_size=request.ctx_size, model_name=model_id)
 
-
-def _default_model() -> str:
-    from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
-
-    return os.environ.get("NEURO_BITNET_MODEL") or DEFAULT_MODEL_ID

@@ -19,8 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Generator
 
-from neuro_bitnet.backends.base import AnswerStats, GenerationOptions
+from neuro_bitnet.backends.base import AnswerStats
 from neuro_bitnet.config import Settings
+from neuro_bitnet.engine.options import GenerationOptions
 from neuro_bitnet.engine.stop_strings import StopStringFilter
 from neuro_bitnet.errors import ConfigError, EngineError
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import click
 
 from neuro_bitnet.answering import AskRequest, prepare_ask
-from neuro_bitnet.backends.base import GenerationOptions
 from neuro_bitnet.backends.select import BACKENDS, BackendRequest, open_backend
+from neuro_bitnet.cli import console
 from neuro_bitnet.cli.json_schema_option import json_schema_options, load_json_schema
 from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
 from neuro_bitnet.cli.timing import AnswerTimer, format_timing
 from neuro_bitnet.config import load_settings
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE, DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, GenerationOptions
 from neuro_bitnet.errors import ConfigError
 from neuro_bitnet.language.detect import SUPPORTED_LANGUAGES
 from neuro_bitnet.language.translate import check_language
@@ -69,11 +70,13 @@ def model_options(func):
     """Options shared by `ask` and `chat`."""
     options = [
         click.option("--model", "-m", default=None, help="Catalog id, alias or path to a .gguf [default: 2b]."),
-        click.option("--max-tokens", "-n", default=512, show_default=True, help="Longest answer, in tokens."),
-        click.option("--temperature", "-t", default=0.7, show_default=True, help="0 = greedy."),
-        click.option("--top-p", default=0.95, show_default=True, help="Nucleus sampling threshold."),
+        click.option("--max-tokens", "-n", default=DEFAULT_MAX_TOKENS, show_default=True,
+                     help="Longest answer, in tokens."),
+        click.option("--temperature", "-t", default=DEFAULT_SAMPLING.temperature, show_default=True,
+                     help="0 = greedy."),
+        click.option("--top-p", default=DEFAULT_SAMPLING.top_p, show_default=True, help="Nucleus sampling threshold."),
         click.option("--seed", default=None, type=int, help="Random seed for reproducible sampling."),
-        click.option("--ctx-size", "-c", default=4096, show_default=True, help="Context window in tokens."),
+        click.option("--ctx-size", "-c", default=DEFAULT_CTX_SIZE, show_default=True, help="Context window in tokens."),
         click.option("--threads", default=None, type=int, help="CPU threads [default: physical cores]."),
         click.option("--system", default=None, help="System prompt."),
         click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
@@ -117,15 +120,15 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
     timer = AnswerTimer()
 
     request = BackendRequest(kind=backend, model=model, model_given=model is not None, threads=threads,
-                             ctx_size=ctx_size, assume_yes=yes)
+                             ctx_size=ctx_size, assume_yes=yes,
+                             confirm=console.download_question())
     engine = open_backend(request, settings, loading=loading_spinner)
     timer.loaded()
     try:
         retrieve = None
         if storage is not None or web:
             retrieve = make_retriever(storage=storage, web=web, settings=settings, count_tokens=engine.count_tokens)
-        ask = AskRequest(question=question, system=system, translate=translate, reply_in=reply_in,
-                         storage=storage, web=web)
+        ask = AskRequest(question=question, system=system, translate=translate, reply_in=reply_in)
         prepared = prepare_ask(engine, ask, retrieve=retrieve)
         for note in prepared.notes:
             click.secho(note, fg="yellow", err=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from neuro_bitnet.cli import console
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 
@@ -86,4 +87,4 @@ def _model_path(model: str | None, synthetic: str | None, settings, yes: bool, q
             click.secho(f"using the synthetic {synthetic} model (random weights, real shapes; "
                         f"--model synthetic-{synthetic} elsewhere)", dim=True, err=True)
         model = f"synthetic-{synthetic}"
-    return ModelManager(settings).ensure_model(model, assume_yes=yes)
+    return ModelManager(settings).ensure_model(model, assume_yes=yes, confirm=console.download_question())

@@ -6,6 +6,7 @@ import click
 
 from neuro_bitnet.answering import DEFAULT_SYSTEM_PROMPT, prepare_turn
 from neuro_bitnet.backends.select import BackendRequest, open_backend
+from neuro_bitnet.cli import console
 from neuro_bitnet.cli.ask_cmd import generation_options, model_options
 from neuro_bitnet.cli.line_input import LineReader
 from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
@@ -29,7 +30,8 @@ def command(model, max_tokens, temperature, top_p, seed, ctx_size, threads, syst
     """
     options = generation_options(max_tokens, temperature, top_p, seed)
     request = BackendRequest(kind=backend, model=model, model_given=model is not None, threads=threads,
-                             ctx_size=ctx_size, assume_yes=yes)
+                             ctx_size=ctx_size, assume_yes=yes,
+                             confirm=console.download_question())
     engine = open_backend(request, load_settings(), loading=loading_spinner)
     counter = getattr(engine, "prompt_tokens", None) or approximate_counter(engine.count_tokens)
     budget = max(ctx_size - max_tokens, ctx_size // 2)

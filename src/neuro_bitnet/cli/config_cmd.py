@@ -12,12 +12,16 @@ import click
 
 from neuro_bitnet import __version__
 from neuro_bitnet.cli.console import format_size, print_json
-from neuro_bitnet.config import ENV_VARS, Settings, load_settings
+from neuro_bitnet.config import ENV_VARS, Settings, base_url, load_settings
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.models.manager import ModelManager
 
 
 def _settings_report(settings: Settings) -> dict[str, Any]:
+    from neuro_bitnet.engine.heads import DEFAULT_HEAD
+    from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
+    from neuro_bitnet.retrieval.embedders.registry import DEFAULT_EMBEDDER
+
     catalog = settings.catalog_path
     cli_path = settings.bitnet_cli_path
     values: dict[str, Any] = {
@@ -31,6 +35,15 @@ def _settings_report(settings: Settings) -> dict[str, Any]:
         "timeout": settings.timeout,
         "retries": settings.retries,
         "isa": settings.isa,
+        "model": settings.model or f"{DEFAULT_MODEL_ID} (catalog default)",
+        "head": settings.head or f"{DEFAULT_HEAD} (engine default)",
+        "embedder": settings.embedder or f"{DEFAULT_EMBEDDER} (default)",
+        "storage": str(settings.storage),
+        "daemon_host": settings.daemon_host,
+        "daemon_port": settings.daemon_port,
+        "daemon_url": settings.daemon_url or base_url(settings.daemon_host, settings.daemon_port),
+        "daemon_api_key": "set" if settings.daemon_api_key else "not set",
+        "debug": settings.debug,
     }
     return {
         name: {"value": value, "source": settings.source(name), "env": ENV_VARS[name]}

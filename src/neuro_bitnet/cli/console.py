@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -84,3 +84,11 @@ def confirm(question: str, *, assume_yes: bool, refuse_hint: str) -> bool:
     if not is_interactive():
         raise NeuroError(refuse_hint)
     return click.confirm(question, default=False, err=True)
+
+
+def download_question() -> Callable[[str], bool] | None:
+    """How to ask before downloading a missing model: on a terminal a yes/no question
+    (default yes), without one None (nobody can answer: the download is refused with a hint)."""
+    if not is_interactive():
+        return None
+    return lambda question: click.confirm(question, default=True, err=True)

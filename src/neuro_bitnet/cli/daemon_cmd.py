@@ -21,14 +21,14 @@ def command() -> None:
 @command.command("status")
 @_pid_option
 @click.option("--url", default=None, help="Daemon URL to probe when no pid file names one. [env NEURO_DAEMON_URL]")
-@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None, help="[env NEURO_DAEMON_API_KEY]")
+@click.option("--api-key", default=None, help="[env NEURO_DAEMON_API_KEY]")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(pid_file: Path | None, url: str | None, api_key: str | None, as_json: bool) -> None:
     """Show whether the daemon runs, where, and what it serves (exit 1 if it does not run)."""
+    from neuro_bitnet.backends.daemon_client import DaemonClient
+    from neuro_bitnet.config import env_url
+    from neuro_bitnet.errors import DaemonError
     from neuro_bitnet.server import daemon
-    from neuro_bitnet.server.client import DaemonClient
-    from neuro_bitnet.server.config import env_url
-    from neuro_bitnet.server.errors import DaemonError
 
     pid_file = pid_file or daemon.default_pid_file()
     record = daemon.running_record(pid_file)
@@ -65,7 +65,7 @@ def status(pid_file: Path | None, url: str | None, api_key: str | None, as_json:
 @_pid_option
 @click.option("--url", default=None, help="Daemon URL to stop when no pid file names one (a foreground "
                                           "`neuro serve`). [env NEURO_DAEMON_URL]")
-@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None, help="[env NEURO_DAEMON_API_KEY]")
+@click.option("--api-key", default=None, help="[env NEURO_DAEMON_API_KEY]")
 @click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to wait for answers in progress to finish.")
 @click.option("--force", is_flag=True, help="Kill the daemon if it has not exited after --timeout.")
@@ -75,8 +75,8 @@ def stop(pid_file: Path | None, url: str | None, api_key: str | None, timeout: f
     Stops the daemon of the pid file, else the one answering at --url (the same one
     `neuro daemon status` reports).
     """
+    from neuro_bitnet.config import env_url
     from neuro_bitnet.server import daemon
-    from neuro_bitnet.server.config import env_url
 
     pid_file = pid_file or daemon.default_pid_file()
     target = url or env_url()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import traceback
 
@@ -40,9 +39,15 @@ for _name in COMMAND_MODULES:
     cli.add_command(importlib.import_module(_name).command)
 
 
+def _debug_env() -> bool:
+    from neuro_bitnet.config import setting
+
+    return bool(setting("debug"))
+
+
 def _verbose(argv: list[str] | None) -> bool:
     args = sys.argv[1:] if argv is None else argv
-    return "--verbose" in args or "-v" in args or bool(os.environ.get("NEURO_BITNET_DEBUG"))
+    return "--verbose" in args or "-v" in args or _debug_env()
 
 
 def main(argv: list[str] | None = None) -> None:

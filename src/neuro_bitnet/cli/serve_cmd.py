@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from neuro_bitnet.config import ENV_VARS, check_api_key, env_api_key, env_host, env_port
 from neuro_bitnet.server.config import (
     DEFAULT_CTX_SIZE,
     DEFAULT_MAX_BODY_BYTES,
@@ -18,9 +19,6 @@ from neuro_bitnet.server.config import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_SHUTDOWN_GRACE,
     ServerConfig,
-    check_api_key,
-    env_host,
-    env_port,
 )
 
 
@@ -34,7 +32,7 @@ from neuro_bitnet.server.config import (
               help="Compute threads (default: physical cores).")
 @click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
               help="Context size in tokens (prompt + answer).")
-@click.option("--api-key", envvar="NEURO_DAEMON_API_KEY", default=None,
+@click.option("--api-key", default=None,
               help="Require 'Authorization: Bearer KEY' on every request. Prefer the environment variable: "
                    "the flag shows in the process list. [env NEURO_DAEMON_API_KEY]")
 @click.option("--auto-translate/--no-auto-translate", default=False, show_default=True,
@@ -74,16 +72,17 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
             pid_file: Path | None, log_file: Path | None, assume_yes: bool, quiet: bool) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (keeps it loaded between requests)."""
     from neuro_bitnet.cli import console
+    from neuro_bitnet.errors import DaemonError
     from neuro_bitnet.server import daemon
-    from neuro_bitnet.server.errors import DaemonError
     from neuro_bitnet.server.model_loader import load, resolve_model
     from neuro_bitnet.server.runner import insecure_bind_warning, load_retrieval, serve
 
-    if api_key is not None:
+    if api_key is None:
+        api_key = env_api_key()  # checked as it is read
+    else:
         check_api_key(api_key)
-        if click.get_current_context().get_parameter_source("api_key") == click.core.ParameterSource.COMMANDLINE:
-            console.warn("--api-key shows in the process list (ps) to every user of this machine; "
-                         "prefer the NEURO_DAEMON_API_KEY environment variable")
+        console.warn("--api-key shows in the process list (ps) to every user of this machine; "
+                     "prefer the NEURO_DAEMON_API_KEY environment variable")
     config = ServerConfig(
         host=host or env_host(),
         port=env_port() if port is None else port,
@@ -109,14 +108,16 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
 
     if detach:
         config.pid_file = pid_file or daemon.default_pid_file()
-        resolve_model(model_name, assume_yes=assume_yes)  # download (and ask) here, not in the background
+        # Download (and ask) here, not in the background.
+        resolve_model(model_name, assume_yes=assume_yes, confirm=console.download_question())
         args = _child_args(config, model_name, threads, ctx_size, embedder, quiet)
         env = dict(os.environ)
         if config.api_key:
-            env["NEURO_DAEMON_API_KEY"] = config.api_key  # kept out of the process list
+            env[ENV_VARS["daemon_api_key"]] = config.api_key  # kept out of the process list
         log_path = log_file or daemon.default_log_file(config.pid_file)
         console.status(f"starting the daemon (log: {log_path})")
-        record = daemon.start_detached(args, config.pid_file, log_path, env)
+        record = daemon.start_detached([sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", *args],
+                                       config.pid_file, log_path, env)
         click.echo(f"neuro daemon running: pid {record.pid}, {record.url} (model {record.model})")
         click.echo(f"chat page: {record.url}/")
         click.echo(f"stop it with: neuro daemon stop --pid-file {config.pid_file}")
@@ -127,7 +128,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         if existing is not None:
             raise DaemonError(f"a daemon is already running with pid file {config.pid_file} (pid {existing.pid})")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    path, info = resolve_model(model_name, assume_yes=assume_yes)
+    path, info = resolve_model(model_name, assume_yes=assume_yes, confirm=console.download_question())
     console.status(f"loading {info.id} from {path}")
     model = load(path, info, threads=threads, ctx_size=ctx_size)
     retrieval = load_retrieval(storage, embedder, max_queue)
@@ -139,7 +140,7 @@ def _check_port_free(host: str, port: int) -> None:
     """DaemonError when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
     import socket
 
-    from neuro_bitnet.server.errors import DaemonError
+    from neuro_bitnet.errors import DaemonError
 
     if port == 0:
         return
@@ -180,7 +181,12 @@ def _child_args(config: ServerConfig, model_name: str | None, threads: int | Non
 
 
 def daemon_main() -> None:
-    """Console script `neuro-daemon`: the same as `neuro serve`."""
+    """Console script `neuro-daemon` and `python -m neuro_bitnet.cli.serve_cmd` (what
+    `neuro serve --detach` starts): the same as `neuro serve`."""
     from neuro_bitnet.cli.main import main
 
     main(["serve", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    daemon_main()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import EngineError
 
 __all__ = ["load_model", "EngineError"]
 
 
 def load_model(
-    path: str | Path, threads: int | None = None, ctx_size: int = 4096, head: str | None = None, isa: str | None = None
+    path: str | Path, threads: int | None = None, ctx_size: int = DEFAULT_CTX_SIZE, head: str | None = None,
+    isa: str | None = None,
 ):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
@@ -23,7 +24,7 @@ def load_model(
     ``isa`` picks the C kernels: "auto" (the best this CPU runs), "avx2" or "portable"; ``None``
     takes the ``isa`` setting (``NEURO_BITNET_ISA``, else "auto").
     """
-    from neuro_bitnet.config import load_settings
+    from neuro_bitnet.config import load_settings, setting
     from neuro_bitnet.engine.heads import DEFAULT_HEAD
     from neuro_bitnet.engine.model import BitNetModel
     from neuro_bitnet.engine.threads import physical_cores
@@ -32,6 +33,6 @@ def load_model(
         threads = physical_cores()
     if threads < 1:
         raise EngineError("threads must be >= 1")
-    head = head or os.environ.get("NEURO_BITNET_HEAD") or DEFAULT_HEAD
+    head = head or setting("head") or DEFAULT_HEAD
     isa = load_settings(isa=isa).isa
     return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head, isa=isa)

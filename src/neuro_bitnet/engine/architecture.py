@@ -66,7 +66,6 @@ class HParams:
     n_head: int
     n_head_kv: int
     head_dim: int
-    n_ctx_train: int
     rms_eps: float
     rope_theta: float
     behaviour: ArchBehaviour
@@ -127,7 +126,6 @@ class HParams:
             n_head=n_head,
             n_head_kv=n_head_kv,
             head_dim=head_dim,
-            n_ctx_train=number("context_length", int, 4096),
             rms_eps=number("attention.layer_norm_rms_epsilon", float, 1e-5),
             rope_theta=number("rope.freq_base", float, 10000.0),
             behaviour=behaviour,

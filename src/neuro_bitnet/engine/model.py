@@ -18,6 +18,7 @@ from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
 from neuro_bitnet.engine.constrained import Grammar, GrammarConstraint
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
+from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import GenerationStats
 from neuro_bitnet.engine.stop_strings import StopStringFilter
@@ -177,12 +178,12 @@ class BitNetModel:
     def generate(
         self,
         prompt_or_ids: str | Sequence[int],
-        max_tokens: int = 512,
-        temperature: float = 0.7,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.1,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_SAMPLING.temperature,
+        top_k: int = DEFAULT_SAMPLING.top_k,
+        top_p: float = DEFAULT_SAMPLING.top_p,
+        min_p: float = DEFAULT_SAMPLING.min_p,
+        repeat_penalty: float = DEFAULT_SAMPLING.repeat_penalty,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         json_schema: dict | bool | str | None = None,

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
-from neuro_bitnet.backends.base import Backend, GenerationOptions
+from neuro_bitnet.engine.options import GenerationOptions
 from neuro_bitnet.errors import ConfigError
 from neuro_bitnet.language.detect import SUPPORTED_LANGUAGES, Detection, detect_language, language_name
+
+
+class ChatModel(Protocol):
+    """What translation needs of a model: a streamed chat reply (every backend is one)."""
+
+    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[str]:
+        """Stream the assistant's reply to ``messages`` as text pieces."""
+        ...
+
 
 _SYSTEM = "You are a precise translator. Reply with the translation only, without notes or quotes."
 # The longest block sent in one request, in words (a small model translates short texts best,
@@ -136,7 +145,7 @@ def _needs_model(block: str) -> bool:
     return bool(block.strip()) and not _FENCE.match(block) and any(ch.isalpha() for ch in block)
 
 
-def _translate_block(backend: Backend, block: str, source: str, target: str) -> str:
+def _translate_block(backend: ChatModel, block: str, source: str, target: str) -> str:
     budget = max(32, 3 * len(block.split()) + 24)
     options = GenerationOptions(max_tokens=budget, temperature=0.0, repeat_penalty=1.0)
     pieces = backend.chat(translation_messages(block, source, target), options)
@@ -149,7 +158,7 @@ def _translate_block(backend: Backend, block: str, source: str, target: str) -> 
     return clean_translation(raw) or block
 
 
-def translate_with_backend(backend: Backend, text: str, source: str, target: str = "en",
+def translate_with_backend(backend: ChatModel, text: str, source: str, target: str = "en",
                            check: Callable[[], None] | None = None) -> str:
     """Translate all of ``text`` from ``source`` to ``target`` with greedy decoding on ``backend``.
 
@@ -181,7 +190,7 @@ class Translated:
         return not self.detection.is_english
 
 
-def to_english(backend: Backend, text: str, check: Callable[[], None] | None = None) -> Translated:
+def to_english(backend: ChatModel, text: str, check: Callable[[], None] | None = None) -> Translated:
     """Detect the language of ``text`` and translate it to English when it is not English."""
     detection = detect_language(text)
     if detection.is_english:

@@ -70,10 +70,6 @@ class CatalogEntry:
         return f"{self.id}.gguf"
 
     @property
-    def downloadable(self) -> bool:
-        return self.kind in ("gguf", "synthetic") or bool(self.repo)
-
-    @property
     def disk_size(self) -> int | None:
         """Bytes the model takes once installed (exact for GGUF files, estimated for conversions)."""
         return self.size if self.size is not None else self.approx_size

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import filelock
 import httpx
 
 from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.models.hub import lfs_sha256, lfs_size
 from neuro_bitnet.models.progress import NullProgress, ProgressReporter, format_size
-from neuro_bitnet.models.store import ModelFiles, read_record, sha256_file, write_record
+from neuro_bitnet.models.store import ModelFiles, lock_or_wait, read_record, sha256_file, write_record
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _MAX_REDIRECTS = 10
@@ -127,12 +126,7 @@ def _locked_download(
     limits: Limits,
 ) -> DownloadResult:
     files.dir.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(files.lock)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        progress.note(f"another download of {label} is in progress; waiting for it to finish...")
-        lock.acquire()
+    lock = lock_or_wait(files.lock, label, progress.note)
     try:
         if not force:
             cached = _already_verified(files, sha256, size)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import filelock
 
 from neuro_bitnet.config import Settings, load_settings
@@ -22,7 +20,7 @@ from neuro_bitnet.models.catalog import SYNTHETIC_DIR, Catalog, CatalogEntry, lo
 from neuro_bitnet.models.download import download_file
 from neuro_bitnet.models.hub import auth_headers
 from neuro_bitnet.models.progress import format_size, make_progress
-from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, read_record, sha256_file, write_record
+from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, lock_or_wait, read_record, sha256_file, write_record
 
 
 class ModelUnavailableError(DownloadError):
@@ -80,17 +78,12 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _confirm(question: str) -> bool:
-    return click.confirm(question, default=True, err=True)
-
-
 class ModelManager:
     """List, download, verify and remove models in `settings.models_dir`."""
 
     def __init__(self, settings: Settings | None = None, catalog: Catalog | None = None) -> None:
         self.settings = settings or load_settings()
         self._catalog = catalog
-        self.confirm: Callable[[str], bool] = _confirm
 
     @property
     def catalog(self) -> Catalog:
@@ -258,12 +251,7 @@ class ModelManager:
         files = self.files(entry)
         files.dir.mkdir(parents=True, exist_ok=True)
         reporter = make_progress(progress)
-        lock = filelock.FileLock(files.lock)
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            reporter.note(f"another download of {entry.id} is in progress; waiting for it to finish...")
-            lock.acquire()
+        lock = lock_or_wait(files.lock, entry.id, reporter.note)
         try:
             if not force and self.status(entry).downloaded:
                 return files.model
@@ -302,12 +290,13 @@ class ModelManager:
         return files.model
 
     def ensure_model(
-        self, name_or_path: str | Path, *, assume_yes: bool, interactive: bool | None = None
+        self, name_or_path: str | Path, *, assume_yes: bool, confirm: Callable[[str], bool] | None = None
     ) -> Path:
         """A verified local path for a model id or a local file, downloading if needed.
 
-        A missing catalog model is downloaded after asking (size shown) when interactive,
-        right away with `assume_yes`, and refused with a hint otherwise.
+        A missing catalog model is downloaded right away with `assume_yes`, after
+        `confirm(question)` says yes (the caller's way to ask a person, None when nobody can
+        answer), and refused with a hint otherwise.
         """
         resolved = self.resolve(name_or_path)
         if isinstance(resolved, Path):
@@ -318,21 +307,19 @@ class ModelManager:
             return path
         if entry.kind == "synthetic":  # nothing to download: built here, no question asked
             return self.build_synthetic(entry)
-        if interactive is None:
-            interactive = sys.stdin.isatty() and sys.stderr.isatty()
         size = format_size(entry.size) if entry.size else "size unknown"
         if entry.kind == "convert":
             peak = f", {format_size(entry.peak_disk_size)} while converting" if entry.peak_disk_size else ""
             size = f"~{format_size(entry.disk_size)}{peak}" if entry.disk_size else "size unknown"
         if not assume_yes:
-            if not interactive:
+            if confirm is None:
                 raise ModelNotFoundError(
                     f"model {entry.id} ({size}) is not downloaded; run `neuro model download "
                     f"{entry.id}` first, or pass --yes to download it now"
                 )
             what = f"{entry.name}, {size}" if entry.name != entry.id else size
             question = f"Model {entry.id} ({what}) is not downloaded. Download it to {self.models_dir}?"
-            if not self.confirm(question):
+            if not confirm(question):
                 raise ModelNotFoundError(
                     f"model {entry.id} is not downloaded; run `neuro model download {entry.id}` when ready"
                 )

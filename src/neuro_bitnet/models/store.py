@@ -6,6 +6,9 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import filelock
 
 from neuro_bitnet.models.hub import normalize_sha256
 
@@ -64,3 +67,14 @@ def write_record(files: ModelFiles, sha256: str) -> None:
     tmp = files.record.with_name(files.record.name + ".tmp")
     tmp.write_text(f"{sha256}  {files.model.name}\n", encoding="utf-8")
     os.replace(tmp, files.record)
+
+
+def lock_or_wait(path: Path, label: str, note: Callable[[str], None]) -> filelock.FileLock:
+    """The lock file ``path``, held; when another process holds it, ``note`` says so and this waits."""
+    lock = filelock.FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        note(f"another download of {label} is in progress; waiting for it to finish...")
+        lock.acquire()
+    return lock

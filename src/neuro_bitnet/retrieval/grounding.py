@@ -1,11 +1,13 @@
 """Numbered-sources context for grounded answers: retrieve, fit into a token budget, cite as [n].
 
-`neuro ask` uses it like this::
+`neuro ask --storage/--web`, the daemon's grounded chat and the MCP `ask` tool all ask with
+:func:`grounded_question` (through :func:`neuro_bitnet.answering.grounded_messages` or
+:func:`neuro_bitnet.answering.prepare_ask`)::
 
     ctx = retrieve_context(question, storage_dir, budget_tokens, count_tokens)
     web = web_context(question, settings, budget_tokens, count_tokens)   # neuro_bitnet.web
     ctx = combine_contexts(ctx, web)
-    prompt = ctx.instructions + "\\n\\n" + ctx.prompt_block + "\\n\\nQuestion: " + question
+    user_message = grounded_question(question, ctx)
     ... generate ...
     print(ctx.format_sources())
 """
@@ -56,6 +58,22 @@ class GroundedContext:
     def to_dict(self) -> dict:
         """JSON-ready form (for `--json`)."""
         return {"sources": [dict(s) for s in self.sources], "note": self.note}
+
+
+def grounded_question(question: str, context: GroundedContext) -> str:
+    """The user message of a grounded answer: the instructions, the numbered sources and the
+    question (the question alone when there is nothing to ground on)."""
+    if context.is_empty():
+        return question
+    return f"{context.instructions}\n\nSources:\n{context.prompt_block}\n\nQuestion: {question}"
+
+
+def hit_source(hit: dict) -> dict:
+    """A search hit (``SearchHit.to_dict()``) as an unnumbered file source."""
+    return {
+        "kind": "file", "path": hit["path"], "location": hit.get("location"), "heading": hit.get("heading"),
+        "score": round(float(hit.get("score") or 0.0), 6), "similarity": hit.get("similarity"), "text": hit["text"],
+    }
 
 
 def source_header(source: dict) -> str:
@@ -124,14 +142,8 @@ def retrieve_context(question: str, storage_dir: str | Path, budget_tokens: int,
     from neuro_bitnet.retrieval.search import search
 
     hits = search(storage_dir, question, top_k=top_k, embedder=embedder)
-    items = []
-    for hit in hits:
-        if min_similarity is not None and hit.lexical_rank is None and (hit.similarity or 0.0) < min_similarity:
-            continue
-        items.append({
-            "kind": "file", "path": hit.path, "location": hit.location, "heading": hit.heading,
-            "score": round(hit.score, 6), "similarity": hit.similarity, "text": hit.text,
-        })
+    items = [hit_source(hit.to_dict()) for hit in hits
+             if min_similarity is None or hit.lexical_rank is not None or (hit.similarity or 0.0) >= min_similarity]
     ctx = GroundedContext(fit_sources(items, budget_tokens, count_tokens))
     if not hits:
         ctx = replace(ctx, note=f"no matching passages in {storage_dir}")

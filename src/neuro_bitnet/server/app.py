@@ -22,11 +22,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neuro_bitnet import __version__
+from neuro_bitnet.answering import SEARCH_TOP_K, grounded_messages
 from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.config import ServerConfig
-from neuro_bitnet.server.errors import APIError
-from neuro_bitnet.server.generation import GenerationSpec, run_chat, run_completion
+from neuro_bitnet.server.errors import APIError, bad_request
+from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion, token_counter
 from neuro_bitnet.server.hosts import HostGuard, HostPolicy
 from neuro_bitnet.server.metrics import RequestCounter, ServerMetrics, metrics_endpoint
 from neuro_bitnet.server.model_loader import ModelInfo
@@ -329,9 +330,36 @@ async def chat_completions(request: Request) -> Response:
     spec = _spec(state, body, grammar)
     messages = prompt_messages(body.messages, tools)
     state.check_prompt_size([m["content"] for m in messages], "messages")
-    job = submit(state, lambda model, job: run_chat(model, job, messages, spec))
+    if body.grounded():
+        job = submit(state, await _grounded_chat(state, messages, spec))
+    else:
+        job = submit(state, lambda model, job: run_chat(model, job, messages, spec))
     fmt = CompletionFormatter(model=model_id, chat=True, include_usage=body.include_usage(), tools=tools)
     return await respond(request, state, job, body.stream, fmt)
+
+
+async def _grounded_chat(state: ServerState, messages: list[dict[str, str]], spec: GenerationSpec) -> Any:
+    """The work of a chat grounded on the index (``"neuro": {"grounded": true}``): its last
+    message, the user's question, is asked as `neuro ask --storage` asks it."""
+    if state.retrieval is None or not state.retrieval.can_search:
+        raise bad_request("grounded answers need an index: start the daemon with --storage DIR", "neuro",
+                          code="grounding_unavailable")
+    if messages[-1]["role"] != "user":
+        raise bad_request("a grounded chat ends with the user's question", "messages")
+    question, history = messages[-1]["content"], messages[:-1]
+    try:
+        hits = await state.retrieval.search(question, SEARCH_TOP_K)
+    except RetrievalBusyError as exc:
+        raise _busy(exc) from None
+
+    def work(model: Any, job: Job) -> GenerationResult:
+        grounded, context = grounded_messages(question, hits, token_counter(model), ctx_size=model.ctx_size,
+                                              max_tokens=spec.max_tokens, history=history)
+        result = run_chat(model, job, grounded, spec)
+        result.sources = context.sources
+        return result
+
+    return work
 
 
 async def completions(request: Request) -> Response:

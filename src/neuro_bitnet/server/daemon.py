@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.errors import DaemonError
 
 STATE_DIR_NAME = "neuro-bitnet"
 
@@ -131,10 +130,11 @@ def running_record(pid_file: Path) -> DaemonRecord | None:
     return record
 
 
-def start_detached(args: list[str], pid_file: Path, log_file: Path, env: dict[str, str],
+def start_detached(command: list[str], pid_file: Path, log_file: Path, env: dict[str, str],
                    timeout: float = 300.0) -> DaemonRecord:
-    """Start ``python -m neuro_bitnet.server ARGS`` in its own session; wait until it serves."""
-    from neuro_bitnet.server.client import is_running
+    """Start the daemon's ``command`` line (the caller's foreground `neuro serve`) in its own
+    session; wait until it serves."""
+    from neuro_bitnet.backends.daemon_client import API_KEY_ENV, is_running
 
     existing = running_record(pid_file)
     if existing is not None:
@@ -143,11 +143,11 @@ def start_detached(args: list[str], pid_file: Path, log_file: Path, env: dict[st
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "neuro_bitnet.server", *args],
+            command,
             stdin=devnull, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     deadline = time.monotonic() + timeout
-    api_key = env.get("NEURO_DAEMON_API_KEY")
+    api_key = env.get(API_KEY_ENV)
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
@@ -169,7 +169,7 @@ def find_by_url(url: str, api_key: str | None = None) -> DaemonRecord | None:
     """
     import httpx
 
-    from neuro_bitnet.server.client import API_KEY_ENV, bearer_headers
+    from neuro_bitnet.backends.daemon_client import API_KEY_ENV, bearer_headers
     from neuro_bitnet.server.config import is_loopback
 
     try:

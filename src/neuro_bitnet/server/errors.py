@@ -1,10 +1,8 @@
-"""Errors of the HTTP API, rendered in the OpenAI wire format, and of the daemon tooling."""
+"""Errors of the HTTP API, rendered in the OpenAI wire format."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-from neuro_bitnet.errors import NeuroError
 
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
@@ -43,9 +41,3 @@ class APIError(Exception):
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     """A 400 ``invalid_request_error``."""
     return APIError(400, message, param=param, code=code)
-
-
-class DaemonError(NeuroError):
-    """The daemon cannot be started, reached or stopped."""
-
-    exit_code = 6

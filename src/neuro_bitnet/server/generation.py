@@ -43,6 +43,7 @@ class GenerationResult:
     first_piece_at: float | None = None  # time.perf_counter() when the first text was ready
     prefill_seconds: float = 0.0  # the engine's prompt evaluation time
     decode_seconds: float = 0.0  # the engine's decode time (tokens after the first)
+    sources: list[dict] | None = None  # a grounded answer's numbered sources
 
     def timings(self) -> dict[str, Any]:
         """llama-server-style speed figures of the generation (the first answer token comes from
@@ -68,6 +69,11 @@ class GenerationResult:
         }
 
 
+def token_counter(model: Any) -> Callable[[str], int]:
+    """Counts the tokens of a text with ``model``'s tokenizer (no BOS): fits passages to a budget."""
+    return lambda text: len(model.tokenize(text, add_bos=False))
+
+
 def chat_prompt_ids(model: Any, job: Job, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of the chat prompt (the engine's one chat rule); a client that goes away
     stops a slow chat template. A conversation the template refuses (roles out of order...)
@@ -86,13 +92,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     if spec.translate:
         language, messages = _translate_question(model, job, messages)
     ids = chat_prompt_ids(model, job, messages)
-    result = _generate(model, job, ids, spec, stream=language is None)
-    if language is not None:
-        result.text = _translate(model, result.text, source="en", target=language, check=job.check)
-        result.language = language
-        result.first_piece_at = time.perf_counter()
-        job.emit(result.text)
-    return result
+    return _answer(model, job, ids, spec, language)
 
 
 def run_completion(model: Any, job: Job, prompt: str | list[int], spec: GenerationSpec) -> GenerationResult:
@@ -104,6 +104,12 @@ def run_completion(model: Any, job: Job, prompt: str | list[int], spec: Generati
         english = to_english(_EngineBackend(model), prompt, job.check)
         language, prompt = (english.detection.language, english.text) if english.translated else (None, prompt)
     ids = model.tokenize(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
+    return _answer(model, job, ids, spec, language)
+
+
+def _answer(model: Any, job: Job, ids: list[int], spec: GenerationSpec, language: str | None) -> GenerationResult:
+    """Generate from ``ids``; for a translated question (``language``), translate the English
+    answer back and send it whole."""
     result = _generate(model, job, ids, spec, stream=language is None)
     if language is not None:
         result.text = _translate(model, result.text, source="en", target=language, check=job.check)

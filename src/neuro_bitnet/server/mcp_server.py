@@ -16,15 +16,16 @@ from typing import Any, Callable
 
 from mcp.server.mcpserver.exceptions import ToolError
 
+from neuro_bitnet.answering import SEARCH_TOP_K, grounded_messages
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import NeuroError
-from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion
+from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion, token_counter
 from neuro_bitnet.server.schemas import DEFAULT_SAMPLING
 from neuro_bitnet.server.worker import DONE, ERROR, Job, ModelWorker
 
 MAX_TOOL_TOKENS = 2048
 SEARCH_CONTEXT_CHARS = 6000
-ASK_CONTEXT_BUDGET = 1024  # tokens of passages at most, as `neuro ask` uses
-ASK_PROMPT_RESERVE = 128  # tokens kept for the instructions, the question and the chat format
+ASK_TEMPERATURE = 0.3  # `ask` answers from facts: cooler than the engine default
 
 
 @dataclass
@@ -33,7 +34,7 @@ class MCPSettings:
 
     model: str | None = None
     threads: int | None = None
-    ctx_size: int = 4096
+    ctx_size: int = DEFAULT_CTX_SIZE
     storage: Path | None = None
     embedder: str | None = None
     assume_yes: bool = False
@@ -160,21 +161,21 @@ def build_server(settings: MCPSettings) -> Any:
     @server.tool(description="Answer a question with the local model. With an index configured, the answer "
                              "is grounded on the best matching document passages (use_documents), cited as [n].")
     @_one_line_errors
-    async def ask(question: str, max_tokens: int = 256, temperature: float = 0.3, use_documents: bool = True,
-                  translate: bool = False) -> str:
+    async def ask(question: str, max_tokens: int = 256, temperature: float = ASK_TEMPERATURE,
+                  use_documents: bool = True, translate: bool = False) -> str:
         spec = _spec(max_tokens, temperature, translate=translate)
-        hits = await retrieval.search(question, 8) if retrieval is not None and use_documents else []
+        hits = await retrieval.search(question, SEARCH_TOP_K) if retrieval is not None and use_documents else []
 
         def work(model: Any, job: Job) -> GenerationResult:
-            budget = min(ASK_CONTEXT_BUDGET, model.ctx_size - max_tokens - ASK_PROMPT_RESERVE)
-            messages = grounded_messages(model, question, hits, budget)
+            messages, _ = grounded_messages(question, hits, token_counter(model), ctx_size=model.ctx_size,
+                                            max_tokens=max_tokens)
             return run_chat(model, job, messages, spec)
 
         return (await runner.run(work)).text.strip()
 
     @server.tool(description="Continue a raw text prompt (plain completion, no chat formatting).")
     @_one_line_errors
-    async def generate(prompt: str, max_tokens: int = 128, temperature: float = 0.7,
+    async def generate(prompt: str, max_tokens: int = 128, temperature: float = DEFAULT_SAMPLING["temperature"],
                        stop: list[str] | None = None) -> str:
         spec = _spec(max_tokens, temperature, stop=[s for s in stop or [] if s])
         result = await runner.run(lambda model, job: run_completion(model, job, prompt, spec))
@@ -223,21 +224,6 @@ def build_server(settings: MCPSettings) -> Any:
 
     server.neuro_runner = runner  # type: ignore[attr-defined]
     return server
-
-
-def grounded_messages(model: Any, question: str, hits: list[dict[str, Any]], budget: int) -> list[dict[str, str]]:
-    """The chat of a grounded question, as `neuro ask` builds it: the passages that fit
-    ``budget`` tokens (counted with the model's tokenizer), numbered and cited as [n]."""
-    from neuro_bitnet.answering import DEFAULT_SYSTEM_PROMPT
-    from neuro_bitnet.retrieval.grounding import GroundedContext, fit_sources
-
-    user = question
-    if hits and budget > 0:
-        items = [{"kind": "file", "path": h["path"], "location": h.get("location"), "text": h["text"]} for h in hits]
-        context = GroundedContext(fit_sources(items, budget, lambda text: len(model.tokenize(text, add_bos=False))))
-        if not context.is_empty():
-            user = f"{context.instructions}\n\nSources:\n{context.prompt_block}\n\nQuestion: {question}"
-    return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def _passages(hits: list[dict[str, Any]]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 
 
 @dataclass
@@ -15,7 +16,7 @@ class ModelInfo:
     id: str
     aliases: list[str] = field(default_factory=list)
     path: Path | None = None
-    ctx_size: int = 4096
+    ctx_size: int = DEFAULT_CTX_SIZE
     n_vocab: int | None = None
     max_token_bytes: int = 256  # the longest token's text in bytes (bounds a prompt's size)
 
@@ -29,19 +30,22 @@ class ModelInfo:
 
 def default_model_name() -> str:
     """``NEURO_BITNET_MODEL`` or the catalog default."""
+    from neuro_bitnet.config import setting
     from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
 
-    return os.environ.get("NEURO_BITNET_MODEL", "").strip() or DEFAULT_MODEL_ID
+    return setting("model") or DEFAULT_MODEL_ID
 
 
-def resolve_model(name_or_path: str | None, *, assume_yes: bool = False) -> tuple[Path, ModelInfo]:
-    """The local file of a catalog id/alias or a path (downloading if allowed) and its names."""
+def resolve_model(name_or_path: str | None, *, assume_yes: bool = False,
+                  confirm: Callable[[str], bool] | None = None) -> tuple[Path, ModelInfo]:
+    """The local file of a catalog id/alias or a path (downloading if allowed, see
+    :meth:`ModelManager.ensure_model`) and its names."""
     from neuro_bitnet.models.manager import ModelManager
 
     name = name_or_path or default_model_name()
     manager = ModelManager()
     resolved = manager.resolve(name)
-    path = manager.ensure_model(name, assume_yes=assume_yes)
+    path = manager.ensure_model(name, assume_yes=assume_yes, confirm=confirm)
     if isinstance(resolved, Path):
         info = ModelInfo(id=_file_model_id(path), aliases=[path.stem, path.name], path=path)
     else:

@@ -61,6 +61,7 @@ class CompletionFormatter:
         body["choices"] = [choice]
         body["usage"] = result.usage()
         body["timings"] = result.timings()
+        _add_sources(body, result)
         return body
 
     def _chunk(self, delta_or_text: str | dict[str, Any] | None, finish_reason: str | None, *,
@@ -108,6 +109,7 @@ class CompletionFormatter:
             deltas, finish_reason = self._tool_stream.finish(finish_reason)
             chunks = [self._chunk(delta, None) for delta in deltas]
         chunks.append(self._chunk(None if self.chat else "", finish_reason))
+        _add_sources(chunks[-1], result)
         if self.include_usage:
             usage = self._envelope(chunks[-1]["object"])
             usage["choices"] = []
@@ -115,3 +117,9 @@ class CompletionFormatter:
             usage["timings"] = result.timings()
             chunks.append(usage)
         return chunks
+
+
+def _add_sources(body: dict[str, Any], result: GenerationResult) -> None:
+    """A grounded answer's sources, as ``"neuro": {"sources": [...]}`` (numbered as cited)."""
+    if result.sources is not None:
+        body["neuro"] = {"sources": result.sources}

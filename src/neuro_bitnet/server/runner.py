@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
 from pathlib import Path
 from typing import Any
 
-from neuro_bitnet.server.config import ServerConfig, base_url, is_loopback
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.config import base_url
+from neuro_bitnet.errors import DaemonError
+from neuro_bitnet.server.config import ServerConfig, is_loopback
 from neuro_bitnet.server.model_loader import ModelInfo
 
 log = logging.getLogger("neuro_bitnet.server")
@@ -29,7 +31,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        reason = "is already in use" if exc.errno == 98 else f"cannot be bound ({exc.strerror})"
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
         raise DaemonError(f"{host}:{port} {reason}; choose another --port") from None
     sock.listen(2048)
     sock.set_inheritable(True)

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from neuro_bitnet.engine.options import DEFAULT_SAMPLING as ENGINE_DEFAULTS
 from neuro_bitnet.server.errors import APIError, bad_request
 
 MAX_STOP_SEQUENCES = 16
@@ -20,11 +21,7 @@ MAX_EMBEDDING_INPUTS = 256
 
 # Sampling defaults of the engine, used when a request leaves a field out.
 DEFAULT_SAMPLING: dict[str, Any] = {
-    "temperature": 0.7,
-    "top_k": 40,
-    "top_p": 0.95,
-    "min_p": 0.05,
-    "repeat_penalty": 1.1,
+    name: getattr(ENGINE_DEFAULTS, name) for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")
 }
 
 
@@ -146,6 +143,13 @@ class ResponseFormat(_Body):
     json_schema: JsonSchemaFormat | None = None
 
 
+class NeuroOptions(BaseModel):
+    """The ``"neuro"`` object of a chat request: what this server adds to the OpenAI API."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    grounded: bool = False  # answer from the --storage index, citing its passages as [n]
+
+
 class ChatRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -153,6 +157,10 @@ class ChatRequest(_Generation):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None  # accepted; a reply holds at most one call
+    neuro: NeuroOptions | None = None
+
+    def grounded(self) -> bool:
+        return self.neuro is not None and self.neuro.grounded
 
     def check_tool_messages(self) -> None:
         """Tool results come back only in conversations that offer tools."""

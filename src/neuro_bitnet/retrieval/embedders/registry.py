@@ -12,8 +12,6 @@ from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.retrieval.embedders.onnx_embedder import OnnxEmbedder, find_model_file
 from neuro_bitnet.retrieval.errors import EmbedderError
 
-ENV_EMBEDDER = "NEURO_BITNET_EMBEDDER"
-
 
 @dataclass(frozen=True)
 class EmbedderSpec:
@@ -62,7 +60,9 @@ def embedders_dir() -> Path:
 
 def default_embedder_name() -> str:
     """`NEURO_BITNET_EMBEDDER` if set, else the multilingual default."""
-    return os.environ.get(ENV_EMBEDDER, "").strip() or DEFAULT_EMBEDDER
+    from neuro_bitnet.config import setting
+
+    return setting("embedder") or DEFAULT_EMBEDDER
 
 
 def load_embedder(name_or_dir: str | None = None, *, download: bool = True) -> OnnxEmbedder:

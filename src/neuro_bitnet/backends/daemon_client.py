@@ -9,20 +9,19 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterator, Sequence
 
 import httpx
 
-from neuro_bitnet.server.config import env_url
-from neuro_bitnet.server.errors import DaemonError
+from neuro_bitnet.config import ENV_VARS, env_api_key, env_url
+from neuro_bitnet.errors import DaemonError
 
-API_KEY_ENV = "NEURO_DAEMON_API_KEY"
+API_KEY_ENV = ENV_VARS["daemon_api_key"]
 
 
 def bearer_headers(api_key: str | None) -> dict[str, str]:
     """The ``Authorization`` header for ``api_key`` (default: ``NEURO_DAEMON_API_KEY``), if any."""
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    key = api_key if api_key is not None else env_api_key()
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
