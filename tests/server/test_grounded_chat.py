@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import CTX_SIZE
-from daemon_proc import FIXTURE_MODEL
+
+from support.daemon_proc import CTX_SIZE, FIXTURE_MODEL
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
