@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from neuro_bitnet.config import ENV_VARS, check_api_key, env_api_key, env_host, env_port
+from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.server.config import (
-    DEFAULT_CTX_SIZE,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_QUEUE,
