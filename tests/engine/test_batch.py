@@ -215,3 +215,20 @@ def test_clear_errors(model8) -> None:
     list(sched.run())
     assert r.done
     list(m.generate([1, 2], max_tokens=2))  # handed back once idle
+
+
+def test_cancel_while_waiting_and_abort(model8) -> None:
+    m = model8
+    prompts = _prompts(m.n_vocab, [4] * 9, seed=13)
+    sched = BatchScheduler(m)
+    reqs = [sched.submit(p, max_tokens=50, temperature=0) for p in prompts]
+    sched.step()
+    reqs[8].cancel()  # waits for a slot: leaves at the next step all the same
+    assert any(p.request is reqs[8] and p.finished for p in sched.step())
+    assert reqs[8].finish_reason == "cancelled" and reqs[8].tokens == []
+    late = sched.submit(prompts[0], max_tokens=5)
+    pieces = sched.abort("shutting down")
+    assert {p.request.id for p in pieces if p.finished} == {r.id for r in reqs[:8] + [late]}
+    assert all(r.done and r.finish_reason == "error" and r.error == "shutting down" for r in reqs[:8] + [late])
+    assert not sched.busy
+    list(m.generate([1, 2], max_tokens=2))  # the model is free again

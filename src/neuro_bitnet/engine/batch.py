@@ -154,7 +154,11 @@ class BatchScheduler:
         pieces produced (a finished request's last piece has ``finished`` set). Cancelled
         requests leave here. Returns [] when there is nothing to do."""
         out: list[BatchPiece] = []
-        for req in [r for r in self._active if r._cancel.is_set()]:
+        with self._lock:
+            gone = [r for r in self._pending if r._cancel.is_set()]
+            for req in gone:
+                self._pending.remove(req)
+        for req in gone + [r for r in self._active if r._cancel.is_set()]:
             out.append(self._finish(req, "cancelled"))
         self._admit(out)
         if self._active:
@@ -162,6 +166,19 @@ class BatchScheduler:
             self._forward(out)
         if not self._active:
             self._let_go_of_model()
+        return out
+
+    def abort(self, message: str) -> list[BatchPiece]:
+        """End every request, running or waiting, with finish_reason "error" and ``message``
+        (after an exception from ``step``, or at shutdown), and hand the model back."""
+        with self._lock:
+            waiting = list(self._pending)
+            self._pending.clear()
+        out = []
+        for req in self._active[:] + waiting:
+            req.error = message
+            out.append(self._finish(req, "error"))
+        self._let_go_of_model()
         return out
 
     def _admit(self, out: list[BatchPiece]) -> None:
@@ -263,7 +280,8 @@ class BatchScheduler:
         req.stats.finish_reason = reason
         if req._decode_start:
             req.stats.decode_seconds = time.perf_counter() - req._decode_start
-        text += req._filter.flush(req._decoder.flush())
+        if reason != "error":
+            text += req._filter.flush(req._decoder.flush())
         req.done = True
         if req in self._active:
             self._active.remove(req)
