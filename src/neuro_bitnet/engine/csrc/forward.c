@@ -325,8 +325,31 @@ __attribute__((always_inline)) static inline void head_rows(head_job *job,
     }
 NB_HEAD_TASK(exact)
 NB_HEAD_TASK(q8)
-NB_HEAD_TASK(q4)
 #undef NB_HEAD_TASK
+
+/* The q4 head: several tokens (sequences decoded together) share each row's unpacking. */
+static void head_q4_task(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    head_job *job = arg;
+    if (job->ntok == 1) {
+        head_rows(job, head_q4);
+        return;
+    }
+    const nb_model *m = job->m;
+    const int V = m->cfg.n_vocab, E = m->cfg.n_embd, G = E / 128;
+    float d[NB_UBATCH];
+    for (;;) {
+        int r0 = nb_claim(&job->next, HEAD_CHUNK);
+        if (r0 >= V) break;
+        int r1 = r0 + HEAD_CHUNK < V ? r0 + HEAD_CHUNK : V;
+        for (int r = r0; r < r1; r++) {
+            m->k->dot_q4_rows(m->head_q4 + (size_t)r * (E / 2), m->head_scale + (size_t)r * G, m->qa, m->head_gsum,
+                              E, job->ntok, d);
+            for (int t = 0; t < job->ntok; t++) job->logits[(size_t)t * V + r] = d[t] / m->qs[t];
+        }
+    }
+}
 
 static const nb_task_fn HEAD_TASKS[] = {
     [NB_HEAD_EXACT] = head_exact_task, [NB_HEAD_Q8] = head_q8_task, [NB_HEAD_Q4] = head_q4_task};
