@@ -13,6 +13,7 @@ __all__ = ["load_model", "EngineError"]
 def load_model(
     path: str | Path, threads: int | None = None, ctx_size: int = DEFAULT_CTX_SIZE, head: str | None = None,
     isa: str | None = None,
+    parallel: int = 1,
 ):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
@@ -23,6 +24,10 @@ def load_model(
 
     ``isa`` picks the C kernels: "auto" (the best this CPU runs), "avx2" or "portable"; ``None``
     takes the ``isa`` setting (``NEURO_BITNET_ISA``, else "auto").
+
+    ``parallel`` is the number of KV slots, each of ``ctx_size`` positions: how many sequences a
+    :class:`neuro_bitnet.engine.batch.BatchScheduler` runs together (``generate`` uses slot 0).
+    Slots take memory only once used.
     """
     from neuro_bitnet.config import load_settings, setting
     from neuro_bitnet.engine.heads import DEFAULT_HEAD
@@ -35,4 +40,4 @@ def load_model(
         raise EngineError("threads must be >= 1")
     head = head or setting("head") or DEFAULT_HEAD
     isa = load_settings(isa=isa).isa
-    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head, isa=isa)
+    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head, isa=isa, parallel=parallel)

@@ -27,13 +27,15 @@ from neuro_bitnet.engine.weights import build_core_spec
 from neuro_bitnet.errors import EngineError
 
 PREFILL_CHUNK = 256  # tokens evaluated per core call while reading a prompt
+MAX_PARALLEL = 256  # KV slots the core accepts (NB_MAX_SEQ)
 
 
 class BitNetModel:
     """A BitNet model ready to run. Create it with :func:`neuro_bitnet.engine.load_model`."""
 
     def __init__(
-        self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA
+        self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA,
+        parallel: int = 1,
     ) -> None:
         start = time.perf_counter()
         self.path = Path(path)
@@ -54,10 +56,14 @@ class BitNetModel:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
-        self.ctx_size = ctx_size
+        if not 1 <= parallel <= MAX_PARALLEL:
+            raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
+        self.ctx_size = ctx_size  # per KV slot
+        self.parallel = parallel  # KV slots: sequences a BatchScheduler runs together (slot 0: generate)
         self.threads = threads
         self.head = head
         spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
+        spec["n_seq"] = parallel
         self._head_fd: weakref.finalize | None = None
         self._head_name = "output.weight" if "output" in spec else "token_embd.weight"
         if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
@@ -67,7 +73,7 @@ class BitNetModel:
         except (ValueError, TypeError, MemoryError) as exc:
             self._close_head_fd()
             raise EngineError(f"{self.path.name}: {exc}") from None
-        self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
+        self._cached: list[int] = []  # tokens whose keys/values are in KV slot 0 (generate's slot)
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()
         self._cancel = threading.Event()

@@ -39,6 +39,11 @@ float nb_dot_q4_portable(const uint8_t *w, const float *s, const int8_t *a, cons
     return acc;
 }
 
+void nb_dot_q4_rows_portable(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                             int ntok, float *out) {
+    for (int t = 0; t < ntok; t++) out[t] = nb_dot_q4_portable(w, s, a + (size_t)t * n, gsum + (size_t)t * (n / 128), n);
+}
+
 void nb_attn_scores_portable(const float *K, int npos, int hd, const float *q, int nq, float scale,
                              float *s, int ss) {
     for (int h = 0; h < nq; h++)
@@ -184,6 +189,52 @@ NB_AVX2 float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, 
         acc = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_cvtepi32_ps(d), acc);
     }
     return hsum_ps(acc);
+}
+
+/* nb_dot_q4_avx2 for T tokens at once (T a constant where inlined): each group's codes are
+ * unpacked once, then every token runs the single-token sequence of operations on them, so each
+ * result is bit for bit the single-token one. */
+NB_AVX2_INLINE void dot_q4_tokens(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                                  int T, float *out) {
+    const __m256i low = _mm256_set1_epi8(15);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int G = n / 128;
+    __m256 acc[4];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < G; g++, w += 64) {
+        _mm_prefetch((const char *)w + 4096, _MM_HINT_T0);
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+        const __m256i c0 = _mm256_and_si256(v0, low), c1 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
+        const __m256i c2 = _mm256_and_si256(v1, low), c3 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+        const __m256 sg = _mm256_set1_ps(s[g]);
+        for (int t = 0; t < T; t++) {
+            const int8_t *at = a + (size_t)t * n + (size_t)g * 128;
+            __m256i p = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)at));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(at + 32))));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(at + 64))));
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(at + 96))));
+            const __m256i d = _mm256_sub_epi32(_mm256_madd_epi16(p, ones),
+                                               _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 8 * gsum[(size_t)t * G + g]));
+            acc[t] = _mm256_fmadd_ps(sg, _mm256_cvtepi32_ps(d), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = hsum_ps(acc[t]);
+}
+
+NB_AVX2 void nb_dot_q4_rows_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                                 int ntok, float *out) {
+    const int G = n / 128;
+    for (int t0 = 0; t0 < ntok; t0 += 4) {
+        const int8_t *at = a + (size_t)t0 * n;
+        const int32_t *gt = gsum + (size_t)t0 * G;
+        switch (ntok - t0 < 4 ? ntok - t0 : 4) {
+        case 1: dot_q4_tokens(w, s, at, gt, n, 1, out + t0); break;
+        case 2: dot_q4_tokens(w, s, at, gt, n, 2, out + t0); break;
+        case 3: dot_q4_tokens(w, s, at, gt, n, 3, out + t0); break;
+        default: dot_q4_tokens(w, s, at, gt, n, 4, out + t0); break;
+        }
+    }
 }
 
 /* Scores of every query head against each key row while the row is in L1. */

@@ -13,14 +13,16 @@
 typedef struct {
     nb_model *m;
     const nb_layer *L;
-    int il;          /* the layer's index (for its part of the KV cache) */
-    int n;           /* tokens in the batch */
-    const int *pos;  /* position of each token */
+    int il;           /* the layer's index (for its part of the KV cache) */
+    int n;            /* tokens in the batch */
+    const int *pos;   /* position of each token in its sequence */
+    const int *slot;  /* KV slot (sequence) of each token */
 } nb_step;
 
-/* Offset of the key (value) row of layer il, KV head g, position pos in the cache. */
-static inline size_t kv_offset(const nb_config *c, int il, int g, int pos) {
-    return (((size_t)il * c->n_head_kv + g) * c->ctx_size + pos) * c->head_dim;
+/* Offset of the key (value) row of slot `slot`, layer il, KV head g, position pos in the cache:
+ * each slot owns one contiguous ctx_size-token region, [slot][layer][kv_head][ctx_size][head_dim]. */
+static inline size_t kv_offset(const nb_config *c, int slot, int il, int g, int pos) {
+    return ((((size_t)slot * c->n_layer + il) * c->n_head_kv + g) * c->ctx_size + pos) * c->head_dim;
 }
 
 typedef void (*token_op)(const nb_step *s, const void *arg, int t);
@@ -156,7 +158,7 @@ static void op_rope_store(const nb_step *s, const void *arg, int t) {
     rope(m->qb + t * D, cfg->n_head, HD, cfg->rope_neox, c, sn);
     rope(k, nkv, HD, cfg->rope_neox, c, sn);
     for (int g = 0; g < nkv; g++) {
-        size_t off = kv_offset(cfg, s->il, g, s->pos[t]);
+        size_t off = kv_offset(cfg, s->slot[t], s->il, g, s->pos[t]);
         memcpy(m->kcache + off, k + (size_t)g * HD, sizeof(float) * HD);
         memcpy(m->vcache + off, m->vb + t * KV + (size_t)g * HD, sizeof(float) * HD);
     }
@@ -175,7 +177,7 @@ static void attend(const nb_step *s, int t, int g, int ith) {
     const nb_config *cfg = &m->cfg;
     const int HD = cfg->head_dim, npos = s->pos[t] + 1, G = cfg->n_head / cfg->n_head_kv;
     const size_t D = (size_t)cfg->n_head * HD;
-    const size_t base = kv_offset(cfg, s->il, g, 0);
+    const size_t base = kv_offset(cfg, s->slot[t], s->il, g, 0);
     const float *q = m->qb + t * D + (size_t)g * G * HD;
     float *out = m->attn + t * D + (size_t)g * G * HD;
     float *sc = m->scores + (size_t)ith * G * cfg->ctx_size;
@@ -323,8 +325,31 @@ __attribute__((always_inline)) static inline void head_rows(head_job *job,
     }
 NB_HEAD_TASK(exact)
 NB_HEAD_TASK(q8)
-NB_HEAD_TASK(q4)
 #undef NB_HEAD_TASK
+
+/* The q4 head: several tokens (sequences decoded together) share each row's unpacking. */
+static void head_q4_task(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    head_job *job = arg;
+    if (job->ntok == 1) {
+        head_rows(job, head_q4);
+        return;
+    }
+    const nb_model *m = job->m;
+    const int V = m->cfg.n_vocab, E = m->cfg.n_embd, G = E / 128;
+    float d[NB_UBATCH];
+    for (;;) {
+        int r0 = nb_claim(&job->next, HEAD_CHUNK);
+        if (r0 >= V) break;
+        int r1 = r0 + HEAD_CHUNK < V ? r0 + HEAD_CHUNK : V;
+        for (int r = r0; r < r1; r++) {
+            m->k->dot_q4_rows(m->head_q4 + (size_t)r * (E / 2), m->head_scale + (size_t)r * G, m->qa, m->head_gsum,
+                              E, job->ntok, d);
+            for (int t = 0; t < job->ntok; t++) job->logits[(size_t)t * V + r] = d[t] / m->qs[t];
+        }
+    }
+}
 
 static const nb_task_fn HEAD_TASKS[] = {
     [NB_HEAD_EXACT] = head_exact_task, [NB_HEAD_Q8] = head_q8_task, [NB_HEAD_Q4] = head_q4_task};
@@ -391,14 +416,15 @@ static void rescore_best(nb_model *m, int ntok, float *logits) {
     }
 }
 
-/* Logits of batch tokens t0..t0+ntok-1 into logits[0 .. ntok*n_vocab); exact: from the float
- * rows only, whatever the model's head (scoring calls). */
-static void head(nb_model *m, int t0, int ntok, float *logits, int exact) {
+/* Logits of the batch tokens rows[0..ntok) (indices into this batch) into
+ * logits[0 .. ntok*n_vocab); exact: from the float rows only, whatever the model's head
+ * (scoring calls). */
+static void head(nb_model *m, const int *rows, int ntok, float *logits, int exact) {
     const enum nb_head kind = exact ? NB_HEAD_EXACT : m->cfg.head;
     const int E = m->cfg.n_embd;
     for (int t = 0; t < ntok; t++) {
         float *h = m->hn + (size_t)t * E;
-        m->k->rmsnorm(h, m->x + (size_t)(t0 + t) * E, m->cfg.output_norm, E, m->cfg.rms_eps);
+        m->k->rmsnorm(h, m->x + (size_t)rows[t] * E, m->cfg.output_norm, E, m->cfg.rms_eps);
         if (kind == NB_HEAD_EXACT) continue;
         int8_t *q = m->qa + (size_t)t * E;
         m->k->quantize(h, E, q, &m->qsum[t], &m->qs[t]);
@@ -415,6 +441,20 @@ static void head(nb_model *m, int t0, int ntok, float *logits, int exact) {
     if (kind != NB_HEAD_EXACT) rescore_best(m, ntok, logits);
 }
 
+/* One batch of nb <= NB_UBATCH tokens (any mix of slots and positions) through every layer,
+ * then the head for the batch tokens rows[0..nrows) into logits. The one code path of both
+ * entry points below. */
+static void run_batch(nb_model *m, const int32_t *tokens, const int *slot, const int *pos, int nb,
+                      const int *rows, int nrows, float *logits, int exact_head) {
+    embed(m, tokens, nb);
+    rope_tables(m, pos, nb);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos, .slot = slot};
+        layer(&s);
+    }
+    if (nrows > 0) head(m, rows, nrows, logits, exact_head);
+}
+
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
                      int all_logits, int exact_head) {
     /* A caller in another thread meanwhile gets -1 instead of sharing the scratch. The exchange
@@ -422,20 +462,29 @@ int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, floa
      * scratch) from one pass to the next, whichever threads run them. */
     if (atomic_exchange(&m->busy, 1)) return -1;
     const size_t V = m->cfg.n_vocab;
-    int pos[NB_UBATCH];
+    int pos[NB_UBATCH], slot[NB_UBATCH] = {0}, rows[NB_UBATCH];
     for (int b = 0; b < n; b += NB_UBATCH) {
-        int nb = n - b < NB_UBATCH ? n - b : NB_UBATCH;
+        int nb = n - b < NB_UBATCH ? n - b : NB_UBATCH, nrows = 0;
         for (int t = 0; t < nb; t++) pos[t] = n_past + b + t;
-        embed(m, tokens + b, nb);
-        rope_tables(m, pos, nb);
-        for (int il = 0; il < m->cfg.n_layer; il++) {
-            const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos};
-            layer(&s);
-        }
         if (all_logits)
-            head(m, 0, nb, logits + (size_t)b * V, exact_head);
+            for (; nrows < nb; nrows++) rows[nrows] = nrows;
         else if (b + nb == n)
-            head(m, nb - 1, 1, logits, exact_head);
+            rows[nrows++] = nb - 1;
+        run_batch(m, tokens + b, slot, pos, nb, rows, nrows, logits + (all_logits ? (size_t)b * V : 0), exact_head);
+    }
+    atomic_store_explicit(&m->busy, 0, memory_order_release);
+    return 0;
+}
+
+int nb_model_forward_batch(nb_model *m, const int32_t *tokens, const int *slot, const int *pos, int n,
+                           const int *rows, int nrows, float *logits, int exact_head) {
+    if (atomic_exchange(&m->busy, 1)) return -1;
+    const size_t V = m->cfg.n_vocab;
+    int local[NB_UBATCH];
+    for (int b = 0, r = 0; b < n; b += NB_UBATCH) {
+        const int nb = n - b < NB_UBATCH ? n - b : NB_UBATCH, r0 = r;
+        for (; r < nrows && rows[r] < b + nb; r++) local[r - r0] = rows[r] - b;
+        run_batch(m, tokens + b, slot + b, pos + b, nb, local, r - r0, logits + (size_t)r0 * V, exact_head);
     }
     atomic_store_explicit(&m->busy, 0, memory_order_release);
     return 0;

@@ -23,6 +23,10 @@ typedef struct {
      * weights j | 32 + j and 64 + j | 96 + j, low nibble first) and scale s[g]; gsum[g] is the
      * sum of a over the group. Returns sum_g s[g] * (sum_i u_i * a_i - 8 * gsum[g]). */
     float (*dot_q4)(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n);
+    /* The same row against ntok activation rows (a + t * n, gsum + t * (n / 128)): out[t] is
+     * bit for bit dot_q4 of token t; the row's codes are unpacked once for all tokens. */
+    void (*dot_q4_rows)(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                        int ntok, float *out);
     /* Attention of nq query heads (q: nq x hd) over the npos rows of one KV head (K, V:
      * npos x hd, f32). scores: s[h * ss + j] = (q_h . K_j) * scale. values:
      * out[h * hd + i] = sum_j p[h * ss + j] * V[j * hd + i]. */
@@ -56,6 +60,8 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
     int32_t nb_dot_i8_##sfx(const int8_t *a, const int8_t *b, int n);                          \
     float nb_dot_q4_##sfx(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, \
                           int n);                                                              \
+    void nb_dot_q4_rows_##sfx(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, \
+                              int n, int ntok, float *out);                                    \
     void nb_attn_scores_##sfx(const float *K, int npos, int hd, const float *q, int nq,        \
                               float scale, float *s, int ss);                                  \
     void nb_attn_values_##sfx(const float *V, int npos, int hd, const float *p, int nq, int ss, \
@@ -67,7 +73,7 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
 
 /* The table of one set, for kernels.c. */
 #define NB_KERNEL_TABLE(sfx)                                                                    \
-    {#sfx, nb_ternary_##sfx, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx,               \
+    {#sfx, nb_ternary_##sfx, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##sfx, \
      nb_attn_scores_##sfx, nb_attn_values_##sfx, nb_rmsnorm_##sfx, nb_quantize_##sfx,          \
      nb_exp_sum_##sfx, nb_to_f32_##sfx}
 

@@ -169,7 +169,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     memcpy(m->layers, cfg->layers, sizeof(nb_layer) * (size_t)cfg->n_layer);
     m->cfg.layers = m->layers;
 
-    size_t kv_elems = (size_t)cfg->n_layer * KV * (size_t)cfg->ctx_size;
+    size_t kv_elems = (size_t)cfg->n_seq * cfg->n_layer * KV * (size_t)cfg->ctx_size;
     m->kcache = calloc(kv_elems, sizeof(float));
     m->vcache = calloc(kv_elems, sizeof(float));
     m->rope_freq = malloc(sizeof(double) * (HD / 2));

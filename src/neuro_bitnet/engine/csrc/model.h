@@ -18,6 +18,9 @@ enum nb_head { NB_HEAD_EXACT = 0, NB_HEAD_Q8 = 1, NB_HEAD_Q4 = 2 };
 /* At most this many query heads share a KV head (n_head / n_head_kv; checked by the spec). */
 #define NB_MAX_GQA 64
 
+/* At most this many KV slots (sequences run together). */
+#define NB_MAX_SEQ 256
+
 /* Tokens processed together inside one forward call (longer inputs run in several batches). */
 #define NB_UBATCH 64
 
@@ -39,6 +42,7 @@ typedef struct {
 
 typedef struct {
     int n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size, n_threads;
+    int n_seq; /* KV slots: sequences that can run together, ctx_size positions each */
     float rms_eps, rope_theta;
     int rope_neox, sub_norms, act, head; /* head: enum nb_head */
     const void *tok_embd;
@@ -79,5 +83,14 @@ static inline size_t nb_head_bytes(const nb_config *c) {
  * Arguments must already be validated. Returns 0, or -1 if the model is busy in another thread. */
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
                      int all_logits, int exact_head);
+
+/* Runs tokens[0..n) of several sequences together: token i at position pos[i] of KV slot
+ * slot[i] (every ternary matmul once over all of them, attention per slot), and writes the
+ * logits of tokens rows[0..nrows) (strictly increasing indices) to logits, n_vocab floats each.
+ * The tokens of one slot must come at consecutive positions, in order; token i attends to
+ * positions 0..pos[i] of its slot. nb_model_forward is this with slot 0 throughout. Arguments
+ * must already be validated. Returns 0, or -1 if the model is busy in another thread. */
+int nb_model_forward_batch(nb_model *m, const int32_t *tokens, const int *slot, const int *pos, int n,
+                           const int *rows, int nrows, float *logits, int exact_head);
 
 #endif

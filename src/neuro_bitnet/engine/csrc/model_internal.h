@@ -11,7 +11,8 @@ struct nb_model {
     nb_pool *pool;
     atomic_int busy;
     /* KV cache, f32 (as the reference computes; f16 here moved logits by ~1% of their range),
-     * [layer][kv_head][ctx_size][head_dim]; calloc'd so untouched pages stay free. */
+     * [slot][layer][kv_head][ctx_size][head_dim] (kv_offset, forward.c); calloc'd so untouched
+     * pages (slots not used yet) stay free. */
     float *kcache, *vcache;
     /* Quantized head copies (NULL for the exact head):
      *   q8: head_q, n_vocab x n_embd int8, one head_scale per row;

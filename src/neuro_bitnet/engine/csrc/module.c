@@ -16,7 +16,7 @@ typedef struct {
     PyObject_HEAD
     nb_model *m;
     buffer_list bufs;
-    int n_vocab, ctx_size, n_threads;
+    int n_vocab, ctx_size, n_threads, n_seq;
 } ModelObject;
 
 static int model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
@@ -55,6 +55,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     self->n_vocab = cfg.n_vocab;
     self->ctx_size = cfg.ctx_size;
     self->n_threads = cfg.n_threads;
+    self->n_seq = cfg.n_seq;
     return 0;
 }
 
@@ -141,6 +142,98 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwds
     Py_RETURN_NONE;
 }
 
+/* 0 if forward_batch's arguments are valid, else -1 with ValueError set. */
+static int check_batch_args(ModelObject *self, Py_buffer *b, Py_ssize_t n, Py_ssize_t nrows) {
+    const int32_t *tok = b[0].buf, *slot = b[1].buf, *pos = b[2].buf, *rows = b[3].buf;
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "tokens is empty");
+        return -1;
+    }
+    if (b[1].len / 4 != n || b[2].len / 4 != n) {
+        PyErr_SetString(PyExc_ValueError, "tokens, slots and positions must have the same length");
+        return -1;
+    }
+    if (b[4].len / 4 != nrows * (Py_ssize_t)self->n_vocab) {
+        PyErr_Format(PyExc_ValueError, "logits holds %zd floats, expected %zd", b[4].len / 4,
+                     nrows * (Py_ssize_t)self->n_vocab);
+        return -1;
+    }
+    int next[NB_MAX_SEQ]; /* per slot: the position its next token must have, -1 before the first */
+    for (int s = 0; s < self->n_seq; s++) next[s] = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (tok[i] < 0 || tok[i] >= self->n_vocab) {
+            PyErr_Format(PyExc_ValueError, "token id %d at index %zd is out of range [0, %d)", tok[i], i,
+                         self->n_vocab);
+            return -1;
+        }
+        if (slot[i] < 0 || slot[i] >= self->n_seq) {
+            PyErr_Format(PyExc_ValueError, "slot %d at index %zd is out of range [0, %d)", slot[i], i, self->n_seq);
+            return -1;
+        }
+        if (pos[i] < 0 || pos[i] >= self->ctx_size) {
+            PyErr_Format(PyExc_ValueError, "position %d at index %zd does not fit ctx_size %d", pos[i], i,
+                         self->ctx_size);
+            return -1;
+        }
+        if (next[slot[i]] >= 0 && pos[i] != next[slot[i]]) {
+            PyErr_Format(PyExc_ValueError, "slot %d: position %d at index %zd, expected %d (the tokens of a slot "
+                         "come at consecutive positions)", slot[i], pos[i], i, next[slot[i]]);
+            return -1;
+        }
+        next[slot[i]] = pos[i] + 1;
+    }
+    for (Py_ssize_t r = 0; r < nrows; r++)
+        if (rows[r] < 0 || rows[r] >= n || (r > 0 && rows[r] <= rows[r - 1])) {
+            PyErr_SetString(PyExc_ValueError, "logit_rows must be strictly increasing token indices");
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *model_forward_batch(ModelObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"tokens", "slots", "positions", "logit_rows", "logits", "exact_head", NULL};
+    static const char *const what[5] = {"tokens", "slots", "positions", "logit_rows", "logits"};
+    PyObject *obj[5];
+    int exact_head = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|p:forward_batch", kwlist, &obj[0], &obj[1], &obj[2],
+                                     &obj[3], &obj[4], &exact_head))
+        return NULL;
+    if (!self->m) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialized");
+        return NULL;
+    }
+    Py_buffer b[5];
+    int got = 0;
+    for (; got < 5; got++) {
+        const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (got == 4 ? PyBUF_WRITABLE : 0);
+        int bad = PyObject_GetBuffer(obj[got], &b[got], flags) != 0;
+        if (bad)
+            PyErr_Clear();
+        else if ((bad = !format_is(&b[got], got == 4 ? "f" : "il")))
+            PyBuffer_Release(&b[got]);
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "%s must be a contiguous %s buffer", what[got],
+                         got == 4 ? "writable float32" : "int32");
+            break;
+        }
+    }
+    if (got == 5) {
+        const Py_ssize_t n = b[0].len / 4, nrows = b[3].len / 4;
+        if (check_batch_args(self, b, n, nrows) == 0) {
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = nb_model_forward_batch(self->m, b[0].buf, b[1].buf, b[2].buf, (int)n, b[3].buf, (int)nrows,
+                                        b[4].buf, exact_head);
+            Py_END_ALLOW_THREADS
+            if (rc != 0)
+                PyErr_SetString(PyExc_RuntimeError, "this Model is running a forward pass in another thread");
+        }
+    }
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *model_get_isa(ModelObject *self, void *closure) {
     (void)closure;
     if (!self->m) Py_RETURN_NONE;
@@ -151,6 +244,7 @@ static PyMemberDef model_members[] = {
     {"n_vocab", T_INT, offsetof(ModelObject, n_vocab), READONLY, "Vocabulary size."},
     {"ctx_size", T_INT, offsetof(ModelObject, ctx_size), READONLY, "KV cache length in tokens."},
     {"n_threads", T_INT, offsetof(ModelObject, n_threads), READONLY, "Compute threads (caller included)."},
+    {"n_seq", T_INT, offsetof(ModelObject, n_seq), READONLY, "KV slots (sequences run together), ctx_size positions each."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -164,6 +258,11 @@ static PyMethodDef model_methods[] = {
      "forward(tokens, n_past, logits, all_logits=False, exact_head=False): run int32 tokens at "
      "positions n_past.., write float32 logits (last token, or every token when all_logits); "
      "exact_head: every logit from the head's float rows, whatever the model's head."},
+    {"forward_batch", (PyCFunction)(void (*)(void))model_forward_batch, METH_VARARGS | METH_KEYWORDS,
+     "forward_batch(tokens, slots, positions, logit_rows, logits, exact_head=False): run int32 tokens "
+     "of several sequences together, token i at positions[i] of KV slot slots[i] (a slot's tokens at "
+     "consecutive positions, in order); write the float32 logits of the tokens logit_rows (strictly "
+     "increasing int32 indices) into logits (len(logit_rows) x n_vocab). forward() is this on slot 0."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -175,7 +274,7 @@ static PyTypeObject ModelType = {
               "(zero copy). isa picks the kernels: 'auto' (the best this CPU runs), 'avx2' or\n"
               "'portable' (plain C); one this CPU cannot run raises ValueError.\n\n"
               "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
-              "n_threads; floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
+              "n_threads (optional n_seq: KV slots, 1 by default); floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
               "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
               "optional output + output_type (untied head); optional release_head_pages (the head is a\n"
               "read-only file mapping whose pages the core may drop) and head_fd + head_offset (where\n"

@@ -185,6 +185,8 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
         get_float(spec, "rope_theta", w, &c->rope_theta) || get_bool(spec, "rope_neox", w, &c->rope_neox) ||
         get_bool(spec, "sub_norms", w, &c->sub_norms))
         return -1;
+    c->n_seq = 1; /* optional: KV slots */
+    if (PyDict_GetItemString(spec, "n_seq") && get_int(spec, "n_seq", w, 1, NB_MAX_SEQ, &c->n_seq)) return -1;
     if (c->n_head % c->n_head_kv != 0 || c->n_head / c->n_head_kv > NB_MAX_GQA) {
         PyErr_Format(PyExc_ValueError, "spec: n_head %d is not a multiple of n_head_kv %d (at most %d times)",
                      c->n_head, c->n_head_kv, NB_MAX_GQA);

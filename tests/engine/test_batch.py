@@ -1,0 +1,238 @@
+"""Several sequences in one forward pass: the core's KV slots and the BatchScheduler.
+
+Every token is computed independently of the others in its batch (per-token int8 activations,
+attention over its own slot only), so batching must not change a single bit: the logits of a
+batched token equal those of the same sequence run alone, and a greedy (or seeded) request gets
+exactly the tokens it gets alone, whoever shares its steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuro_bitnet.engine import EngineError, load_model
+from neuro_bitnet.engine.batch import BatchScheduler
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MODELS = ["bitnet-b1.58", "bitnet", "llama"]
+ISAS = ["auto", "portable"]
+CTX = 160
+
+
+def _load(name: str, isa: str, parallel: int, head: str = "q4"):
+    return load_model(FIXTURES / name / "model.gguf", threads=2, ctx_size=CTX, head=head, isa=isa,
+                      parallel=parallel)
+
+
+def _prompts(n_vocab: int, lengths: list[int], seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [[int(t) for t in rng.integers(0, n_vocab, size=n)] for n in lengths]
+
+
+@pytest.fixture(scope="module", params=[(m, i) for m in MODELS for i in ISAS], ids=lambda p: f"{p[0]}-{p[1]}")
+def model8(request):
+    """A model with 8 KV slots (shared by the tests of one fixture and kernel path)."""
+    m = _load(*request.param, parallel=8)
+    yield m
+    m.close()
+
+
+def _alone(m, ids: list[int], **kw) -> list[int]:
+    return _alone_text(m, ids, **kw)[0]
+
+
+def _alone_text(m, ids: list[int], **kw) -> tuple[list[int], str]:
+    """Tokens and streamed text of ``ids`` answered alone (``generate``, slot 0)."""
+    text = "".join(m.generate(ids, **kw))
+    return list(m.last_tokens), text
+
+
+# -- the core ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("head", ["q4", "exact"])
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", MODELS + ["bitnet-ff320"])
+def test_batched_logits_are_bit_identical(name: str, isa: str, head: str) -> None:
+    """Interleaved chunks of 4 sequences (decode tokens beside prompt chunks, batches past one
+    core batch of 64) give the very logits of each sequence run alone."""
+    single, multi = _load(name, isa, 1, head), _load(name, isa, 4, head)
+    V = single.n_vocab
+    seqs = _prompts(V, [5, 40, 1, 90], seed=1)
+    alone = []
+    for ids in seqs:
+        out = np.empty((len(ids), V), dtype=np.float32)
+        single._core.forward(np.asarray(ids, dtype=np.int32), 0, out, True)
+        alone.append(out)
+    got = [np.full((len(ids), V), np.nan, dtype=np.float32) for ids in seqs]
+    fed = [0] * len(seqs)
+    chunk = [1, 7, 1, 70]  # tokens per step and sequence: 79 in the first step
+    while any(f < len(s) for f, s in zip(fed, seqs)):
+        toks, slots, pos, where = [], [], [], []
+        for i, ids in enumerate(seqs):
+            n = min(chunk[i], len(ids) - fed[i])
+            for p in range(fed[i], fed[i] + n):
+                toks.append(ids[p]), slots.append(3 - i), pos.append(p), where.append((i, p))
+            fed[i] += n
+        logits = np.empty((len(toks), V), dtype=np.float32)
+        multi._core.forward_batch(np.asarray(toks, np.int32), np.asarray(slots, np.int32),
+                                  np.asarray(pos, np.int32), np.arange(len(toks), dtype=np.int32), logits)
+        for row, (i, p) in enumerate(where):
+            got[i][p] = logits[row]
+    for a, b in zip(alone, got):
+        assert np.array_equal(a, b)
+    last = np.empty(V, dtype=np.float32)
+    for ids, b in zip(seqs, got):  # the head of one token alone (decode) gives the same bits too
+        single._core.forward(np.asarray(ids, dtype=np.int32), 0, last)
+        assert np.array_equal(last, b[-1])
+    single.close()
+    multi.close()
+
+
+def test_forward_batch_refuses_bad_arguments() -> None:
+    m = _load("bitnet-b1.58", "auto", 2)
+    core, V = m._core, m.n_vocab
+    assert core.n_seq == 2
+    i32 = lambda *v: np.asarray(v, dtype=np.int32)  # noqa: E731
+    one = np.empty((1, V), dtype=np.float32)
+    cases = [
+        ((i32(1), i32(2), i32(0), i32(0), one), "slot 2"),
+        ((i32(1), i32(0), i32(CTX), i32(0), one), "does not fit ctx_size"),
+        ((i32(1, 2), i32(0, 0), i32(3, 5), i32(1), one), "consecutive positions"),
+        ((i32(1, 2), i32(0, 1), i32(0, 0), i32(1, 0), np.empty((2, V), np.float32)), "strictly increasing"),
+        ((i32(1), i32(0), i32(0), i32(0), np.empty((2, V), np.float32)), "logits holds"),
+        ((i32(V), i32(0), i32(0), i32(0), one), "out of range"),
+        ((i32(1, 2), i32(0), i32(0, 1), i32(0), one), "same length"),
+        ((np.asarray([1], np.int64), i32(0), i32(0), i32(0), one), "tokens must be"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            core.forward_batch(*args)
+    m.close()
+
+
+def test_parallel_is_checked() -> None:
+    with pytest.raises(EngineError, match="parallel"):
+        _load("bitnet-b1.58", "auto", 0)
+
+
+# -- the scheduler ----------------------------------------------------------------------------
+@pytest.mark.parametrize("n_seq", [1, 2, 4, 8])
+def test_greedy_requests_get_their_tokens_alone(model8, n_seq: int) -> None:
+    """n_seq greedy requests of different prompt lengths and answer lengths, joining at different
+    steps (some while others decode, some long enough to be read in several chunks), answer exactly
+    what each gets alone."""
+    m = model8
+    lengths = [3, 70, 12, 1, 33, 101, 7, 20][:n_seq]
+    max_tokens = [24, 9, 30, 16, 5, 12, 20, 2][:n_seq]
+    prompts = _prompts(m.n_vocab, lengths, seed=n_seq)
+    alone = [_alone_text(m, p, max_tokens=k, temperature=0) for p, k in zip(prompts, max_tokens)]
+    sched = BatchScheduler(m, step_tokens=16)
+    join_at = [0, 0, 2, 3, 5, 5, 8, 13]
+    reqs, step = {}, 0
+    texts: dict[int, str] = {}
+    while len(reqs) < n_seq or sched.busy:
+        for i in range(n_seq):
+            if i not in reqs and join_at[i] <= step:
+                reqs[i] = sched.submit(prompts[i], max_tokens=max_tokens[i], temperature=0)
+        for piece in sched.step():
+            texts[piece.request.id] = texts.get(piece.request.id, "") + piece.text
+        step += 1
+    for i in range(n_seq):
+        assert reqs[i].done and (reqs[i].tokens, texts.get(reqs[i].id, "")) == alone[i], i
+
+
+def test_seeded_sampling_is_reproducible_per_request(model8) -> None:
+    m = model8
+    prompts = _prompts(m.n_vocab, [9, 30, 4], seed=5)
+    opts = dict(max_tokens=20, temperature=0.9, top_k=0, top_p=1.0, min_p=0.0)
+    alone = [_alone(m, p, seed=100 + i, **opts) for i, p in enumerate(prompts)]
+    sched = BatchScheduler(m)
+    reqs = [sched.submit(p, seed=100 + i, **opts) for i, p in enumerate(prompts)]
+    list(sched.run())
+    assert [r.tokens for r in reqs] == alone
+
+
+def test_cancel_and_prefix_reuse(model8) -> None:
+    """A cancelled request leaves at the next step without disturbing the others; a later
+    request sharing a finished one's prompt reads only the rest of its own."""
+    m = model8
+    a, b = _prompts(m.n_vocab, [40, 25], seed=7)
+    alone_b = _alone(m, b, max_tokens=15, temperature=0)
+    sched = BatchScheduler(m, step_tokens=8)
+    ra = sched.submit(a, max_tokens=50, temperature=0)
+    rb = sched.submit(b, max_tokens=15, temperature=0)
+    for _ in range(8):
+        sched.step()
+    ra.cancel()
+    finished = [p for p in sched.step() if p.finished]
+    assert [p.request for p in finished] == [ra] and ra.finish_reason == "cancelled"
+    list(sched.run())
+    assert rb.tokens == alone_b
+    rc = sched.submit(b + [5, 6], max_tokens=15, temperature=0)
+    list(sched.run())
+    assert rc.stats.cached_tokens == len(b)
+    assert rc.tokens == _alone(m, b + [5, 6], max_tokens=15, temperature=0)
+
+
+def test_stop_strings_and_finish_reasons(model8) -> None:
+    m = model8
+    (p,) = _prompts(m.n_vocab, [6], seed=9)
+    full = m.detokenize(_alone(m, p, max_tokens=20, temperature=0))
+    stop = full[5:8] if len(full) >= 8 else None
+    sched = BatchScheduler(m)
+    r = sched.submit(p, max_tokens=20, temperature=0, stop=stop)
+    zero = sched.submit(p, max_tokens=0)
+    text = "".join(piece.text for piece in sched.run() if piece.request is r)
+    expected = "".join(m.generate(p, max_tokens=20, temperature=0, stop=stop))
+    assert text == expected
+    assert r.finish_reason == m.last_stats.finish_reason
+    assert zero.done and zero.finish_reason == "length" and zero.tokens == []
+
+
+def test_requests_beyond_the_slots_wait_and_context_is_per_slot(model8) -> None:
+    m = model8
+    prompts = _prompts(m.n_vocab, [5] * 10, seed=11)
+    sched = BatchScheduler(m)
+    reqs = [sched.submit(p, max_tokens=CTX, temperature=0) for p in prompts]
+    sched.step()
+    assert len(sched.active) == 8  # two wait for a slot
+    list(sched.run())
+    for r in reqs:  # each slot holds ctx_size positions: a run to the end stops at "length"
+        assert r.done and (r.finish_reason == "stop" or len(r.prompt_ids) + len(r.tokens) == CTX)
+
+
+def test_clear_errors(model8) -> None:
+    m = model8
+    sched = BatchScheduler(m)
+    with pytest.raises(EngineError, match="context holds"):
+        sched.submit([1] * (CTX + 1))
+    with pytest.raises(EngineError, match="empty prompt"):
+        sched.submit([])
+    with pytest.raises(EngineError, match="top_p"):
+        sched.submit([1, 2], top_p=0)
+    r = sched.submit([1, 2, 3], max_tokens=30, temperature=0)
+    sched.step()
+    with pytest.raises(EngineError, match="another thread"):  # the scheduler holds the model
+        list(m.generate([1, 2], max_tokens=2))
+    list(sched.run())
+    assert r.done
+    list(m.generate([1, 2], max_tokens=2))  # handed back once idle
+
+
+def test_cancel_while_waiting_and_abort(model8) -> None:
+    m = model8
+    prompts = _prompts(m.n_vocab, [4] * 9, seed=13)
+    sched = BatchScheduler(m)
+    reqs = [sched.submit(p, max_tokens=50, temperature=0) for p in prompts]
+    sched.step()
+    reqs[8].cancel()  # waits for a slot: leaves at the next step all the same
+    assert any(p.request is reqs[8] and p.finished for p in sched.step())
+    assert reqs[8].finish_reason == "cancelled" and reqs[8].tokens == []
+    late = sched.submit(prompts[0], max_tokens=5)
+    pieces = sched.abort("shutting down")
+    assert {p.request.id for p in pieces if p.finished} == {r.id for r in reqs[:8] + [late]}
+    assert all(r.done and r.finish_reason == "error" and r.error == "shutting down" for r in reqs[:8] + [late])
+    assert not sched.busy
+    list(m.generate([1, 2], max_tokens=2))  # the model is free again
