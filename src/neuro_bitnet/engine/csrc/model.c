@@ -124,6 +124,19 @@ void nb_model_free(nb_model *m) {
 
 const char *nb_model_isa(const nb_model *m) { return m->k->name; }
 
+void nb_head_copy_sizes(const nb_config *c, size_t *codes_bytes, size_t *scales_bytes) {
+    const size_t V = (size_t)c->n_vocab, E = (size_t)c->n_embd;
+    *codes_bytes = c->head == NB_HEAD_Q8 ? V * E : c->head == NB_HEAD_Q4 ? V * E / 2 : 0;
+    *scales_bytes = c->head == NB_HEAD_Q8 ? V * 4 : c->head == NB_HEAD_Q4 ? V * (E / 128) * 4 : 0;
+}
+
+void nb_model_head_copy(const nb_model *m, const void **codes, size_t *codes_bytes,
+                        const float **scales, size_t *scales_bytes) {
+    nb_head_copy_sizes(&m->cfg, codes_bytes, scales_bytes);
+    *codes = m->cfg.head == NB_HEAD_Q8 ? (const void *)m->head_q : (const void *)m->head_q4;
+    *scales = m->head_scale;
+}
+
 const void *nb_head_row(nb_model *m, int r) {
     const size_t bytes = (size_t)m->cfg.n_embd * (m->cfg.output_type == NB_F32 ? 4 : 2);
     const char *mapped = (const char *)m->cfg.output + (size_t)r * bytes;
@@ -212,7 +225,16 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
         m->head_gsum = alloc_aligned(UB * (E / 128) * 4);
         if (!m->head_q4 || !m->head_scale || !m->head_gsum) goto oom;
     }
-    if (cfg->head != NB_HEAD_EXACT) {
+    if (cfg->head != NB_HEAD_EXACT && cfg->head_codes) { /* built earlier: copy it */
+        const void *codes;
+        const float *scales;
+        size_t cb, sb;
+        nb_model_head_copy(m, &codes, &cb, &scales, &sb);
+        memcpy((void *)codes, cfg->head_codes, cb);
+        memcpy((void *)scales, cfg->head_scales, sb);
+        m->cfg.head_codes = NULL; /* the caller may release them now */
+        m->cfg.head_scales = NULL;
+    } else if (cfg->head != NB_HEAD_EXACT) {
         quant_job job = {.m = m};
         atomic_init(&job.next, 0);
         nb_pool_run(m->pool, quant_task, &job);

@@ -46,6 +46,10 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     m = nb_model_create(&cfg, k, &err);
     Py_END_ALLOW_THREADS
     PyMem_Free(layers);
+    if (m && cfg.head_codes) { /* a head built earlier was copied: its two views (the last) go */
+        PyBuffer_Release(&self->bufs.items[--self->bufs.n]);
+        PyBuffer_Release(&self->bufs.items[--self->bufs.n]);
+    }
     if (!m) {
         buffers_release(&self->bufs);
         PyErr_Format(PyExc_MemoryError, "cannot build the model: %s", err);
@@ -147,6 +151,20 @@ static PyObject *model_get_isa(ModelObject *self, void *closure) {
     return PyUnicode_FromString(nb_model_isa(self->m));
 }
 
+static PyObject *model_head_copy(ModelObject *self, PyObject *noargs) {
+    (void)noargs;
+    if (!self->m) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialized");
+        return NULL;
+    }
+    const void *codes;
+    const float *scales;
+    size_t cb, sb;
+    nb_model_head_copy(self->m, &codes, &cb, &scales, &sb);
+    if (cb == 0) Py_RETURN_NONE;
+    return Py_BuildValue("(y#y#)", (const char *)codes, (Py_ssize_t)cb, (const char *)scales, (Py_ssize_t)sb);
+}
+
 static PyMemberDef model_members[] = {
     {"n_vocab", T_INT, offsetof(ModelObject, n_vocab), READONLY, "Vocabulary size."},
     {"ctx_size", T_INT, offsetof(ModelObject, ctx_size), READONLY, "KV cache length in tokens."},
@@ -164,6 +182,9 @@ static PyMethodDef model_methods[] = {
      "forward(tokens, n_past, logits, all_logits=False, exact_head=False): run int32 tokens at "
      "positions n_past.., write float32 logits (last token, or every token when all_logits); "
      "exact_head: every logit from the head's float rows, whatever the model's head."},
+    {"head_copy", (PyCFunction)model_head_copy, METH_NOARGS,
+     "head_copy(): (codes, scales) bytes of the quantized head, to pass back later as the spec's\n"
+     "head_codes and head_scales (which skip building it); None for the exact head."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -179,7 +200,8 @@ static PyTypeObject ModelType = {
               "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
               "optional output + output_type (untied head); optional release_head_pages (the head is a\n"
               "read-only file mapping whose pages the core may drop) and head_fd + head_offset (where\n"
-              "its rows can be read with pread); output_norm f32 [n_embd]; layers: list of\n"
+              "its rows can be read with pread); optional head_codes + head_scales (a quantized head\n"
+              "from head_copy(), copied instead of built); output_norm f32 [n_embd]; layers: list of\n"
               "dicts with f32 attn_norm, ffn_norm (+ attn_sub_norm, ffn_sub_norm when sub_norms) and\n"
               "I2_S matrices attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down as\n"
               "{'data': buffer of rows*cols/4 bytes (+32 trailer allowed), 'scale', 'rows', 'cols'}.\n"
