@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "gguf_strings.h"
 #include "model.h"
 #include "spec.h"
 
@@ -227,6 +228,10 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *args) {
 
 static PyMethodDef core_methods[] = {
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels can dispatch on."},
+    {"read_gguf_strings", nb_read_gguf_strings, METH_VARARGS,
+     "read_gguf_strings(buffer, offset, count, max_bytes) -> (list, end, status): a GGUF array of\n"
+     "count length-prefixed UTF-8 strings; status 0 (all read), 1 (truncated), 2 (a length above\n"
+     "max_bytes) or 3 (not UTF-8), end then the offset of the bad entry."},
     {NULL, NULL, 0, NULL},
 };
 
