@@ -22,12 +22,12 @@ from collections.abc import Iterable, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol
-
-from tokenizers import AddedToken, Regex, models, normalizers, pre_tokenizers
-from tokenizers import Tokenizer as _HFTokenizer
+from typing import TYPE_CHECKING, Any, Protocol
 
 from neuro_bitnet.errors import EngineError
+
+if TYPE_CHECKING:  # the library itself is imported only where a tokenizer is built with it
+    from tokenizers import Tokenizer as _HFTokenizer
 
 __all__ = [
     "Tokenizer",
@@ -403,6 +403,8 @@ def _vocab_dict(tokens: list[str]) -> dict[str, int]:
 
 
 def _add_special_tokens(hf: _HFTokenizer, tokens: list[str], types: list[int]) -> None:
+    from tokenizers import AddedToken
+
     control = [AddedToken(tokens[i], special=True, normalized=False)
                for i, t in enumerate(types) if t == TOKEN_CONTROL and tokens[i]]
     user = [AddedToken(tokens[i], special=False, normalized=False)
@@ -434,6 +436,9 @@ def _split_merges(merges: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _build_bpe(tokens: list[str], types: list[int], merges: Sequence[str], pre: str) -> _HFTokenizer:
+    from tokenizers import Regex, models, pre_tokenizers
+    from tokenizers import Tokenizer as _HFTokenizer
+
     if pre in _LLAMA3_PRE_NAMES:
         pre_tok = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
@@ -492,6 +497,9 @@ def _spm_merges(tokens: list[str], types: list[int], scores: Sequence[float],
 
 def _build_spm(tokens: list[str], types: list[int], scores: Sequence[float],
                unk_id: int | None, add_space_prefix: bool) -> _HFTokenizer:
+    from tokenizers import Tokenizer as _HFTokenizer
+    from tokenizers import models, normalizers
+
     try:
         scores = [float(x) for x in scores]
     except (TypeError, ValueError):
