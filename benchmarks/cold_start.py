@@ -9,7 +9,8 @@ and the time is taken when the first byte of the answer reaches its stdout. The 
 requantized to IQ2_BN_R4 as ``compare_peers.py`` does), loads the same model in a new process,
 evaluates a prompt of the same number of tokens as ours and writes one byte when its first token
 is chosen. ``--baseline`` adds ``neuro-bitnet`` with its load caches off (the ``tokenizers``
-encoder and a head built at every load), to show what the caches save. Engines are interleaved,
+encoder and a head built at every load), to show what the caches save; ``--before SRC`` adds the
+package from another checkout (e.g. the commit before this work). Engines are interleaved,
 ``--runs`` times; the table shows medians. One warm-up run of each fills the page cache and our
 caches (the head copy, the tokenizer check).
 
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=4, help="tokens our ask generates")
     parser.add_argument("--baseline", action="store_true", help="also run ours with the caches off")
+    parser.add_argument("--before", type=Path, metavar="SRC",
+                        help="also run the package in SRC (another checkout's src/, C core built in place)")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--peers-python", type=Path,
                         default=Path(os.environ.get("NEURO_PEERS_PYTHON", "/work/peers-venv/bin/python")))
@@ -118,6 +121,8 @@ def main() -> None:
     engines: dict[str, tuple[list[str], dict[str, str]]] = {"neuro-bitnet": (ours, env)}
     if args.baseline:
         engines["neuro-bitnet (caches off)"] = (ours, {**env, **BASELINE_ENV})
+    if args.before:
+        engines[f"neuro-bitnet ({args.before})"] = (ours, {**env, "PYTHONPATH": str(args.before.resolve())})
     n_prompt = prompt_tokens(args.model, args.threads, env)
     if not args.no_peer:
         if not args.peers_python.is_file():
