@@ -122,3 +122,15 @@ def test_the_core_checks_the_size_of_a_given_head(model_path):
     with pytest.raises(ValueError, match="head_scales"):
         _core.Model({**spec, "head_codes": codes, "head_scales": scales + b"\0"})
     assert _core.Model({**spec, "head": "exact"}).head_copy() is None
+
+
+def test_a_model_keeps_its_mapped_head_when_the_cache_is_replaced(model_path):
+    reference = _logits(model_path, "q4")  # builds and stores the head
+    with load_model(model_path, threads=1, ctx_size=64, head="q4") as model:  # maps the stored head
+        for f in _cache_files():
+            f.unlink()
+        _logits(model_path, "q4")  # builds and stores a new file meanwhile
+        ids = model.tokenize(PROMPT)
+        out = np.empty((len(ids), model.n_vocab), dtype=np.float32)
+        model._forward(ids, 0, out, True)
+    assert np.array_equal(out, reference)

@@ -14,6 +14,7 @@ them match, and rebuilt (and rewritten) otherwise. ``NEURO_BITNET_HEAD_CACHE=0``
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
 import tempfile
@@ -48,28 +49,32 @@ def _identity(model: Path) -> tuple[int, int]:
 
 
 def load_head(model: Path, head: str, n_vocab: int, n_embd: int) -> tuple[memoryview, memoryview] | None:
-    """(codes, scales) of ``model``'s cached quantized head, or None when there is no cache, it
-    belongs to another version of the file (size or mtime changed) or it is corrupt."""
+    """(codes, scales) of ``model``'s cached quantized head, as read-only views of the mapped cache
+    file (the core uses them in place), or None when there is no cache, it belongs to another
+    version of the file (size or mtime changed) or it is corrupt."""
     if head not in ("q4", "q8") or os.environ.get(CACHE_ENV) == "0":
         return None
     try:
         size, mtime = _identity(model)
-        data = _cache_file(model, head).read_bytes()
-    except OSError:
+        with open(_cache_file(model, head), "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return None
-    if len(data) < _HEADER.size:
-        return None
-    magic, kind, vocab, embd, m_size, m_mtime, n_codes, n_scales, crc_c, crc_s = _HEADER.unpack_from(data)
-    if (magic, kind.rstrip(b"\0"), vocab, embd, m_size, m_mtime) != (
-        _MAGIC, head.encode(), n_vocab, n_embd, size, mtime
-    ) or len(data) != _HEADER.size + n_codes + n_scales:
-        return None
-    view = memoryview(data)
-    codes = view[_HEADER.size:_HEADER.size + n_codes]
-    scales = view[_HEADER.size + n_codes:]
-    if zlib.crc32(codes) != crc_c or zlib.crc32(scales) != crc_s:
-        return None
-    return codes, scales
+    view = memoryview(mapped)
+    if len(view) >= _HEADER.size:
+        magic, kind, vocab, embd, m_size, m_mtime, n_codes, n_scales, crc_c, crc_s = _HEADER.unpack_from(view)
+        if (magic, kind.rstrip(b"\0"), vocab, embd, m_size, m_mtime) == (
+            _MAGIC, head.encode(), n_vocab, n_embd, size, mtime
+        ) and len(view) == _HEADER.size + n_codes + n_scales:
+            codes = view[_HEADER.size:_HEADER.size + n_codes]
+            scales = view[_HEADER.size + n_codes:]
+            if zlib.crc32(codes) == crc_c and zlib.crc32(scales) == crc_s:
+                return codes, scales
+            codes.release()
+            scales.release()
+    view.release()
+    mapped.close()
+    return None
 
 
 def store_head(model: Path, head: str, n_vocab: int, n_embd: int, codes: bytes, scales: bytes) -> None:

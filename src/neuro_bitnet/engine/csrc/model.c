@@ -99,9 +99,11 @@ void nb_model_free(nb_model *m) {
     free(m->layers);
     free(m->kcache);
     free(m->vcache);
-    free(m->head_q);
-    free(m->head_q4);
-    free(m->head_scale);
+    if (!m->head_borrowed) {
+        free(m->head_q);
+        free(m->head_q4);
+        free(m->head_scale);
+    }
     free(m->head_gsum);
     free(m->row_buf);
     free(m->rope_freq);
@@ -215,26 +217,25 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
         nb_model_free(m);
         return NULL;
     }
-    if (cfg->head == NB_HEAD_Q8) {
+    if (cfg->head != NB_HEAD_EXACT && cfg->head_codes) { /* built earlier: used in place */
+        m->head_borrowed = 1;
+        if (cfg->head == NB_HEAD_Q8) m->head_q = (int8_t *)cfg->head_codes;
+        else m->head_q4 = (uint8_t *)cfg->head_codes;
+        m->head_scale = (float *)cfg->head_scales;
+    } else if (cfg->head == NB_HEAD_Q8) {
         m->head_q = alloc_aligned((size_t)cfg->n_vocab * E);
         m->head_scale = alloc_aligned((size_t)cfg->n_vocab * 4);
         if (!m->head_q || !m->head_scale) goto oom;
     } else if (cfg->head == NB_HEAD_Q4) {
         m->head_q4 = alloc_aligned((size_t)cfg->n_vocab * E / 2);
         m->head_scale = alloc_aligned((size_t)cfg->n_vocab * (E / 128) * 4);
-        m->head_gsum = alloc_aligned(UB * (E / 128) * 4);
-        if (!m->head_q4 || !m->head_scale || !m->head_gsum) goto oom;
+        if (!m->head_q4 || !m->head_scale) goto oom;
     }
-    if (cfg->head != NB_HEAD_EXACT && cfg->head_codes) { /* built earlier: copy it */
-        const void *codes;
-        const float *scales;
-        size_t cb, sb;
-        nb_model_head_copy(m, &codes, &cb, &scales, &sb);
-        memcpy((void *)codes, cfg->head_codes, cb);
-        memcpy((void *)scales, cfg->head_scales, sb);
-        m->cfg.head_codes = NULL; /* the caller may release them now */
-        m->cfg.head_scales = NULL;
-    } else if (cfg->head != NB_HEAD_EXACT) {
+    if (cfg->head == NB_HEAD_Q4) {
+        m->head_gsum = alloc_aligned(UB * (E / 128) * 4);
+        if (!m->head_gsum) goto oom;
+    }
+    if (cfg->head != NB_HEAD_EXACT && !cfg->head_codes) {
         quant_job job = {.m = m};
         atomic_init(&job.next, 0);
         nb_pool_run(m->pool, quant_task, &job);

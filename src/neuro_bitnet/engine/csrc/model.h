@@ -56,8 +56,8 @@ typedef struct {
     long long head_offset;
     const float *output_norm;
     const nb_layer *layers; /* n_layer entries, owned by the caller */
-    /* A quantized head built earlier (nb_model_head_copy's layout), copied instead of built from
-     * the float rows; NULL to build it. Read only by nb_model_create. */
+    /* A quantized head built earlier (nb_model_head_copy's layout), used in place instead of
+     * built from the float rows (so it must outlive the model, like the weights); NULL to build. */
     const void *head_codes;
     const float *head_scales;
 } nb_config;

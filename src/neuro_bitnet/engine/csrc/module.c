@@ -47,10 +47,6 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwds) {
     m = nb_model_create(&cfg, k, &err);
     Py_END_ALLOW_THREADS
     PyMem_Free(layers);
-    if (m && cfg.head_codes) { /* a head built earlier was copied: its two views (the last) go */
-        PyBuffer_Release(&self->bufs.items[--self->bufs.n]);
-        PyBuffer_Release(&self->bufs.items[--self->bufs.n]);
-    }
     if (!m) {
         buffers_release(&self->bufs);
         PyErr_Format(PyExc_MemoryError, "cannot build the model: %s", err);
@@ -202,7 +198,7 @@ static PyTypeObject ModelType = {
               "optional output + output_type (untied head); optional release_head_pages (the head is a\n"
               "read-only file mapping whose pages the core may drop) and head_fd + head_offset (where\n"
               "its rows can be read with pread); optional head_codes + head_scales (a quantized head\n"
-              "from head_copy(), copied instead of built); output_norm f32 [n_embd]; layers: list of\n"
+              "from head_copy(), used in place instead of built); output_norm f32 [n_embd]; layers: list of\n"
               "dicts with f32 attn_norm, ffn_norm (+ attn_sub_norm, ffn_sub_norm when sub_norms) and\n"
               "I2_S matrices attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down as\n"
               "{'data': buffer of rows*cols/4 bytes (+32 trailer allowed), 'scale', 'rows', 'cols'}.\n"

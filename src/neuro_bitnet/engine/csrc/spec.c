@@ -245,7 +245,6 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
     for (int il = 0; il < c->n_layer; il++)
         if (parse_layer(bl, PyList_GET_ITEM(layers, il), il, c, &L[il])) return -1;
     c->layers = L;
-    /* last, so that they are the last two views: the caller drops them once the model is built */
     c->head_codes = NULL;
     c->head_scales = NULL;
     PyObject *codes = PyDict_GetItemString(spec, "head_codes");
