@@ -12,11 +12,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from neuro_bitnet.config import DEFAULT_ISA
-from neuro_bitnet.engine import _core
+from neuro_bitnet.engine import _core, heads
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
 from neuro_bitnet.engine.gguf import GGUFFile
-from neuro_bitnet.engine import heads
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import GenerationStats
@@ -73,7 +72,7 @@ class BitNetModel:
             copy = self._core.head_copy()
             if copy is not None:
                 heads.store_head(self.path, head, self.hparams.n_vocab, self.hparams.n_embd, *copy)
-        del spec, cached_head  # a cached head was copied by the core: its bytes can go
+        del spec, cached_head  # the core holds its own views of what it uses
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()

@@ -7,7 +7,7 @@ Two vocab kinds are supported:
 - ``llama``: SentencePiece (Llama-2). Tokens are merged greedily by score, unknown characters fall
   back to ``<0xNN>`` byte tokens, spaces become ``▁`` and a ``▁`` is prepended to the text.
 
-Encoding runs in the ``tokenizers`` library, or in ``tiktoken`` (about ten times faster to build)
+Encoding runs in the ``tokenizers`` library, or in ``tiktoken`` (about three times faster to build)
 for a Llama-3 style vocabulary proven to give the same ids (see ``bpe_fast``); decoding is done
 here from each token's raw bytes so that streaming and ``skip_special`` behave like llama.cpp.
 """
