@@ -17,6 +17,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
 # Kernel sets of the C core: "auto" takes the best one the CPU runs.
 ISA_CHOICES = ("auto", "avx2", "portable")
+TOKENIZER_CHOICES = ("auto", "tokenizers")  # auto: tiktoken for Llama-3 style vocabularies
 DEFAULT_ISA = "auto"
 # Where the daemon listens, and where clients look for it.
 DEFAULT_HOST = "127.0.0.1"
@@ -41,6 +42,8 @@ ENV_VARS: dict[str, str] = {
     "daemon_url": "NEURO_DAEMON_URL",
     "daemon_api_key": "NEURO_DAEMON_API_KEY",
     "debug": "NEURO_BITNET_DEBUG",
+    "tokenizer": "NEURO_BITNET_TOKENIZER",
+    "head_cache": "NEURO_BITNET_HEAD_CACHE",
 }
 
 
@@ -80,6 +83,8 @@ class Settings:
     daemon_url: str | None = None  # where clients find the daemon; None: daemon_host and daemon_port
     daemon_api_key: str | None = None
     debug: bool = False  # tracebacks on errors, as --verbose
+    tokenizer: str = "auto"  # the BPE encoder: "auto" (tiktoken where it applies) or "tokenizers"
+    head_cache: bool = True  # keep quantized heads in the cache dir between loads
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> str:
@@ -147,6 +152,18 @@ def _flag(value: str, name: str) -> bool:
     return bool(value.strip())
 
 
+def _on_off(value: str, name: str) -> bool:
+    """A switch that is on unless set to 0 (or false/no/off)."""
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _tokenizer(value: str, name: str) -> str:
+    choice = value.strip().lower()
+    if choice not in TOKENIZER_CHOICES:
+        raise ConfigError(f"{name} must be one of {', '.join(TOKENIZER_CHOICES)}, got {value!r}")
+    return choice
+
+
 def check_api_key(key: str, name: str = "") -> str:
     """``key`` if it is usable as a bearer token (visible ASCII, no spaces), else a ConfigError
     (``name``: the environment variable it came from, if any)."""
@@ -180,6 +197,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "daemon_url": _url,
     "daemon_api_key": check_api_key,
     "debug": _flag,
+    "tokenizer": _tokenizer,
+    "head_cache": _on_off,
 }
 
 
@@ -202,6 +221,8 @@ def _defaults() -> dict[str, Any]:
         "daemon_url": None,
         "daemon_api_key": None,
         "debug": False,
+        "tokenizer": "auto",
+        "head_cache": True,
     }
 
 

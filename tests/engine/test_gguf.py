@@ -398,6 +398,27 @@ def test_array_and_string_overruns(tmp_path: Path) -> None:
     assert "not valid UTF-8" in load_error(write(tmp_path, bad_key))
 
 
+def test_string_arrays_read_exactly_and_name_each_fault(tmp_path: Path) -> None:
+    def array(*items: bytes, count: int | None = None) -> bytes:
+        n = len(items) if count is None else count
+        return gstr("toks") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, n) + b"".join(items)
+
+    texts = ["", "a", "Ġthe", "日本", "🦙", "x" * 300, "\x00nul"]
+    blob = raw_gguf([array(*map(gstr, texts)), kv_u32("after", 7)], [])
+    meta = GGUFFile(write(tmp_path, blob)).metadata
+    assert meta["toks"] == texts and meta["after"] == 7
+    # the file ends inside a length field, inside a string, then after the last complete string
+    cut_length = array(gstr("abcdefgh"), b"\x05\x00\x00", count=2)
+    assert "string length in array 'toks'" in load_error(write(tmp_path, raw_gguf([cut_length], [], align=1)))
+    cut_string = array(gstr("a"), struct.pack("<Q", 5) + b"ab", count=2)
+    msg = load_error(write(tmp_path, raw_gguf([cut_string], [], align=1)))
+    assert "string in array 'toks'" in msg and "truncated" in msg
+    too_long = array(gstr("a"), struct.pack("<Q", 2**40) + b"ab", count=2)
+    assert "claims 1099511627776 bytes (limit" in load_error(write(tmp_path, raw_gguf([too_long], [], align=1)))
+    not_utf8 = array(gstr("a"), gstr(b"\xc3("), count=2)
+    assert "holds a string at byte" in load_error(write(tmp_path, raw_gguf([not_utf8], [], align=1)))
+
+
 def test_unknown_types(tmp_path: Path) -> None:
     bad_kv = gstr("k") + struct.pack("<II", 13, 0)
     assert "key 'k' has unknown value type 13" in load_error(write(tmp_path, raw_gguf([bad_kv], [])))

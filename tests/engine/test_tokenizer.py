@@ -444,3 +444,121 @@ def test_spm_continuation_has_no_space_prefix(spm_pair, text):
     tok, _, _ = spm_pair
     ids = tok.encode_continuation(text)
     assert b"".join(tok.token_bytes(i) for i in ids) == text.encode("utf-8")
+
+
+# ------------------------------------------------------------- tiktoken fast path (bpe_fast)
+@pytest.fixture(scope="module")
+def llama3_hf(llama3_meta) -> Tokenizer:
+    """The same vocabulary through the `tokenizers` library (the fast path turned off)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEURO_BITNET_TOKENIZER", "tokenizers")
+    try:
+        return Tokenizer.from_gguf_metadata(llama3_meta)
+    finally:
+        mp.undo()
+
+
+def test_llama3_uses_the_fast_encoder(llama3, llama3_hf):
+    assert llama3.encoder_name == "tiktoken"
+    assert llama3_hf.encoder_name == "tokenizers"
+
+
+def _hard_texts() -> list[str]:
+    """Runs (whitespace, digits, punctuation, letters, multi-byte) where several merges make the
+    same token and the two BPE algorithms take different steps, plus random mixtures."""
+    texts = []
+    for n in list(range(1, 70)) + [100, 127, 128, 129, 255, 256, 300, 1000]:
+        for unit in (" ", "\t", "\n", "\r\n", " \n", "  \t", "a", "ab", "0", "!", "-", "=", "é", "🦙",
+                     "中", "\u00a0", "Ġ", "..."):
+            texts.append(unit * n)
+        texts.append("x" + " " * n + "y")
+        texts.append("    " * (n % 17) + "def f(x):\n" + " " * n + "return x\n")
+    rng = random.Random(99)
+    alphabet = "aAeéz Z0129 \t\n\r\u00a0.,!?'\"-_=<>|()[]{}#@$%^&*~`中文日本🦙😀ßİǅ"
+    for _ in range(1500):
+        texts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 120))))
+    texts.append((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8"))
+    return texts
+
+
+def test_fast_encoder_equals_tokenizers_on_hard_texts(llama3, llama3_hf, reference):
+    for text in _hard_texts():
+        expected = llama3_hf.encode(text, add_bos=False)
+        assert llama3.encode(text, add_bos=False) == expected, repr(text[:80])
+        assert llama3.encode(text, add_bos=False, parse_special=False) == llama3_hf.encode(
+            text, add_bos=False, parse_special=False
+        ), repr(text[:80])
+    sample = _hard_texts()[::25]
+    assert [llama3.encode(t, add_bos=False) for t in sample] == [
+        e.ids for e in reference.encode_batch(sample, add_special_tokens=False)
+    ]
+
+
+def test_fast_encoder_recognises_control_tokens_like_tokenizers(llama3, llama3_hf):
+    text = "<|begin_of_text|>a<|eot_id|> <|start_header_id|>x<|end_header_id|>\n\n<|eot_id|><|eot_id|>"
+    for parse_special in (True, False):
+        assert llama3.encode(text, add_bos=False, parse_special=parse_special) == llama3_hf.encode(
+            text, add_bos=False, parse_special=parse_special
+        )
+
+
+def test_merges_out_of_id_order_keep_tokenizers():
+    # "b c" is listed first but makes id 257 > "ab" (256): tiktoken would merge "ab" first
+    from neuro_bitnet.engine.tokenizer import _BYTE_TO_CHAR
+
+    tokens = list(_BYTE_TO_CHAR.values()) + ["ab", "bc"]
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [1] * 258,
+        "tokenizer.ggml.merges": ["b c", "a b"],
+    }
+    tok = Tokenizer.from_gguf_metadata(meta)
+    assert tok.encoder_name == "tokenizers"
+    assert tok.encode("abc", add_bos=False) == [tokens.index("a"), 257]
+
+
+def test_a_missing_merge_keeps_tokenizers():
+    # "abc" can be split as "ab"+"c" (listed) and "a"+"bc" (not listed): not tiktoken-shaped
+    from neuro_bitnet.engine.tokenizer import _BYTE_TO_CHAR
+
+    tokens = list(_BYTE_TO_CHAR.values()) + ["ab", "bc", "abc"]
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [1] * 259,
+        "tokenizer.ggml.merges": ["a b", "b c", "ab c"],
+    }
+    assert Tokenizer.from_gguf_metadata(meta).encoder_name == "tokenizers"
+    meta["tokenizer.ggml.merges"] = ["a b", "b c", "ab c", "a bc"]
+    assert Tokenizer.from_gguf_metadata(meta).encoder_name == "tiktoken"
+
+
+def test_the_verdict_is_cached_and_a_corrupt_one_is_checked_again(tmp_path, monkeypatch):
+    from neuro_bitnet.engine import bpe_fast
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    meta = _byte_vocab_meta()
+    calls = []
+    real = bpe_fast.equivalent
+    monkeypatch.setattr(bpe_fast, "equivalent", lambda *a: calls.append(1) or real(*a))
+    assert Tokenizer.from_gguf_metadata(meta).encoder_name == "tiktoken"
+    (verdict,) = list(bpe_fast.cache_dir().iterdir())
+    assert verdict.read_bytes() == b"equivalent\n" and len(calls) == 1
+    assert Tokenizer.from_gguf_metadata(meta).encoder_name == "tiktoken"
+    assert len(calls) == 1  # read from the cache
+    verdict.write_bytes(b"\x00garbage")
+    assert Tokenizer.from_gguf_metadata(meta).encoder_name == "tiktoken"
+    assert len(calls) == 2 and verdict.read_bytes() == b"equivalent\n"
+    # a different vocabulary has its own verdict
+    Tokenizer.from_gguf_metadata(_byte_vocab_meta(**{"tokenizer.ggml.merges": []}))
+    assert len(list(bpe_fast.cache_dir().iterdir())) == 2
+
+
+def test_an_unwritable_cache_still_works(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    tok = Tokenizer.from_gguf_metadata(_byte_vocab_meta())
+    assert tok.encoder_name == "tiktoken"
+    assert tok.encode("xab", add_bos=False) == [tok.tokens.index("x"), tok.tokens.index("ab")]

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from neuro_bitnet.config import DEFAULT_ISA
-from neuro_bitnet.engine import _core
+from neuro_bitnet.engine import _core, heads
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
 from neuro_bitnet.engine.constrained import Grammar, GrammarConstraint
@@ -68,11 +68,19 @@ class BitNetModel:
         self._head_name = "output.weight" if "output" in spec else "token_embd.weight"
         if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
             self._let_core_drop_head_pages(spec)
+        cached_head = heads.load_head(self.path, head, self.hparams.n_vocab, self.hparams.n_embd)
+        if cached_head is not None:
+            spec["head_codes"], spec["head_scales"] = cached_head
         try:
             self._core = _core.Model(spec, isa=isa)
         except (ValueError, TypeError, MemoryError) as exc:
             self._close_head_fd()
             raise EngineError(f"{self.path.name}: {exc}") from None
+        if cached_head is None and head != "exact":  # built now: keep it for the next load
+            copy = self._core.head_copy()
+            if copy is not None:
+                heads.store_head(self.path, head, self.hparams.n_vocab, self.hparams.n_embd, *copy)
+        del spec, cached_head  # the core holds its own views of what it uses
         self._cached: list[int] = []  # tokens whose keys/values are in KV slot 0 (generate's slot)
         self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()

@@ -7,8 +7,9 @@ Two vocab kinds are supported:
 - ``llama``: SentencePiece (Llama-2). Tokens are merged greedily by score, unknown characters fall
   back to ``<0xNN>`` byte tokens, spaces become ``▁`` and a ``▁`` is prepended to the text.
 
-Encoding runs in the ``tokenizers`` library; decoding is done here from each token's raw bytes so
-that streaming and ``skip_special`` behave like llama.cpp.
+Encoding runs in the ``tokenizers`` library, or in ``tiktoken`` (about three times faster to build)
+for a Llama-3 style vocabulary proven to give the same ids (see ``bpe_fast``); decoding is done
+here from each token's raw bytes so that streaming and ``skip_special`` behave like llama.cpp.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from collections.abc import Iterable, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
-
-from tokenizers import AddedToken, Regex, models, normalizers, pre_tokenizers
-from tokenizers import Tokenizer as _HFTokenizer
+from typing import TYPE_CHECKING, Any, Protocol
 
 from neuro_bitnet.errors import EngineError
+
+if TYPE_CHECKING:  # the library itself is imported only where a tokenizer is built with it
+    from tokenizers import Tokenizer as _HFTokenizer
 
 __all__ = [
     "Tokenizer",
@@ -48,6 +49,7 @@ TOKEN_CONTROL = 3
 TOKEN_USER_DEFINED = 4
 TOKEN_UNUSED = 5
 TOKEN_BYTE = 6
+_KNOWN_TYPES = frozenset(range(TOKEN_NORMAL, TOKEN_BYTE + 1))
 
 # The Llama-3 pre-tokenizer split regex (same as in Meta's tokenizer.json).
 LLAMA3_SPLIT_REGEX = (
@@ -129,6 +131,35 @@ def _optional_id(meta: dict, key: str, n_vocab: int) -> int | None:
     return token_id
 
 
+class _Encoder(Protocol):
+    """Text -> ids, special tokens in the text recognised or not (``parse_special``)."""
+
+    name: str
+
+    def encode(self, text: str, parse_special: bool) -> list[int]: ...
+
+
+class _HFEncoder:
+    """Encoding through a ``tokenizers`` tokenizer (one at a time: its flag is shared state)."""
+
+    name = "tokenizers"
+
+    def __init__(self, hf: _HFTokenizer) -> None:
+        self.hf = hf
+        self._lock = threading.Lock()
+
+    def encode(self, text: str, parse_special: bool) -> list[int]:
+        with self._lock:
+            self.hf.encode_special_tokens = not parse_special
+            # encode_batch releases the GIL while it works (encode does not): a long prompt
+            # tokenized on the model thread must not stall the daemon's event loop.
+            try:
+                return self.hf.encode_batch([text], add_special_tokens=False)[0].ids
+            except TypeError:  # lone surrogates (e.g. from JSON "\ud800") are not valid text
+                clean = _SURROGATE_RE.sub("\ufffd", text)
+                return self.hf.encode_batch([clean], add_special_tokens=False)[0].ids
+
+
 class Tokenizer:
     """Text <-> token ids for one model, built from its GGUF ``tokenizer.*`` metadata."""
 
@@ -138,7 +169,7 @@ class Tokenizer:
         kind: str,
         tokens: list[str],
         token_types: list[int],
-        hf: _HFTokenizer,
+        encoder: "_Encoder",
         bos_id: int | None,
         eos_id: int | None,
         eot_id: int | None,
@@ -160,8 +191,9 @@ class Tokenizer:
         self.add_eos = add_eos
         self.add_space_prefix = add_space_prefix
         self.stop_ids = stop_ids
-        self._hf = hf
-        self._hf_lock = threading.Lock()
+        self._encoder = encoder
+        self.encoder_name = encoder.name  # "tiktoken" or "tokenizers"
+        self._continuation_lock = threading.Lock()
         self._hf_continuation: _HFTokenizer | None = None  # SentencePiece without the space prefix
         self._bytes_cache: list[bytes | None] = [None] * len(tokens)
 
@@ -184,9 +216,8 @@ class Tokenizer:
         eot_id = _optional_id(meta, "tokenizer.ggml.eot_token_id", n_vocab)
         eom_id = _optional_id(meta, "tokenizer.ggml.eom_token_id", n_vocab)
         eog_by_text: dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            if t in _EOG_TEXTS and t not in eog_by_text:
-                eog_by_text[t] = i
+        for t in _EOG_TEXTS.intersection(tokens):
+            eog_by_text[t] = tokens.index(t)  # the first token with that text
         if eot_id is None:
             eot_id = next((eog_by_text[t] for t in _EOT_TEXTS if t in eog_by_text), None)
         stop_ids = set(eog_by_text.values())
@@ -199,7 +230,11 @@ class Tokenizer:
             merges = _meta_get(meta, "tokenizer.ggml.merges", kind=list)
             if merges is None:
                 raise EngineError("GGUF byte-level BPE tokenizer has no tokenizer.ggml.merges")
-            hf = _build_bpe(tokens, types, merges, pre)
+            from neuro_bitnet.engine import bpe_fast  # it reads this module's tables
+
+            encoder = bpe_fast.build(tokens, types, merges, pre)
+            if encoder is None:
+                encoder = _HFEncoder(_build_bpe(tokens, types, merges, pre))
             add_bos_default, add_space_prefix = pre in _LLAMA3_PRE_NAMES, False
         else:
             scores = _meta_get(meta, "tokenizer.ggml.scores", kind=list)
@@ -213,14 +248,14 @@ class Tokenizer:
             if unk_id is None and TOKEN_UNKNOWN in types:
                 unk_id = types.index(TOKEN_UNKNOWN)
             add_space_prefix = _meta_get(meta, "tokenizer.ggml.add_space_prefix", True, kind=bool)
-            hf = _build_spm(tokens, types, scores, unk_id, add_space_prefix)
+            encoder = _HFEncoder(_build_spm(tokens, types, scores, unk_id, add_space_prefix))
             add_bos_default = True
 
         return cls(
             kind=kind,
             tokens=tokens,
             token_types=types,
-            hf=hf,
+            encoder=encoder,
             bos_id=bos_id,
             eos_id=eos_id,
             eot_id=eot_id,
@@ -241,15 +276,7 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() needs a str, got {type(text).__name__}")
-        with self._hf_lock:
-            self._hf.encode_special_tokens = not parse_special
-            # encode_batch releases the GIL while it works (encode does not): a long prompt
-            # tokenized on the model thread must not stall the daemon's event loop.
-            try:
-                ids = self._hf.encode_batch([text], add_special_tokens=False)[0].ids
-            except TypeError:  # lone surrogates (e.g. from JSON "\ud800") are not valid text
-                clean = _SURROGATE_RE.sub("\ufffd", text)
-                ids = self._hf.encode_batch([clean], add_special_tokens=False)[0].ids
+        ids = self._encoder.encode(text, parse_special)
         if add_bos and self.add_bos and self.bos_id is not None:
             if not ids or ids[0] != self.bos_id:
                 ids.insert(0, self.bos_id)
@@ -260,9 +287,14 @@ class Tokenizer:
         plain text, and no SentencePiece space prefix (the ids decode to exactly ``text``)."""
         if not (self.kind == "llama" and self.add_space_prefix):
             return self.encode(text, add_bos=False, parse_special=False)
-        with self._hf_lock:
+        encoder = self._encoder
+        assert isinstance(encoder, _HFEncoder)  # SentencePiece vocabularies always encode with tokenizers
+        with self._continuation_lock:
             if self._hf_continuation is None:
-                raw = _HFTokenizer.from_str(self._hf.to_str())
+                from tokenizers import Tokenizer as _HFTokenizer
+                from tokenizers import normalizers
+
+                raw = _HFTokenizer.from_str(encoder.hf.to_str())
                 raw.normalizer = normalizers.Replace(" ", _SPM_SPACE)
                 self._hf_continuation = raw
             raw = self._hf_continuation
@@ -358,7 +390,7 @@ def _read_tokens(meta: dict) -> list[str]:
     tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, (list, tuple)) or not tokens:
         raise EngineError("GGUF has no tokenizer.ggml.tokens list")
-    if not all(isinstance(t, str) for t in tokens):
+    if not set(map(type, tokens)) <= {str}:
         raise EngineError("tokenizer.ggml.tokens must hold strings")
     return list(tokens)
 
@@ -371,6 +403,8 @@ def _read_token_types(meta: dict, tokens: list[str], kind: str) -> list[int]:
         raise EngineError(
             f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
         )
+    if set(map(type, types)) <= {int} and set(types) <= _KNOWN_TYPES:
+        return list(types)  # the common case, in C-level calls
     try:
         # 0 (undefined) and unknown values are read as normal tokens
         return [t if TOKEN_NORMAL <= t <= TOKEN_BYTE else TOKEN_NORMAL for t in map(int, types)]
@@ -391,6 +425,8 @@ def _vocab_dict(tokens: list[str]) -> dict[str, int]:
 
 
 def _add_special_tokens(hf: _HFTokenizer, tokens: list[str], types: list[int]) -> None:
+    from tokenizers import AddedToken
+
     control = [AddedToken(tokens[i], special=True, normalized=False)
                for i, t in enumerate(types) if t == TOKEN_CONTROL and tokens[i]]
     user = [AddedToken(tokens[i], special=False, normalized=False)
@@ -422,6 +458,9 @@ def _split_merges(merges: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _build_bpe(tokens: list[str], types: list[int], merges: Sequence[str], pre: str) -> _HFTokenizer:
+    from tokenizers import Regex, models, pre_tokenizers
+    from tokenizers import Tokenizer as _HFTokenizer
+
     if pre in _LLAMA3_PRE_NAMES:
         pre_tok = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
@@ -480,6 +519,9 @@ def _spm_merges(tokens: list[str], types: list[int], scores: Sequence[float],
 
 def _build_spm(tokens: list[str], types: list[int], scores: Sequence[float],
                unk_id: int | None, add_space_prefix: bool) -> _HFTokenizer:
+    from tokenizers import Tokenizer as _HFTokenizer
+    from tokenizers import models, normalizers
+
     try:
         scores = [float(x) for x in scores]
     except (TypeError, ValueError):

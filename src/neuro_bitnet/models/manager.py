@@ -17,7 +17,6 @@ import filelock
 from neuro_bitnet.config import Settings, load_settings
 from neuro_bitnet.errors import DownloadError, ModelNotFoundError, NeuroError
 from neuro_bitnet.models.catalog import SYNTHETIC_DIR, Catalog, CatalogEntry, load_catalog
-from neuro_bitnet.models.download import download_file
 from neuro_bitnet.models.hub import auth_headers
 from neuro_bitnet.models.progress import format_size, make_progress
 from neuro_bitnet.models.store import LOCK_SUFFIX, ModelFiles, lock_or_wait, read_record, sha256_file, write_record
@@ -197,6 +196,8 @@ class ModelManager:
         # The token goes to the hub only, never to a third-party URL from a user catalog.
         to_hub = url.startswith(self.settings.hf_endpoint + "/")
         reporter = make_progress(progress)
+        from neuro_bitnet.models.download import download_file  # httpx: only when downloading
+
         try:
             result = download_file(
                 url,

@@ -99,9 +99,11 @@ void nb_model_free(nb_model *m) {
     free(m->layers);
     free(m->kcache);
     free(m->vcache);
-    free(m->head_q);
-    free(m->head_q4);
-    free(m->head_scale);
+    if (!m->head_borrowed) {
+        free(m->head_q);
+        free(m->head_q4);
+        free(m->head_scale);
+    }
     free(m->head_gsum);
     free(m->row_buf);
     free(m->rope_freq);
@@ -123,6 +125,19 @@ void nb_model_free(nb_model *m) {
 }
 
 const char *nb_model_isa(const nb_model *m) { return m->k->name; }
+
+void nb_head_copy_sizes(const nb_config *c, size_t *codes_bytes, size_t *scales_bytes) {
+    const size_t V = (size_t)c->n_vocab, E = (size_t)c->n_embd;
+    *codes_bytes = c->head == NB_HEAD_Q8 ? V * E : c->head == NB_HEAD_Q4 ? V * E / 2 : 0;
+    *scales_bytes = c->head == NB_HEAD_Q8 ? V * 4 : c->head == NB_HEAD_Q4 ? V * (E / 128) * 4 : 0;
+}
+
+void nb_model_head_copy(const nb_model *m, const void **codes, size_t *codes_bytes,
+                        const float **scales, size_t *scales_bytes) {
+    nb_head_copy_sizes(&m->cfg, codes_bytes, scales_bytes);
+    *codes = m->cfg.head == NB_HEAD_Q8 ? (const void *)m->head_q : (const void *)m->head_q4;
+    *scales = m->head_scale;
+}
 
 const void *nb_head_row(nb_model *m, int r) {
     const size_t bytes = (size_t)m->cfg.n_embd * (m->cfg.output_type == NB_F32 ? 4 : 2);
@@ -202,17 +217,25 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
         nb_model_free(m);
         return NULL;
     }
-    if (cfg->head == NB_HEAD_Q8) {
+    if (cfg->head != NB_HEAD_EXACT && cfg->head_codes) { /* built earlier: used in place */
+        m->head_borrowed = 1;
+        if (cfg->head == NB_HEAD_Q8) m->head_q = (int8_t *)cfg->head_codes;
+        else m->head_q4 = (uint8_t *)cfg->head_codes;
+        m->head_scale = (float *)cfg->head_scales;
+    } else if (cfg->head == NB_HEAD_Q8) {
         m->head_q = alloc_aligned((size_t)cfg->n_vocab * E);
         m->head_scale = alloc_aligned((size_t)cfg->n_vocab * 4);
         if (!m->head_q || !m->head_scale) goto oom;
     } else if (cfg->head == NB_HEAD_Q4) {
         m->head_q4 = alloc_aligned((size_t)cfg->n_vocab * E / 2);
         m->head_scale = alloc_aligned((size_t)cfg->n_vocab * (E / 128) * 4);
-        m->head_gsum = alloc_aligned(UB * (E / 128) * 4);
-        if (!m->head_q4 || !m->head_scale || !m->head_gsum) goto oom;
+        if (!m->head_q4 || !m->head_scale) goto oom;
     }
-    if (cfg->head != NB_HEAD_EXACT) {
+    if (cfg->head == NB_HEAD_Q4) {
+        m->head_gsum = alloc_aligned(UB * (E / 128) * 4);
+        if (!m->head_gsum) goto oom;
+    }
+    if (cfg->head != NB_HEAD_EXACT && !cfg->head_codes) {
         quant_job job = {.m = m};
         atomic_init(&job.next, 0);
         nb_pool_run(m->pool, quant_task, &job);

@@ -60,6 +60,10 @@ typedef struct {
     long long head_offset;
     const float *output_norm;
     const nb_layer *layers; /* n_layer entries, owned by the caller */
+    /* A quantized head built earlier (nb_model_head_copy's layout), used in place instead of
+     * built from the float rows (so it must outlive the model, like the weights); NULL to build. */
+    const void *head_codes;
+    const float *head_scales;
 } nb_config;
 
 typedef struct nb_model nb_model;
@@ -72,6 +76,11 @@ const char *nb_model_isa(const nb_model *m);
 /* Drops the whole pages inside [p, p + n) from this process (madvise DONTNEED): only for
  * read-only file mappings, whose pages fault back in from the page cache. */
 void nb_release_pages(const void *p, size_t n);
+/* The quantized head's codes and scales and their sizes in bytes (0 and NULL for "exact"). */
+void nb_model_head_copy(const nb_model *m, const void **codes, size_t *codes_bytes,
+                        const float **scales, size_t *scales_bytes);
+/* Sizes in bytes of a quantized head's codes and scales for this config (0 for "exact"). */
+void nb_head_copy_sizes(const nb_config *c, size_t *codes_bytes, size_t *scales_bytes);
 
 static inline size_t nb_head_bytes(const nb_config *c) {
     return (size_t)c->n_vocab * (size_t)c->n_embd * (c->output_type == NB_F32 ? 4 : 2);

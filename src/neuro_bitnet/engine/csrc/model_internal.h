@@ -21,6 +21,7 @@ struct nb_model {
     int8_t *head_q;
     uint8_t *head_q4;
     float *head_scale;
+    int head_borrowed; /* head_q/head_q4/head_scale point into the caller's buffers (cfg.head_codes) */
     int32_t *head_gsum; /* q4: per token, the sums of its int8 activations per 128-group */
     void *row_buf;      /* one head row read with pread (head_fd) */
     double *rope_freq; /* head_dim / 2 */

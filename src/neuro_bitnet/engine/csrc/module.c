@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "gguf_strings.h"
 #include "model.h"
 #include "spec.h"
 
@@ -240,6 +241,20 @@ static PyObject *model_get_isa(ModelObject *self, void *closure) {
     return PyUnicode_FromString(nb_model_isa(self->m));
 }
 
+static PyObject *model_head_copy(ModelObject *self, PyObject *noargs) {
+    (void)noargs;
+    if (!self->m) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialized");
+        return NULL;
+    }
+    const void *codes;
+    const float *scales;
+    size_t cb, sb;
+    nb_model_head_copy(self->m, &codes, &cb, &scales, &sb);
+    if (cb == 0) Py_RETURN_NONE;
+    return Py_BuildValue("(y#y#)", (const char *)codes, (Py_ssize_t)cb, (const char *)scales, (Py_ssize_t)sb);
+}
+
 static PyMemberDef model_members[] = {
     {"n_vocab", T_INT, offsetof(ModelObject, n_vocab), READONLY, "Vocabulary size."},
     {"ctx_size", T_INT, offsetof(ModelObject, ctx_size), READONLY, "KV cache length in tokens."},
@@ -263,6 +278,9 @@ static PyMethodDef model_methods[] = {
      "of several sequences together, token i at positions[i] of KV slot slots[i] (a slot's tokens at "
      "consecutive positions, in order); write the float32 logits of the tokens logit_rows (strictly "
      "increasing int32 indices) into logits (len(logit_rows) x n_vocab). forward() is this on slot 0."},
+    {"head_copy", (PyCFunction)model_head_copy, METH_NOARGS,
+     "head_copy(): (codes, scales) bytes of the quantized head, to pass back later as the spec's\n"
+     "head_codes and head_scales (which skip building it); None for the exact head."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -278,7 +296,8 @@ static PyTypeObject ModelType = {
               "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
               "optional output + output_type (untied head); optional release_head_pages (the head is a\n"
               "read-only file mapping whose pages the core may drop) and head_fd + head_offset (where\n"
-              "its rows can be read with pread); output_norm f32 [n_embd]; layers: list of\n"
+              "its rows can be read with pread); optional head_codes + head_scales (a quantized head\n"
+              "from head_copy(), used in place instead of built); output_norm f32 [n_embd]; layers: list of\n"
               "dicts with f32 attn_norm, ffn_norm (+ attn_sub_norm, ffn_sub_norm when sub_norms) and\n"
               "I2_S matrices attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down as\n"
               "{'data': buffer of rows*cols/4 bytes (+32 trailer allowed), 'scale', 'rows', 'cols'}.\n"
@@ -304,6 +323,10 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *args) {
 
 static PyMethodDef core_methods[] = {
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels can dispatch on."},
+    {"read_gguf_strings", nb_read_gguf_strings, METH_VARARGS,
+     "read_gguf_strings(buffer, offset, count, max_bytes) -> (list, end, status): a GGUF array of\n"
+     "count length-prefixed UTF-8 strings; status 0 (all read), 1 (truncated), 2 (a length above\n"
+     "max_bytes) or 3 (not UTF-8), end then the offset of the bad entry."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -247,5 +247,21 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
     for (int il = 0; il < c->n_layer; il++)
         if (parse_layer(bl, PyList_GET_ITEM(layers, il), il, c, &L[il])) return -1;
     c->layers = L;
+    c->head_codes = NULL;
+    c->head_scales = NULL;
+    PyObject *codes = PyDict_GetItemString(spec, "head_codes");
+    if (codes && codes != Py_None) {
+        size_t cb, sb;
+        nb_head_copy_sizes(c, &cb, &sb);
+        PyObject *scales = get_item(spec, "head_scales", w);
+        if (!scales) return -1;
+        if (cb == 0) {
+            PyErr_SetString(PyExc_ValueError, "spec: head_codes given for the exact head");
+            return -1;
+        }
+        if (!(c->head_codes = take_buffer(bl, codes, "head_codes", cb, cb)) ||
+            !(c->head_scales = take_buffer(bl, scales, "head_scales", sb, sb)))
+            return -1;
+    }
     return 0;
 }
