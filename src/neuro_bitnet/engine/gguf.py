@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from neuro_bitnet.engine import _core  # type: ignore[attr-defined]  # the C extension has no stubs
-from neuro_bitnet.engine import quants
+from neuro_bitnet.engine import _core, quants  # type: ignore[attr-defined]  # _core (C) has no stubs
 from neuro_bitnet.errors import EngineError
 
 GGUF_MAGIC = b"GGUF"
