@@ -25,6 +25,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from neuro_bitnet.engine.model import BitNetModel
+from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import GenerationStats
 from neuro_bitnet.engine.stop_strings import StopStringFilter
@@ -106,25 +107,19 @@ class BatchScheduler:
         self,
         prompt_or_ids: str | Sequence[int],
         *,
-        max_tokens: int = 512,
-        temperature: float = 0.7,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.1,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_SAMPLING.temperature,
+        top_k: int = DEFAULT_SAMPLING.top_k,
+        top_p: float = DEFAULT_SAMPLING.top_p,
+        min_p: float = DEFAULT_SAMPLING.min_p,
+        repeat_penalty: float = DEFAULT_SAMPLING.repeat_penalty,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
     ) -> BatchRequest:
         """Queue a generation (text is tokenized with BOS); it joins at a following step. The same
         options as ``BitNetModel.generate``. A prompt that cannot fit a slot raises EngineError."""
         m = self.model
-        if isinstance(prompt_or_ids, str):
-            ids = m.tokenize(prompt_or_ids, add_bos=True)
-        else:
-            ids = [int(t) for t in prompt_or_ids]
-        m._check_ids(ids)
-        if max_tokens < 0:
-            raise EngineError("max_tokens must be >= 0")
+        ids = m.prompt_ids(prompt_or_ids, max_tokens)
         try:
             params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         except ValueError as exc:

@@ -189,6 +189,17 @@ class BitNetModel:
         """Ask the running generation to stop before its next token."""
         self._cancel.set()
 
+    def prompt_ids(self, prompt_or_ids: str | Sequence[int], max_tokens: int) -> list[int]:
+        """A generation's prompt as checked token ids (text is tokenized with BOS)."""
+        if isinstance(prompt_or_ids, str):
+            ids = self.tokenize(prompt_or_ids, add_bos=True)
+        else:
+            ids = [int(t) for t in prompt_or_ids]
+        self._check_ids(ids)
+        if max_tokens < 0:
+            raise EngineError("max_tokens must be >= 0")
+        return ids
+
     def generate(
         self,
         prompt_or_ids: str | Sequence[int],
@@ -210,13 +221,7 @@ class BitNetModel:
         and generation ends when it is complete (see ``engine.constrained``). An invalid or
         unsupported schema raises ``GrammarError`` before anything runs.
         """
-        if isinstance(prompt_or_ids, str):
-            ids = self.tokenize(prompt_or_ids, add_bos=True)
-        else:
-            ids = [int(t) for t in prompt_or_ids]
-        self._check_ids(ids)
-        if max_tokens < 0:
-            raise EngineError("max_tokens must be >= 0")
+        ids = self.prompt_ids(prompt_or_ids, max_tokens)
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if json_schema is not None and grammar is not None:
