@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import httpx
-from conftest import API_KEY
 
+from support.daemon_proc import API_KEY
 from support.greedy import fixture_model
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
