@@ -62,7 +62,7 @@ def test_unknown_neuro_fields_are_refused(daemon, auth) -> None:
 
 
 def test_grounding_without_an_index_is_a_400(tmp_path) -> None:
-    from daemon_proc import DaemonProcess
+    from support.daemon_proc import DaemonProcess
 
     proc = DaemonProcess([], tmp_path).wait_ready()
     try:

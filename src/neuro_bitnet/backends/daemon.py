@@ -52,7 +52,7 @@ class DaemonBackend:
         pieces = self.client.chat_stream(
             messages, max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
             top_k=options.top_k, min_p=options.min_p, repeat_penalty=options.repeat_penalty, seed=options.seed,
-            stop=list(options.stop) or None, response_format=_response_format(options.json_schema),
+            stop=list(options.stop) or None, response_format=_response_format(options.json_schema), result=result,
         )
         try:
             for piece in pieces:
@@ -64,12 +64,9 @@ class DaemonBackend:
         finally:
             pieces.close()  # closes the HTTP stream; the daemon cancels the generation
             end = time.perf_counter()
-            usage = self.client.last_usage
-            result.prompt_tokens = int(usage.get("prompt_tokens", 0))
-            result.generated_tokens = int(usage.get("completion_tokens", 0))
             result.prefill_seconds = (first or end) - start
             result.decode_seconds = end - (first or end)
-            result.finish_reason = self.client.last_finish_reason or ("cancelled" if self._cancelled else "")
+            result.finish_reason = result.finish_reason or ("cancelled" if self._cancelled else "")
 
     def count_tokens(self, text: str) -> int:
         # The daemon does not expose its tokenizer; ~3 characters a token errs on the safe side.
