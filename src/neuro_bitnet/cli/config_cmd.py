@@ -44,6 +44,8 @@ def _settings_report(settings: Settings) -> dict[str, Any]:
         "daemon_url": settings.daemon_url or base_url(settings.daemon_host, settings.daemon_port),
         "daemon_api_key": "set" if settings.daemon_api_key else "not set",
         "debug": settings.debug,
+        "tokenizer": settings.tokenizer,
+        "head_cache": settings.head_cache,
     }
     return {
         name: {"value": value, "source": settings.source(name), "env": ENV_VARS[name]}
