@@ -55,8 +55,9 @@ def batch_round(sched: BatchScheduler, prompts: list[list[int]], steps: int) -> 
 def generate_round(model, prompt: list[int], steps: int) -> float:
     """Decode tokens/s of BitNetModel.generate (one sequence, slot 0)."""
     model.reset()
-    list(model.generate(prompt, max_tokens=steps + 1, temperature=0))
-    return model.last_stats.decode_tokens_per_second
+    answer = model.generate(prompt, max_tokens=steps + 1, temperature=0)
+    list(answer)
+    return answer.result.decode_tokens_per_second
 
 
 def main() -> None:

@@ -116,9 +116,10 @@ def neuro_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
 
     def run(ids: list[int], steps: int) -> tuple[float, float, int]:
         # steps + 1 tokens: the first comes from the prefill logits, each later one costs a step.
-        for _ in m.generate(ids, max_tokens=steps + 1, temperature=0.0, repeat_penalty=1.0):
+        answer = m.generate(ids, max_tokens=steps + 1, temperature=0.0, repeat_penalty=1.0)
+        for _ in answer:
             pass
-        s = m.last_stats
+        s = answer.result
         return s.prefill_seconds, s.decode_seconds, max(s.generated_tokens - 1, 0)
 
     return run, {"n_vocab": m.n_vocab, "isa": m.isa, "head": m.head}

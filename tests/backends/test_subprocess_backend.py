@@ -126,7 +126,7 @@ def test_backend_streams_answer(llama_cli: Path, tiny_bitnet_tq2: Path, home: Pa
     assert answer.strip()
     for noise in ("[end of text]", "llama", "System:", "User:", QUESTION, "<|"):
         assert noise not in answer
-    stats = backend.last_stats
+    stats = pieces.result
     assert stats.prompt_tokens == backend.prompt_tokens(messages)  # llama.cpp tokenizes as we do
     assert stats.generated_tokens == 12
     assert stats.finish_reason == "length"
@@ -153,8 +153,9 @@ def greedy_margins(model_path: Path, question: str, max_tokens: int,
     try:
         prompt = model.render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
         ids = model.tokenize(prompt, add_bos=False)
-        answer = "".join(model.generate(ids, max_tokens=max_tokens, temperature=0, repeat_penalty=repeat_penalty))
-        tokens = list(model.last_tokens)
+        generation = model.generate(ids, max_tokens=max_tokens, temperature=0, repeat_penalty=repeat_penalty)
+        answer = "".join(generation)
+        tokens = list(generation.result.tokens)
         logits = model.logits(ids + tokens)
     finally:
         model.close()
@@ -371,9 +372,10 @@ def test_stop_string_ends_the_answer(llama_cli: Path, tiny_bitnet_tq2: Path, hom
     full = "".join(backend.chat(messages, GenerationOptions(max_tokens=16, temperature=0)))
     stop = full[len(full) // 2: len(full) // 2 + 3]
     assert len(stop) == 3
-    cut = "".join(backend.chat(messages, GenerationOptions(max_tokens=16, temperature=0, stop=(stop,))))
+    answer = backend.chat(messages, GenerationOptions(max_tokens=16, temperature=0, stop=(stop,)))
+    cut = "".join(answer)
     assert cut == full[: full.index(stop)]
-    assert backend.last_stats.finish_reason == "stop"
+    assert answer.result.finish_reason == "stop"
 
 
 def test_cancel_stops_llama_cli(tiny_bitnet_tq2: Path, tmp_path: Path, home: Path) -> None:
@@ -392,7 +394,7 @@ def test_cancel_stops_llama_cli(tiny_bitnet_tq2: Path, tmp_path: Path, home: Pat
     assert next(pieces) == "First words"
     backend.cancel()
     assert "".join(pieces) == ""  # ends without an error
-    assert backend.last_stats.finish_reason == "cancelled"
+    assert pieces.result.finish_reason == "cancelled"
 
 
 def test_long_prompt_goes_in_a_file(tiny_bitnet_tq2: Path, tmp_path: Path, home: Path) -> None:

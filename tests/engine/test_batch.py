@@ -46,8 +46,9 @@ def _alone(m, ids: list[int], **kw) -> list[int]:
 
 def _alone_text(m, ids: list[int], **kw) -> tuple[list[int], str]:
     """Tokens and streamed text of ``ids`` answered alone (``generate``, slot 0)."""
-    text = "".join(m.generate(ids, **kw))
-    return list(m.last_tokens), text
+    answer = m.generate(ids, **kw)
+    text = "".join(answer)
+    return list(answer.result.tokens), text
 
 
 # -- the core ---------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_cancel_and_prefix_reuse(model8) -> None:
     assert rb.tokens == alone_b
     rc = sched.submit(b + [5, 6], max_tokens=15, temperature=0)
     list(sched.run())
-    assert rc.stats.cached_tokens == len(b)
+    assert rc.result.cached_tokens == len(b)
     assert rc.tokens == _alone(m, b + [5, 6], max_tokens=15, temperature=0)
 
 
@@ -185,9 +186,10 @@ def test_stop_strings_and_finish_reasons(model8) -> None:
     r = sched.submit(p, max_tokens=20, temperature=0, stop=stop)
     zero = sched.submit(p, max_tokens=0)
     text = "".join(piece.text for piece in sched.run() if piece.request is r)
-    expected = "".join(m.generate(p, max_tokens=20, temperature=0, stop=stop))
+    alone = m.generate(p, max_tokens=20, temperature=0, stop=stop)
+    expected = "".join(alone)
     assert text == expected
-    assert r.finish_reason == m.last_stats.finish_reason
+    assert r.finish_reason == alone.result.finish_reason
     assert zero.done and zero.finish_reason == "length" and zero.tokens == []
 
 

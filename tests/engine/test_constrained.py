@@ -76,8 +76,9 @@ def spm_model(tmp_path_factory):
 
 
 def _run(m, schema, **kwargs) -> str:
-    out = "".join(m.generate("The answer:", max_tokens=MAX_TOKENS, json_schema=schema, **kwargs))
-    assert m.last_stats.finish_reason == "stop", (out, m.last_stats)
+    answer = m.generate("The answer:", max_tokens=MAX_TOKENS, json_schema=schema, **kwargs)
+    out = "".join(answer)
+    assert answer.result.finish_reason == "stop", (out, answer.result)
     return out
 
 
@@ -134,10 +135,10 @@ def test_json_object_mode(model):
     object's beginning, and whenever it finished it is an object."""
     finished = 0
     for seed in range(6):
-        out = "".join(model.generate("x", max_tokens=60, temperature=1.0, seed=seed,
-                                     json_schema={"type": "object"}))
+        answer = model.generate("x", max_tokens=60, temperature=1.0, seed=seed, json_schema={"type": "object"})
+        out = "".join(answer)
         assert out.startswith("{")
-        if model.last_stats.finish_reason == "stop":
+        if answer.result.finish_reason == "stop":
             assert isinstance(json.loads(out), dict)
             finished += 1
     grammar = Grammar.json_object()

@@ -67,8 +67,9 @@ def test_logits_are_exact_by_default_whatever_the_head(path, head):
             if token in model.tokenizer.stop_ids:
                 break
             expected.append(token)
-        list(model.generate(ids, max_tokens=len(greedy), temperature=0, repeat_penalty=1.0))
-        assert model.last_tokens == expected
+        answer = model.generate(ids, max_tokens=len(greedy), temperature=0, repeat_penalty=1.0)
+        list(answer)
+        assert answer.result.tokens == expected
     finally:
         model.close()
 
@@ -113,8 +114,9 @@ def test_greedy_generation_matches_reference(path, head):
             if token in stop_ids:
                 break
             expected.append(token)
-        text = "".join(model.generate(ids, max_tokens=len(greedy), temperature=0, repeat_penalty=1.0))
-        assert model.last_tokens == expected
+        answer = model.generate(ids, max_tokens=len(greedy), temperature=0, repeat_penalty=1.0)
+        text = "".join(answer)
+        assert answer.result.tokens == expected
         assert text == model.tokenizer.decode(expected, skip_special=True)
 
 

@@ -44,8 +44,9 @@ def test_a_hostile_template_fails_and_the_model_stays_usable(tiny, tmp_path, mon
     try:
         with pytest.raises(EngineError, match=message):
             model.chat(CHAT, max_tokens=1)
-        list(model.generate([1, 2, 3], max_tokens=2, temperature=0))  # the model is not wedged
-        assert model.last_stats.prompt_tokens == 3 and model.last_stats.finish_reason in ("length", "stop")
+        answer = model.generate([1, 2, 3], max_tokens=2, temperature=0)
+        list(answer)  # the model is not wedged
+        assert answer.result.prompt_tokens == 3 and answer.result.finish_reason in ("length", "stop")
     finally:
         model.close()
 

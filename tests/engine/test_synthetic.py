@@ -170,8 +170,9 @@ def test_2b_file_is_the_official_size_and_chats_in_the_trained_format(official_2
     model = load_model(official_2b, threads=2, ctx_size=64)
     try:
         assert model.render_chat(CHAT) == TRAINED_PROMPT
-        list(model.chat(CHAT, max_tokens=2, temperature=0))
-        assert model.last_stats.prompt_tokens == len(model.chat_prompt_ids(CHAT))
+        answer = model.chat(CHAT, max_tokens=2, temperature=0)
+        list(answer)
+        assert answer.result.prompt_tokens == len(model.chat_prompt_ids(CHAT))
     finally:
         model.close()
 

@@ -35,7 +35,8 @@ def test_metrics_count_requests_tokens_and_latency(daemon) -> None:
     before = _metrics(daemon)
     body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5, "temperature": 0}
     reply = httpx.post(daemon.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=60).json()
-    streamed = httpx.post(daemon.url + "/v1/completions", json={"prompt": "Once", "max_tokens": 4, "stream": True},
+    streamed = httpx.post(daemon.url + "/v1/completions", json={"prompt": "Once", "max_tokens": 4, "stream": True,
+                                                            "temperature": 0},
                           headers=AUTH, timeout=60)
     assert streamed.status_code == 200
     assert httpx.get(daemon.url + "/v1/models/no-such-model", headers=AUTH, timeout=30).status_code == 404

@@ -40,9 +40,10 @@ def _kv_after(messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     a token that ends the answer by length is produced but never evaluated."""
     model = fixture_model()
     prompt = model.chat_prompt_ids(messages)
-    "".join(model.chat(messages, max_tokens=MAX_TOKENS, temperature=0))
-    generated = list(model.last_tokens)
-    if model.last_stats.finish_reason == "length":
+    answer = model.chat(messages, max_tokens=MAX_TOKENS, temperature=0)
+    "".join(answer)
+    generated = list(answer.result.tokens)
+    if answer.result.finish_reason == "length":
         generated = generated[:-1]
     return prompt, prompt + generated
 

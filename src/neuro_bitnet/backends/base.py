@@ -1,27 +1,11 @@
-"""The interface every backend implements, and the statistics they share."""
+"""The interface every backend implements."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Generator, Protocol
+from typing import Protocol
 
 from neuro_bitnet.engine.options import GenerationOptions
-
-
-@dataclass
-class AnswerStats:
-    """What one answer cost. Seconds are wall-clock as the backend saw them."""
-
-    load_seconds: float = 0.0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    finish_reason: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from neuro_bitnet.engine.stats import Generation
 
 
 class Backend(Protocol):
@@ -31,8 +15,9 @@ class Backend(Protocol):
     model_name: str
     ctx_size: int
 
-    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
-        """Stream the assistant's reply to ``messages`` as text pieces (close it to stop early)."""
+    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generation:
+        """Stream the assistant's reply to ``messages`` as text pieces (close it to stop early);
+        its ``result`` holds the answer's counts and timings once the stream ends."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -41,11 +26,6 @@ class Backend(Protocol):
 
     def cancel(self) -> None:
         """Stop the answer being generated, if any."""
-        ...
-
-    @property
-    def last_stats(self) -> AnswerStats:
-        """Statistics of the last completed answer."""
         ...
 
     def close(self) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Generator
+from typing import Iterator
 
-from neuro_bitnet.backends.base import AnswerStats
 from neuro_bitnet.backends.daemon_client import DaemonClient, is_running
 from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE, GenerationOptions
+from neuro_bitnet.engine.stats import AnswerResult, Generation
 from neuro_bitnet.errors import DaemonError
 
 
@@ -21,7 +21,6 @@ class DaemonBackend:
         self.client = client
         self.model_name = model_name
         self.ctx_size = ctx_size
-        self._stats = AnswerStats()
         self._cancelled = False
 
     @classmethod
@@ -42,17 +41,18 @@ class DaemonBackend:
             return None
         return cls(client, served or "daemon", int(health.get("ctx_size") or DEFAULT_CTX_SIZE))
 
-    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
-        return self._stream(messages, options)
+    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generation:
+        result = AnswerResult()
+        return Generation(self._stream(messages, options, result), result)
 
-    def _stream(self, messages, options: GenerationOptions) -> Generator[str, None, None]:
+    def _stream(self, messages, options: GenerationOptions, result: AnswerResult) -> Iterator[str]:
         self._cancelled = False
         start = time.perf_counter()
         first = None
         pieces = self.client.chat_stream(
             messages, max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
             top_k=options.top_k, min_p=options.min_p, repeat_penalty=options.repeat_penalty, seed=options.seed,
-            stop=list(options.stop) or None, response_format=_response_format(options.json_schema),
+            stop=list(options.stop) or None, response_format=_response_format(options.json_schema), result=result,
         )
         try:
             for piece in pieces:
@@ -64,14 +64,9 @@ class DaemonBackend:
         finally:
             pieces.close()  # closes the HTTP stream; the daemon cancels the generation
             end = time.perf_counter()
-            usage = self.client.last_usage
-            self._stats = AnswerStats(
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                generated_tokens=int(usage.get("completion_tokens", 0)),
-                prefill_seconds=(first or end) - start,
-                decode_seconds=end - (first or end),
-                finish_reason=self.client.last_finish_reason or ("cancelled" if self._cancelled else ""),
-            )
+            result.prefill_seconds = (first or end) - start
+            result.decode_seconds = end - (first or end)
+            result.finish_reason = result.finish_reason or ("cancelled" if self._cancelled else "")
 
     def count_tokens(self, text: str) -> int:
         # The daemon does not expose its tokenizer; ~3 characters a token errs on the safe side.
@@ -79,10 +74,6 @@ class DaemonBackend:
 
     def cancel(self) -> None:
         self._cancelled = True
-
-    @property
-    def last_stats(self) -> AnswerStats:
-        return self._stats
 
     def close(self) -> None:
         pass

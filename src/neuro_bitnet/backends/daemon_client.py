@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 import httpx
 
 from neuro_bitnet.config import ENV_VARS, env_api_key, env_url
+from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.errors import DaemonError
 
 API_KEY_ENV = ENV_VARS["daemon_api_key"]
@@ -57,14 +58,17 @@ class DaemonClient:
     def models(self) -> list[dict[str, Any]]:
         return self._get("/v1/models")["data"]
 
-    def chat_stream(self, messages: Sequence[dict[str, str]], **options: Any) -> Iterator[str]:
-        """Stream the assistant's reply to ``messages``.
+    def chat_stream(self, messages: Sequence[dict[str, str]], *, result: AnswerResult | None = None,
+                    **options: Any) -> Iterator[str]:
+        """Stream the assistant's reply to ``messages``; ``result``, if given, receives this
+        answer's token counts and finish reason (``last_usage`` is the same for the last stream).
 
         Options: model, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, seed,
         stop, translate, response_format (None entries are left out).
         """
         body = {"messages": list(messages), **_options(options)}
-        return self._stream("/v1/chat/completions", body, lambda choice: choice.get("delta", {}).get("content"))
+        return self._stream("/v1/chat/completions", body, lambda choice: choice.get("delta", {}).get("content"),
+                            result)
 
     def complete_stream(self, prompt: str, **options: Any) -> Iterator[str]:
         """Stream the continuation of a raw ``prompt`` (same options as :meth:`chat_stream`)."""
@@ -80,7 +84,8 @@ class DaemonClient:
         _raise_for_error(response)
         return response.json()
 
-    def _stream(self, path: str, body: dict[str, Any], text_of: Any) -> Iterator[str]:
+    def _stream(self, path: str, body: dict[str, Any], text_of: Any,
+                result: AnswerResult | None = None) -> Iterator[str]:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         self.last_usage, self.last_finish_reason = {}, None
         try:
@@ -100,14 +105,25 @@ class DaemonClient:
                         raise DaemonError(f"the daemon failed: {event['error'].get('message')}")
                     if event.get("usage"):
                         self.last_usage = event["usage"]
+                        if result is not None:
+                            _fill_usage(result, event["usage"])
                     for choice in event.get("choices", []):
                         if choice.get("finish_reason"):
                             self.last_finish_reason = choice["finish_reason"]
+                            if result is not None:
+                                result.finish_reason = choice["finish_reason"]
                         text = text_of(choice)
                         if text:
                             yield text
         except httpx.HTTPError as exc:
             raise DaemonError(f"lost the connection to the daemon at {self.url} ({exc})") from None
+
+
+def _fill_usage(result: AnswerResult, usage: dict[str, Any]) -> None:
+    """An OpenAI ``usage`` object's counts, into ``result``."""
+    result.prompt_tokens = int(usage.get("prompt_tokens", 0))
+    result.generated_tokens = int(usage.get("completion_tokens", 0))
+    result.cached_tokens = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0))
 
 
 def chat_stream(messages: Sequence[dict[str, str]], *, url: str | None = None, api_key: str | None = None,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
-from neuro_bitnet.backends.base import AnswerStats
 from neuro_bitnet.engine.options import GenerationOptions
+from neuro_bitnet.engine.stats import Generation
 
 
 class NativeBackend:
@@ -21,8 +20,10 @@ class NativeBackend:
         self.model_name = model_name or self.model.name
         self.ctx_size = ctx_size
 
-    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[str]:
-        return self.model.chat(messages, **options.engine_kwargs())
+    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generation:
+        answer = self.model.chat(messages, **options.engine_kwargs())
+        answer.result.extra.update(isa=self.model.isa, threads=self.model.threads)
+        return answer
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenize(text, add_bos=False))
@@ -33,19 +34,6 @@ class NativeBackend:
 
     def cancel(self) -> None:
         self.model.cancel()
-
-    @property
-    def last_stats(self) -> AnswerStats:
-        s = self.model.last_stats
-        return AnswerStats(
-            load_seconds=s.load_seconds,
-            prompt_tokens=s.prompt_tokens,
-            generated_tokens=s.generated_tokens,
-            prefill_seconds=s.prefill_seconds,
-            decode_seconds=s.decode_seconds,
-            finish_reason=s.finish_reason,
-            extra={"cached_tokens": s.cached_tokens, "isa": self.model.isa, "threads": self.model.threads},
-        )
 
     def close(self) -> None:
         self.model.close()

@@ -17,11 +17,11 @@ import threading
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Generator
+from typing import Iterator
 
-from neuro_bitnet.backends.base import AnswerStats
 from neuro_bitnet.config import Settings
 from neuro_bitnet.engine.options import GenerationOptions
+from neuro_bitnet.engine.stats import AnswerResult, Generation
 from neuro_bitnet.engine.stop_strings import StopStringFilter
 from neuro_bitnet.errors import ConfigError, EngineError
 
@@ -135,7 +135,6 @@ class SubprocessBackend:
             raise EngineError(f"{self.model_path.name}: {exc}") from None
         self._process: subprocess.Popen | None = None
         self._cancelled = False
-        self._stats = AnswerStats()
 
     # -- prompt ---------------------------------------------------------------------------------
     def render_prompt(self, messages: list[dict[str, str]]) -> str:
@@ -178,11 +177,12 @@ class SubprocessBackend:
         return tok.decode(tok.encode(prompt, add_bos=True), skip_special=True)
 
     # -- generation -----------------------------------------------------------------------------
-    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generator[str, None, None]:
+    def chat(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generation:
         if options.json_schema is not None:
             raise ConfigError("JSON schema output (--json-schema, --json-object) needs the native or daemon backend")
         prompt = self.render_prompt(messages)
-        return self._run(prompt, options)
+        result = AnswerResult()
+        return Generation(self._run(prompt, options, result), result)
 
     def _start(self, prompt: str, options: GenerationOptions, workdir: Path) -> subprocess.Popen:
         prompt_file = None
@@ -197,7 +197,7 @@ class SubprocessBackend:
         except OSError as exc:
             raise CliNotFoundError(f"cannot run {self.cli}: {exc.strerror or exc}. {TROUBLESHOOTING}") from None
 
-    def _run(self, prompt: str, options: GenerationOptions) -> Generator[str, None, None]:
+    def _run(self, prompt: str, options: GenerationOptions, result: AnswerResult) -> Iterator[str]:
         start = time.perf_counter()
         self._cancelled = False
         with tempfile.TemporaryDirectory(prefix="neuro-llama-cli-") as workdir:
@@ -241,7 +241,7 @@ class SubprocessBackend:
             raise CliFailedError(f"{self.cli.name} exited without printing an answer: {_last_line(err)}. "
                                  f"{TROUBLESHOOTING}")
         reason = "cancelled" if cancelled else "stop" if output.ended or stopped else "length"
-        self._stats = _parse_stats(err, total=time.perf_counter() - start, finish_reason=reason)
+        _parse_stats(result, err, total=time.perf_counter() - start, finish_reason=reason)
 
     @staticmethod
     def _stop(proc: subprocess.Popen, wait_first: bool) -> None:
@@ -264,10 +264,6 @@ class SubprocessBackend:
         if proc is not None and proc.poll() is None:
             self._cancelled = True
             proc.terminate()
-
-    @property
-    def last_stats(self) -> AnswerStats:
-        return self._stats
 
     def close(self) -> None:
         self.cancel()
@@ -318,9 +314,10 @@ def _last_line(stderr: str) -> str:
     return lines[-1] if lines else "no error message"
 
 
-def _parse_stats(stderr: str, total: float, finish_reason: str) -> AnswerStats:
-    """Token counts and times from llama-cli's performance report on stderr."""
-    stats = AnswerStats(finish_reason=finish_reason, extra={"total_seconds": total})
+def _parse_stats(stats: AnswerResult, stderr: str, total: float, finish_reason: str) -> None:
+    """Fill ``stats`` with the token counts and times of llama-cli's performance report on stderr."""
+    stats.finish_reason = finish_reason
+    stats.extra["total_seconds"] = total
     if m := _PROMPT_TIMING.search(stderr):
         stats.prefill_seconds, stats.prompt_tokens = float(m.group(1)) / 1000, int(m.group(2))
     evals = list(_EVAL_TIMING.finditer(stderr))
@@ -329,4 +326,3 @@ def _parse_stats(stderr: str, total: float, finish_reason: str) -> AnswerStats:
         stats.generated_tokens += 1  # the first token comes from the prompt's evaluation
     if m := _LOAD_TIMING.search(stderr):
         stats.load_seconds = float(m.group(1)) / 1000
-    return stats

@@ -154,7 +154,7 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
         finally:
             stream_of_pieces.close()
         timer.finished()
-        stats = engine.last_stats
+        stats = stream_of_pieces.result
         if as_json:
             click.echo(json.dumps(_json_result(answer.strip(), engine, prepared, stats, timer), ensure_ascii=False))
         else:

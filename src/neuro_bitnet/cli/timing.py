@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator
 
-from neuro_bitnet.backends.base import AnswerStats
+from neuro_bitnet.engine.stats import AnswerResult
 
 
 class AnswerTimer:
@@ -31,7 +31,7 @@ class AnswerTimer:
     def finished(self) -> None:
         self.end = time.perf_counter()
 
-    def as_dict(self, stats: AnswerStats) -> dict[str, float | None]:
+    def as_dict(self, stats: AnswerResult) -> dict[str, float | None]:
         def since(t0, t1):
             return round(t1 - t0, 4) if t0 is not None and t1 is not None else None
 
@@ -50,7 +50,7 @@ def _rate(tokens: int, seconds: float) -> float | None:
     return round(tokens / seconds, 2) if seconds > 0 else None
 
 
-def format_timing(stats: AnswerStats, timer: AnswerTimer) -> str:
+def format_timing(stats: AnswerResult, timer: AnswerTimer) -> str:
     """The `--timing` block, one fact per line."""
     t = timer.as_dict(stats)
 

@@ -27,7 +27,7 @@ import numpy as np
 from neuro_bitnet.engine.model import BitNetModel
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
-from neuro_bitnet.engine.stats import GenerationStats
+from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.engine.stop_strings import StopStringFilter
 from neuro_bitnet.engine.tokenizer import StreamDecoder
 from neuro_bitnet.errors import EngineError
@@ -39,16 +39,16 @@ _ids = itertools.count(1)
 
 class BatchRequest:
     """One generation of a :class:`BatchScheduler` (made by ``submit``). Read ``tokens``,
-    ``stats`` (``finish_reason``: "stop", "length", "cancelled" or "error"), ``error`` and
+    ``result`` (an :class:`AnswerResult`; ``finish_reason``: "stop", "length", "cancelled" or "error"), ``error`` and
     ``done``; call ``cancel()`` from any thread."""
 
     def __init__(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str], decoder: StreamDecoder,
-                 stats: GenerationStats) -> None:
+                 result: AnswerResult) -> None:
         self.id = next(_ids)
         self.prompt_ids = ids
         self.max_tokens = max_tokens
-        self.tokens: list[int] = []  # generated token ids
-        self.stats = stats
+        self.result = result
+        self.tokens: list[int] = result.tokens  # generated token ids
         self.error: str | None = None  # the message when finish_reason is "error"
         self.done = False
         self._sampler = sampler
@@ -67,7 +67,7 @@ class BatchRequest:
 
     @property
     def finish_reason(self) -> str:
-        return self.stats.finish_reason
+        return self.result.finish_reason
 
     def __repr__(self) -> str:
         return (f"BatchRequest(id={self.id}, prompt={len(self.prompt_ids)}, generated={len(self.tokens)}, "
@@ -125,8 +125,8 @@ class BatchScheduler:
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        stats = GenerationStats(load_seconds=m.load_seconds, prompt_tokens=len(ids))
-        req = BatchRequest(ids, max_tokens, Sampler(params), stops, StreamDecoder(m.tokenizer), stats)
+        result = AnswerResult(load_seconds=m.load_seconds, prompt_tokens=len(ids))
+        req = BatchRequest(ids, max_tokens, Sampler(params), stops, StreamDecoder(m.tokenizer), result)
         with self._lock:
             self._pending.append(req)
         return req
@@ -201,7 +201,7 @@ class BatchScheduler:
             reuse = min(_common_prefix(self._slot_tokens[slot], req.prompt_ids), len(req.prompt_ids) - 1)
             del self._slot_tokens[slot][reuse:]
             req._slot, req._fed = slot, reuse
-            req.stats.cached_tokens = reuse
+            req.result.cached_tokens = reuse
             req._start = time.perf_counter()
             self._active.append(req)
 
@@ -251,7 +251,7 @@ class BatchScheduler:
 
     def _sample(self, req: BatchRequest, logits: np.ndarray) -> BatchPiece | None:
         """The next token of req from its logits (the rules of ``BitNetModel.generate``)."""
-        stats = req.stats
+        stats = req.result
         if not req._decode_start:
             stats.prefill_seconds = time.perf_counter() - req._start
             req._decode_start = time.perf_counter()
@@ -272,15 +272,19 @@ class BatchScheduler:
             return self._finish(req, "stop", text)
         if len(req._history) >= self.model.ctx_size or stats.generated_tokens >= req.max_tokens:
             return self._finish(req, "length", text)
-        return BatchPiece(req, text, False) if text else None
+        if not text:
+            return None
+        req.result.text += text
+        return BatchPiece(req, text, False)
 
     def _finish(self, req: BatchRequest, reason: str, text: str = "") -> BatchPiece:
         """End req: its slot (and the tokens in it) becomes free; the held-back text follows."""
-        req.stats.finish_reason = reason
+        req.result.finish_reason = reason
         if req._decode_start:
-            req.stats.decode_seconds = time.perf_counter() - req._decode_start
+            req.result.decode_seconds = time.perf_counter() - req._decode_start
         if reason != "error":
             text += req._filter.flush(req._decoder.flush())
+        req.result.text += text
         req.done = True
         if req in self._active:
             self._active.remove(req)

@@ -20,7 +20,7 @@ from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
-from neuro_bitnet.engine.stats import GenerationStats
+from neuro_bitnet.engine.stats import AnswerResult, Generation
 from neuro_bitnet.engine.stop_strings import StopStringFilter
 from neuro_bitnet.engine.tokenizer import StreamDecoder, Tokenizer
 from neuro_bitnet.engine.weights import build_core_spec
@@ -82,11 +82,9 @@ class BitNetModel:
                 heads.store_head(self.path, head, self.hparams.n_vocab, self.hparams.n_embd, *copy)
         del spec, cached_head  # the core holds its own views of what it uses
         self._cached: list[int] = []  # tokens whose keys/values are in KV slot 0 (generate's slot)
-        self.last_tokens: list[int] = []  # token ids produced by the last generate()/chat()
         self._busy = threading.Lock()
         self._cancel = threading.Event()
         self.load_seconds = time.perf_counter() - start
-        self.last_stats = GenerationStats(load_seconds=self.load_seconds)
 
     # -- tokens -------------------------------------------------------------------------------
     @property
@@ -138,7 +136,6 @@ class BitNetModel:
         self._check_ids(ids)
         exact = exact and self.head != "exact"  # an exact model head is exact already
         with self._exclusive():
-            start = time.perf_counter()
             out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
             self._cached = []
             try:
@@ -149,12 +146,6 @@ class BitNetModel:
             finally:
                 if exact and self._head_fd is not None:  # the float head's pages were dropped
                     self._gguf.drop_pages(self._head_name)  # after the head build: again
-            self.last_stats = GenerationStats(
-                load_seconds=self.load_seconds,
-                prompt_tokens=len(ids),
-                prefill_seconds=time.perf_counter() - start,
-                finish_reason="stop",
-            )
             _check_finite(out)
             return out
 
@@ -213,8 +204,9 @@ class BitNetModel:
         stop: str | Sequence[str] | None = None,
         json_schema: dict | bool | str | None = None,
         grammar: Grammar | None = None,
-    ) -> Iterator[str]:
-        """Stream the continuation of a prompt (text is tokenized with BOS) as text pieces.
+    ) -> Generation:
+        """Stream the continuation of a prompt (text is tokenized with BOS) as text pieces; the
+        returned :class:`Generation`'s ``result`` holds the answer's counts and timings.
 
         ``json_schema`` (a JSON schema dict, or ``{"type": "object"}`` for any JSON object) or a
         compiled ``grammar`` constrains the output: tokens that would break it are never chosen,
@@ -229,14 +221,13 @@ class BitNetModel:
         if json_schema is not None:
             grammar = Grammar.json_schema(json_schema)
         constraint = GrammarConstraint(grammar, self.tokenizer, self.n_vocab) if grammar is not None else None
-        return self._generate(ids, max_tokens, Sampler(params), stops, constraint)
+        stats = AnswerResult(load_seconds=self.load_seconds, prompt_tokens=len(ids))
+        return Generation(self._generate(ids, max_tokens, Sampler(params), stops, stats, constraint), stats)
 
     def _generate(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str],
-                  constraint: GrammarConstraint | None = None) -> Iterator[str]:
+                  stats: AnswerResult, constraint: GrammarConstraint | None = None) -> Iterator[str]:
         with self._exclusive():
             self._cancel.clear()
-            stats = GenerationStats(load_seconds=self.load_seconds, prompt_tokens=len(ids))
-            self.last_stats = stats
             start = time.perf_counter()
             logits, stats.cached_tokens = self._prefill(ids)
             stats.prefill_seconds = time.perf_counter() - start
@@ -244,7 +235,7 @@ class BitNetModel:
             decoder = StreamDecoder(self.tokenizer)
             text_filter = StopStringFilter(stops)
             history = list(ids)
-            self.last_tokens = produced = []
+            produced = stats.tokens
             decode_start = time.perf_counter()
             stats.finish_reason = "length"
             while stats.generated_tokens < max_tokens:
@@ -278,7 +269,7 @@ class BitNetModel:
             if tail:
                 yield tail
 
-    def chat(self, messages: list[dict[str, str]], **kwargs) -> Iterator[str]:
+    def chat(self, messages: list[dict[str, str]], **kwargs) -> Generation:
         """Stream the assistant's reply to ``messages`` ([{"role": ..., "content": ...}])."""
         return self.generate(self.chat_prompt_ids(messages), **kwargs)
 

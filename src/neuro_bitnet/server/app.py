@@ -27,7 +27,7 @@ from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.config import ServerConfig
 from neuro_bitnet.server.errors import APIError, bad_request
-from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion, token_counter
+from neuro_bitnet.server.generation import GenerationSpec, ServedAnswer, run_chat, run_completion, token_counter
 from neuro_bitnet.server.hosts import HostGuard, HostPolicy
 from neuro_bitnet.server.metrics import RequestCounter, ServerMetrics, metrics_endpoint
 from neuro_bitnet.server.model_loader import ModelInfo
@@ -352,7 +352,7 @@ async def _grounded_chat(state: ServerState, messages: list[dict[str, str]], spe
     except RetrievalBusyError as exc:
         raise _busy(exc) from None
 
-    def work(model: Any, job: Job) -> GenerationResult:
+    def work(model: Any, job: Job) -> ServedAnswer:
         grounded, context = grounded_messages(question, hits, token_counter(model), ctx_size=model.ctx_size,
                                               max_tokens=spec.max_tokens, history=history)
         result = run_chat(model, job, grounded, spec)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 from neuro_bitnet.engine.constrained import Grammar, GrammarError
+from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.errors import EngineError
 from neuro_bitnet.server.errors import APIError
 from neuro_bitnet.server.worker import Job
@@ -31,30 +32,28 @@ class GenerationSpec:
 
 
 @dataclass
-class GenerationResult:
-    """The finished answer and its accounting (token counts are the engine's own)."""
+class ServedAnswer(AnswerResult):
+    """The engine's answer (its text, counts and timings) plus what the daemon adds to it."""
 
-    text: str
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-    finish_reason: str
     language: str | None = None  # the user's language when the answer was translated
     first_piece_at: float | None = None  # time.perf_counter() when the first text was ready
-    prefill_seconds: float = 0.0  # the engine's prompt evaluation time
-    decode_seconds: float = 0.0  # the engine's decode time (tokens after the first)
     sources: list[dict] | None = None  # a grounded answer's numbered sources
+
+    @classmethod
+    def of(cls, answer: AnswerResult, **served: Any) -> "ServedAnswer":
+        """``answer`` with the daemon's fields ``served``."""
+        return cls(**{f.name: getattr(answer, f.name) for f in fields(AnswerResult)}, **served)
 
     def timings(self) -> dict[str, Any]:
         """llama-server-style speed figures of the generation (the first answer token comes from
-        the prefill, so decoding made ``completion_tokens - 1`` steps)."""
+        the prefill, so decoding made ``generated_tokens - 1`` steps)."""
         evaluated = self.prompt_tokens - self.cached_tokens
-        steps = max(self.completion_tokens - 1, 0)
+        steps = max(self.generated_tokens - 1, 0)
         return {
             "prompt_n": evaluated,
             "prompt_ms": round(self.prefill_seconds * 1000, 3),
             "prompt_per_second": round(evaluated / self.prefill_seconds, 3) if self.prefill_seconds > 0 else None,
-            "predicted_n": self.completion_tokens,
+            "predicted_n": self.generated_tokens,
             "predicted_ms": round(self.decode_seconds * 1000, 3),
             "predicted_per_second": (round(steps / self.decode_seconds, 3)
                                      if self.decode_seconds > 0 and steps else None),
@@ -63,8 +62,8 @@ class GenerationResult:
     def usage(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": self.generated_tokens,
+            "total_tokens": self.prompt_tokens + self.generated_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
 
@@ -86,7 +85,7 @@ def chat_prompt_ids(model: Any, job: Job, messages: list[dict[str, str]]) -> lis
                        code="invalid_messages") from None
 
 
-def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: GenerationSpec) -> GenerationResult:
+def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: GenerationSpec) -> ServedAnswer:
     """Answer a conversation, streaming pieces through ``job`` (translated answers come whole)."""
     language = None
     if spec.translate:
@@ -95,7 +94,7 @@ def run_chat(model: Any, job: Job, messages: list[dict[str, str]], spec: Generat
     return _answer(model, job, ids, spec, language)
 
 
-def run_completion(model: Any, job: Job, prompt: str | list[int], spec: GenerationSpec) -> GenerationResult:
+def run_completion(model: Any, job: Job, prompt: str | list[int], spec: GenerationSpec) -> ServedAnswer:
     """Continue a raw prompt (text, tokenized with BOS, or token ids used as given)."""
     language = None
     if spec.translate and isinstance(prompt, str):
@@ -107,7 +106,7 @@ def run_completion(model: Any, job: Job, prompt: str | list[int], spec: Generati
     return _answer(model, job, ids, spec, language)
 
 
-def _answer(model: Any, job: Job, ids: list[int], spec: GenerationSpec, language: str | None) -> GenerationResult:
+def _answer(model: Any, job: Job, ids: list[int], spec: GenerationSpec, language: str | None) -> ServedAnswer:
     """Generate from ``ids``; for a translated question (``language``), translate the English
     answer back and send it whole."""
     result = _generate(model, job, ids, spec, stream=language is None)
@@ -133,11 +132,10 @@ def check_prompt_fits(n_prompt: int, ctx_size: int) -> None:
         )
 
 
-def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *, stream: bool) -> GenerationResult:
+def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *, stream: bool) -> ServedAnswer:
     check_prompt_fits(len(ids), model.ctx_size)
     max_tokens = min(spec.max_tokens, model.ctx_size - len(ids))
     job.check()
-    pieces: list[str] = []
     extra = {"grammar": spec.grammar} if spec.grammar is not None else {}
     try:
         tokens = model.generate(list(ids), max_tokens=max_tokens, stop=spec.stop or None, **spec.sampling, **extra)
@@ -148,7 +146,6 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
         for piece in tokens:
             if first_piece_at is None:
                 first_piece_at = time.perf_counter()
-            pieces.append(piece)
             if stream:
                 job.emit(piece)
             else:
@@ -156,17 +153,9 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
     finally:
         tokens.close()
     job.check()  # the engine stops quietly when cancelled; report it as a cancellation
-    stats = model.last_stats
-    return GenerationResult(
-        text="".join(pieces),
-        prompt_tokens=stats.prompt_tokens,
-        cached_tokens=stats.cached_tokens,
-        completion_tokens=stats.generated_tokens,
-        finish_reason="length" if stats.finish_reason == "length" else "stop",
-        first_piece_at=first_piece_at,
-        prefill_seconds=stats.prefill_seconds,
-        decode_seconds=stats.decode_seconds,
-    )
+    result = ServedAnswer.of(tokens.result, first_piece_at=first_piece_at)
+    result.finish_reason = "length" if result.finish_reason == "length" else "stop"
+    return result
 
 
 # -- translation --------------------------------------------------------------------------------

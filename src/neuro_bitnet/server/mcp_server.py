@@ -19,7 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from neuro_bitnet.answering import SEARCH_TOP_K, grounded_messages
 from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.errors import NeuroError
-from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion, token_counter
+from neuro_bitnet.server.generation import GenerationSpec, ServedAnswer, run_chat, run_completion, token_counter
 from neuro_bitnet.server.schemas import DEFAULT_SAMPLING
 from neuro_bitnet.server.worker import DONE, ERROR, Job, ModelWorker
 
@@ -76,7 +76,7 @@ class ModelRunner:
         self.model_id = info.id
         return ModelWorker(model)
 
-    async def run(self, fn: Callable[[Any, Job], GenerationResult]) -> GenerationResult:
+    async def run(self, fn: Callable[[Any, Job], ServedAnswer]) -> ServedAnswer:
         """Run ``fn(model, job)`` on the worker; cancelling the caller cancels the generation."""
         worker = await self._ensure()
         job = worker.submit(fn)
@@ -166,7 +166,7 @@ def build_server(settings: MCPSettings) -> Any:
         spec = _spec(max_tokens, temperature, translate=translate)
         hits = await retrieval.search(question, SEARCH_TOP_K) if retrieval is not None and use_documents else []
 
-        def work(model: Any, job: Job) -> GenerationResult:
+        def work(model: Any, job: Job) -> ServedAnswer:
             messages, _ = grounded_messages(question, hits, token_counter(model), ctx_size=model.ctx_size,
                                             max_tokens=max_tokens)
             return run_chat(model, job, messages, spec)
@@ -195,9 +195,9 @@ def build_server(settings: MCPSettings) -> Any:
         except ConfigError as exc:
             raise ToolError(str(exc)) from None
 
-        def work(model: Any, job: Job) -> GenerationResult:
+        def work(model: Any, job: Job) -> ServedAnswer:
             out = translate_with_backend(_EngineBackend(model), text, source, target)
-            return GenerationResult(out, 0, 0, 0, "stop")
+            return ServedAnswer(text=out, finish_reason="stop")
 
         return (await runner.run(work)).text
 

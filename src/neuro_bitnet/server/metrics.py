@@ -52,14 +52,14 @@ class ServerMetrics:
                               buckets=_TPOT_BUCKETS, registry=r)
 
     def observe_generation(self, result: Any, submitted: float) -> None:
-        """Record a finished generation (a ``GenerationResult``) submitted at ``submitted``
+        """Record a finished generation (a ``ServedAnswer``) submitted at ``submitted``
         (``time.perf_counter()``)."""
         self.prompt_tokens.inc(result.prompt_tokens)
-        self.generated_tokens.inc(result.completion_tokens)
+        self.generated_tokens.inc(result.generated_tokens)
         if result.first_piece_at is not None:
             self.ttft.observe(max(result.first_piece_at - submitted, 0.0))
-        if result.completion_tokens > 1 and result.decode_seconds > 0:
-            self.tpot.observe(result.decode_seconds / (result.completion_tokens - 1))
+        if result.generated_tokens > 1 and result.decode_seconds > 0:
+            self.tpot.observe(result.decode_seconds / (result.generated_tokens - 1))
 
     def timed(self, fn: Any) -> Any:
         """``fn(model, job)`` that records its generation's metrics when it returns one."""

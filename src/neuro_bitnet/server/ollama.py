@@ -34,7 +34,7 @@ from neuro_bitnet.server.app import (
     submit,
 )
 from neuro_bitnet.server.errors import APIError
-from neuro_bitnet.server.generation import GenerationResult, GenerationSpec, run_chat, run_completion
+from neuro_bitnet.server.generation import GenerationSpec, ServedAnswer, run_chat, run_completion
 from neuro_bitnet.server.retrieval_service import RetrievalBusyError
 from neuro_bitnet.server.schemas import DEFAULT_SAMPLING, MAX_EMBEDDING_INPUTS, MAX_STOP_SEQUENCES
 from neuro_bitnet.server.structured import compile_grammar
@@ -236,7 +236,7 @@ def _stream_flag(body: dict[str, Any]) -> bool:
     return stream
 
 
-def _final_fields(result: GenerationResult, started: float) -> dict[str, Any]:
+def _final_fields(result: ServedAnswer, started: float) -> dict[str, Any]:
     end = time.perf_counter()
     return {
         "done": True,
@@ -245,7 +245,7 @@ def _final_fields(result: GenerationResult, started: float) -> dict[str, Any]:
         "load_duration": 0,
         "prompt_eval_count": result.prompt_tokens,
         "prompt_eval_duration": int(result.prefill_seconds * 1e9),
-        "eval_count": result.completion_tokens,
+        "eval_count": result.generated_tokens,
         "eval_duration": int(result.decode_seconds * 1e9),
     }
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neuro_bitnet import __version__
-from neuro_bitnet.server.generation import GenerationResult
+from neuro_bitnet.server.generation import ServedAnswer
 from neuro_bitnet.server.structured import ToolPlan, ToolStream
 
 SYSTEM_FINGERPRINT = f"neuro-bitnet-{__version__}"
@@ -39,7 +39,7 @@ class CompletionFormatter:
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
 
-    def whole(self, result: GenerationResult) -> dict[str, Any]:
+    def whole(self, result: ServedAnswer) -> dict[str, Any]:
         """The non-streamed body."""
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": result.text}
@@ -101,7 +101,7 @@ class CompletionFormatter:
             self._stream = ToolStream(self.tools)
         return self._stream
 
-    def final_chunks(self, result: GenerationResult) -> list[dict[str, Any]]:
+    def final_chunks(self, result: ServedAnswer) -> list[dict[str, Any]]:
         """The chunk that carries finish_reason, then the usage chunk when asked for."""
         finish_reason = result.finish_reason
         chunks = []
@@ -119,7 +119,7 @@ class CompletionFormatter:
         return chunks
 
 
-def _add_sources(body: dict[str, Any], result: GenerationResult) -> None:
+def _add_sources(body: dict[str, Any], result: ServedAnswer) -> None:
     """A grounded answer's sources, as ``"neuro": {"sources": [...]}`` (numbered as cited)."""
     if result.sources is not None:
         body["neuro"] = {"sources": result.sources}
