@@ -16,6 +16,8 @@ def env(tmp_path) -> dict[str, str]:
         NEURO_DAEMON_URL="http://127.0.0.1:9",  # nothing listens on the discard port
         HF_ENDPOINT="http://127.0.0.1:9",
         NEURO_BITNET_STORAGE=str(tmp_path / "storage"),
+        XDG_STATE_HOME=str(tmp_path / "state"),  # chat history
     )
-    env.pop("NEURO_BITNET_CATALOG", None)
+    for var in ("NEURO_BITNET_CATALOG", "NEURO_BITNET_WEB_PROVIDER", "NEURO_DAEMON_API_KEY"):
+        env.pop(var, None)
     return env

@@ -6,7 +6,6 @@ they talk to is a stand-in on 127.0.0.1 whose answers are predictable (tests/sup
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.chat_stub import chat_stub
+from support.cli_run import neuro
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "model.gguf"
 MISSING_MODEL = "/nonexistent/never-loaded.gguf"  # a check that loads the model first fails on this
@@ -25,27 +25,6 @@ DOCUMENT = (
     "El gato duerme en el sofá toda la tarde.\n\n"
     "Los pájaros cantan en los árboles del jardín.\n"
 )
-
-
-@pytest.fixture
-def env(tmp_path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        NEURO_BITNET_MODELS_DIR=str(tmp_path / "models"),
-        NEURO_DAEMON_URL="http://127.0.0.1:9",
-        HF_ENDPOINT="http://127.0.0.1:9",
-        NEURO_BITNET_STORAGE=str(tmp_path / "storage"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
-    )
-    for var in ("NEURO_BITNET_CATALOG", "NEURO_BITNET_WEB_PROVIDER", "NEURO_DAEMON_API_KEY"):
-        env.pop(var, None)
-    return env
-
-
-def neuro(env, *args, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "neuro_bitnet.cli.main", *args], env=env, input=input,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=None if input is not None else subprocess.DEVNULL)
 
 
 def one_error_line(result) -> str:

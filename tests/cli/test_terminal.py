@@ -3,7 +3,6 @@ what stays in the scrollback, the loading spinner, and chat's shell-like line in
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,19 +16,6 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bitnet-b1.58" / "m
 ROWS = 15
 PROMPT = ">>>"
 HINT = "(Ctrl-C again to quit, or Ctrl-D or /exit)"
-
-
-@pytest.fixture
-def env(tmp_path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        NEURO_BITNET_MODELS_DIR=str(tmp_path / "models"),
-        NEURO_DAEMON_URL="http://127.0.0.1:9",
-        HF_ENDPOINT="http://127.0.0.1:9",
-        XDG_STATE_HOME=str(tmp_path / "state"),
-    )
-    env.pop("NEURO_DAEMON_API_KEY", None)
-    return env
 
 
 def neuro_pty(env, *args, rows: int = ROWS, cols: int = 80) -> PtySession:

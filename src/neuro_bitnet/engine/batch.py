@@ -24,7 +24,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from neuro_bitnet.engine.model import BitNetModel
+from neuro_bitnet.engine.model import BitNetModel, common_prefix
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult
@@ -196,9 +196,9 @@ class BatchScheduler:
             if req.max_tokens == 0:
                 out.append(self._finish(req, "length"))
                 continue
-            slot = max(self._free, key=lambda s: (_common_prefix(self._slot_tokens[s], req.prompt_ids), -s))
+            slot = max(self._free, key=lambda s: (common_prefix(self._slot_tokens[s], req.prompt_ids), -s))
             self._free.remove(slot)
-            reuse = min(_common_prefix(self._slot_tokens[slot], req.prompt_ids), len(req.prompt_ids) - 1)
+            reuse = min(common_prefix(self._slot_tokens[slot], req.prompt_ids), len(req.prompt_ids) - 1)
             del self._slot_tokens[slot][reuse:]
             req._slot, req._fed = slot, reuse
             req.result.cached_tokens = reuse
@@ -309,11 +309,3 @@ class BatchScheduler:
         self._holding = False
         self._release.__exit__(None, None, None)
 
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -151,12 +151,7 @@ class BitNetModel:
 
     def _prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Evaluate a prompt, reusing the cached prefix; returns last logits and reused count."""
-        reuse = 0
-        for a, b in zip(self._cached, ids):
-            if a != b:
-                break
-            reuse += 1
-        reuse = min(reuse, len(ids) - 1)  # at least one token must run to produce logits
+        reuse = min(common_prefix(self._cached, ids), len(ids) - 1)  # at least one token must run to produce logits
         self._cached = self._cached[:reuse]
         last = np.empty(self.n_vocab, dtype=np.float32)
         for lo in range(reuse, len(ids), PREFILL_CHUNK):
@@ -313,6 +308,16 @@ class BitNetModel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share (what a KV cache holding ``a`` can reuse for ``b``)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _check_finite(logits: np.ndarray) -> None:
