@@ -15,18 +15,10 @@ from neuro_bitnet.models import download as download_mod
 from neuro_bitnet.models.download import Limits, download_file
 from neuro_bitnet.models.manager import ModelManager
 
-from support.hubserver import HubServer, hub_env, tiny_model
+from support.hubserver import HubServer, tiny_model
 
 SIZE = 256 * 1024
 usage = namedtuple("usage", "total used free")
-
-
-@pytest.fixture
-def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    for key, value in hub_env(hub, tmp_path).items():
-        monkeypatch.setenv(key, value)
-    return tmp_path
 
 
 def unsized_file(hub: HubServer, size: int = SIZE):

@@ -14,17 +14,9 @@ from neuro_bitnet.errors import DownloadError
 from neuro_bitnet.models import download as download_mod
 from neuro_bitnet.models.manager import ModelManager
 
-from support.hubserver import HubServer, hub_env, tiny_model, write_catalog
+from support.hubserver import HubServer, tiny_model, write_catalog
 
 SIZE = 256 * 1024
-
-
-@pytest.fixture
-def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    for key, value in hub_env(hub, tmp_path).items():
-        monkeypatch.setenv(key, value)
-    return tmp_path
 
 
 def manager(**overrides: object) -> ModelManager:

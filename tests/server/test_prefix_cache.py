@@ -11,6 +11,8 @@ import json
 
 import httpx
 
+from neuro_bitnet.engine.model import common_prefix
+
 from support.daemon_proc import API_KEY
 from support.greedy import fixture_model
 
@@ -24,15 +26,6 @@ def _chat(daemon, messages: list[dict[str, str]], **extra) -> dict:
     response = httpx.post(daemon.url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=120)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _kv_after(messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
@@ -59,7 +52,7 @@ def test_turn_two_reuses_turn_one(daemon) -> None:
     assert first["usage"]["prompt_tokens"] == len(prompt_1)
     assert second["usage"]["prompt_tokens"] == len(prompt_2)
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
-    assert cached == _common_prefix(kv, prompt_2)
+    assert cached == common_prefix(kv, prompt_2)
     # turn 1's whole prompt is reused, but for its last token when the rendered answer starts by
     # merging with it (the space after "Assistant:")
     assert cached >= len(prompt_1) - 1
@@ -79,7 +72,7 @@ def test_another_conversation_reuses_only_the_shared_start(daemon) -> None:
     prompt_1, kv = _kv_after(TURN_1)
     prompt_other = fixture_model().chat_prompt_ids(other)
     cached = reply["usage"]["prompt_tokens_details"]["cached_tokens"]
-    assert cached == _common_prefix(kv, prompt_other)
+    assert cached == common_prefix(kv, prompt_other)
     assert 0 < cached < len(prompt_1)
 
 
