@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -306,3 +308,30 @@ def base_url(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+# -- a pause hook for tests (not a setting: `neuro config` does not show it) ---------------------
+# Tests that must act while work is still in progress (press Stop during an answer, hang up on a
+# stream, kill -9 an indexer, kill a replica) would otherwise race the clock. They set this
+# variable to a directory and create a file named after a pause point in it; the code then holds
+# at that point until the file is removed. Unset (always, outside tests), a pause point costs one
+# environment lookup.
+TEST_PAUSE_ENV = "NEURO_BITNET_TEST_PAUSE"
+
+
+def pause_point(name: str, cancelled: threading.Event | None = None) -> None:
+    """Test-only: while ``$NEURO_BITNET_TEST_PAUSE/<name>`` exists, create ``<name>.reached`` next
+    to it (so the test knows the work got here) and wait until the file is removed or
+    ``cancelled`` is set."""
+    directory = os.environ.get(TEST_PAUSE_ENV)
+    if not directory:
+        return
+    hold = Path(directory) / name
+    if not hold.exists():
+        return
+    (Path(directory) / f"{name}.reached").touch()
+    while hold.exists():
+        if cancelled is None:
+            time.sleep(0.02)
+        elif cancelled.wait(0.02):
+            return

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,11 @@ import pytest
 from neuro_bitnet.retrieval.embedders import OnnxEmbedder
 from neuro_bitnet.retrieval.errors import EmbedderMismatchError
 from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
-from neuro_bitnet.retrieval.sqlite_store import SQLiteStore, database_path
+from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+
+from support.pauses import Pauses
+
+N_FILES = 60  # the kill -9 test's documents (the indexer is held after the first)
 
 
 def write(root: Path, files: dict[str, str | bytes]) -> None:
@@ -86,38 +88,33 @@ def test_chunking_change_rechunks(tmp_path: Path, tiny_embedder) -> None:
         assert second.indexed == 1 and second.chunks_total > first.chunks_total
 
 
-def _count(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_kill_9_leaves_a_consistent_index_that_the_next_run_completes(tmp_path: Path, tiny_embedder_dir) -> None:
     docs = tmp_path / "docs"
     paragraph = "The dog barks at the moon while the river flows to the sea. " * 12
-    write(docs, {f"f{i:04d}.md": f"# Note {i}\n\n{paragraph}\n\n{paragraph}\n" for i in range(800)})
+    write(docs, {f"f{i:04d}.md": f"# Note {i}\n\n{paragraph}\n\n{paragraph}\n" for i in range(N_FILES)})
     storage = tmp_path / "idx"
     cmd = [sys.executable, "-m", "neuro_bitnet.cli.main", "index", str(docs), "--storage", str(storage),
            "--embedder", str(tiny_embedder_dir), "--chunk-tokens", "32", "--overlap", "4"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while _count(database_path(storage)) < 10 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    pauses = Pauses(tmp_path / "pauses")
+    with pauses.hold("index"):  # the indexer holds after its first stored document: killed half-way
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, **pauses.env()})
+        try:
+            pauses.wait_reached("index", alive=lambda: proc.poll() is None)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL, "indexing finished before it could be killed"
     with SQLiteStore(storage) as store:
         assert store.check() == []
         partial = len(store.documents())
-    assert 0 < partial < 800
+    assert 0 < partial < N_FILES
     done = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     with SQLiteStore(storage) as store:
         assert store.check() == []
-        assert len(store.documents()) == 800
+        assert len(store.documents()) == N_FILES
     assert f'"unchanged": {partial}' in done.stdout
 
 

@@ -162,22 +162,25 @@ def test_an_answer_streams_into_the_page_and_stop_cancels_it(browser, long_daemo
     assert long_daemon.model_id in info and "8,192" in info
     cancelled = health(long_daemon)["cancelled"]
 
-    # Greedy decoding of this prompt runs to the length limit (no early end of text), so the
-    # answer is still streaming when Stop is pressed.
+    # The daemon holds the answer after its first piece (a test pause point, released only by the
+    # cancellation), so it is still streaming when Stop is pressed however busy the machine is.
     choose_settings(browser, "0", "8000")
-    answer = ask(browser, "Tell me a very long story")
-    wait_for(browser, lambda: answer.get_attribute("data-state") == "streaming" and answer_text(answer),
-             "no streamed text appeared")
-    # Text on the page while the answer is still being generated: it streams.
-    assert answer.get_attribute("data-state") == "streaming", \
-        "the answer finished before Stop could be pressed: " + answer.find_element(By.CSS_SELECTOR, ".stats").text
-    stop = browser.find_element(By.ID, "stop")
-    assert stop.is_displayed() and not browser.find_element(By.ID, "send").is_displayed()
-    stop.click()
+    with long_daemon.pauses.hold("generation"):
+        answer = ask(browser, "Tell me a very long story")
+        wait_for(browser, lambda: answer.get_attribute("data-state") == "streaming" and answer_text(answer),
+                 "no streamed text appeared")
+        long_daemon.pauses.wait_reached("generation")
+        # Text on the page while the answer is still being generated: it streams.
+        assert answer.get_attribute("data-state") == "streaming", \
+            "the answer finished before Stop could be pressed: " + answer.find_element(By.CSS_SELECTOR, ".stats").text
+        stop = browser.find_element(By.ID, "stop")
+        assert stop.is_displayed() and not browser.find_element(By.ID, "send").is_displayed()
+        stop.click()
 
-    assert finished(browser, answer) == "stopped"
-    assert answer.find_element(By.CSS_SELECTOR, ".stats").text.startswith("stopped")
-    wait_for(browser, lambda: health(long_daemon)["cancelled"] > cancelled, "the daemon did not cancel the answer")
+        assert finished(browser, answer) == "stopped"
+        assert answer.find_element(By.CSS_SELECTOR, ".stats").text.startswith("stopped")
+        wait_for(browser, lambda: health(long_daemon)["cancelled"] > cancelled,
+                 "the daemon did not cancel the answer")
     wait_for(browser, lambda: not health(long_daemon)["queue"]["busy"], "the model is still busy")
     assert browser.find_element(By.ID, "send").is_displayed() and not stop.is_displayed()
     assert console_errors(browser) == []

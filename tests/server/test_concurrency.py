@@ -65,44 +65,57 @@ def _wait_for(predicate, timeout: float = 120.0) -> bool:
     return False
 
 
+def _hangups(daemon, auth) -> float:
+    """How many completion requests ended because their client went away (status 499)."""
+    for line in httpx.get(daemon.url + "/metrics", headers=auth, timeout=30).text.splitlines():
+        if line.startswith("neuro_http_requests_total{") and 'route="/v1/completions"' in line \
+                and 'status="499"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _hang_up_while_queued(daemon, auth, body: dict) -> None:
-    """Queue a request behind others (raw socket), then close the socket before its turn."""
+    """Queue a request behind a held one (raw socket), then close the socket before its turn."""
     import socket
     from concurrent.futures import ThreadPoolExecutor
     from urllib.parse import urlsplit
-
-    def long_request(_: int) -> int:
-        return httpx.post(daemon.url + "/v1/completions", headers=auth, json=body, timeout=300).status_code
 
     address = urlsplit(daemon.url)
     payload = json.dumps(body).encode()
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: {address.netloc}\r\n"
             f"Authorization: {auth['Authorization']}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode()
-    submitted = _health(daemon, auth)["submitted"]
-    with ThreadPoolExecutor(12) as pool:
-        ahead = pool.map(long_request, range(12))  # keeps the model busy while ours waits
-        assert _wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 12, timeout=60)
+    submitted, hangups = _health(daemon, auth)["submitted"], _hangups(daemon, auth)
+    with ThreadPoolExecutor(1) as pool, daemon.pauses.hold("generation"):
+        # The request ahead keeps the model busy: held after its first token until released.
+        ahead = pool.submit(lambda: httpx.post(daemon.url + "/v1/completions", headers=auth, json=body,
+                                               timeout=300).status_code)
+        daemon.pauses.wait_reached("generation")
         with socket.create_connection((address.hostname, address.port)) as sock:
             sock.sendall(head + payload)
-            assert _wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 13, timeout=60)
-            assert _health(daemon, auth)["queue"]["waiting"] >= 1  # ours has not started
-        assert list(ahead) == [200] * 12
+            assert _wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 2, timeout=60)
+            assert _health(daemon, auth)["queue"]["waiting"] == 1  # ours has not started
+        assert _wait_for(lambda: _hangups(daemon, auth) > hangups)  # the server saw the hang-up
+        daemon.pauses.release("generation")
+        assert ahead.result() == 200
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_disconnects_cancels_its_generation(daemon, auth, stream) -> None:
     before = _health(daemon, auth)["cancelled"]
-    # As long as the context allows (512), so that it is still running when the client hangs up.
     body = {"prompt": "Hello", "max_tokens": 505, "temperature": 0, "stream": stream}
     if stream:  # running: stopped between two tokens
-        with httpx.Client(base_url=daemon.url, headers=auth, timeout=120) as client:
-            with client.stream("POST", "/v1/completions", json=body) as response:
-                assert response.status_code == 200
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        break  # got the first chunk; now hang up
+        # Held after its first piece until cancelled: still running when the client hangs up.
+        with daemon.pauses.hold("generation"):
+            with httpx.Client(base_url=daemon.url, headers=auth, timeout=120) as client:
+                with client.stream("POST", "/v1/completions", json=body) as response:
+                    assert response.status_code == 200
+                    for line in response.iter_lines():
+                        if line.startswith("data: "):
+                            daemon.pauses.wait_reached("generation")
+                            break  # got the first chunk and the generation is held; now hang up
+            assert _wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
     else:  # queued: dropped without running
         _hang_up_while_queued(daemon, auth, body)
     assert _wait_for(lambda: _health(daemon, auth)["cancelled"] > before)

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from support.pauses import Pauses
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_MODEL = REPO / "tests" / "fixtures" / "bitnet-b1.58" / "model.gguf"
 READY = re.compile(r"serving (\S+) on (http://\S+) ")
@@ -42,12 +44,16 @@ def isolated_env(tmp: Path) -> dict[str, str]:
 
 
 class DaemonProcess:
-    """A server process; ``url`` and ``model_id`` come from its ready line."""
+    """A server process; ``url`` and ``model_id`` come from its ready line; ``pauses`` holds its
+    work at a pause point (generation: after each answer piece of visible text)."""
 
     def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+        # Inert until a test holds a point: see support.pauses.
+        self.pauses = Pauses(tmp / "pauses")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", *BASE_ARGS, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or isolated_env(tmp),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**(env or isolated_env(tmp)), **self.pauses.env()},
         )
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []

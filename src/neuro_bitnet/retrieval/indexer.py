@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from neuro_bitnet.config import pause_point
 from neuro_bitnet.retrieval.chunker import Chunk, chunk_sections
 from neuro_bitnet.retrieval.embedders.base import Embedder
 from neuro_bitnet.retrieval.files import Skipped, discover
@@ -161,6 +162,7 @@ def _index(paths: list[Path], store: Store, embedder: Embedder, options: IndexOp
             report.indexed += 1
             report.chunks_added += n
             done += 1
+            pause_point("index")  # test-only hold after each stored document (config.py)
             if progress:
                 progress(ProgressEvent(done, len(found.files), report.chunks_added, item.doc.path))
         report.embed_seconds += t1 - t0

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
+from neuro_bitnet.config import pause_point
 from neuro_bitnet.engine.constrained import Grammar, GrammarError
 from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.errors import EngineError
@@ -150,6 +151,8 @@ def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *,
                 job.emit(piece)
             else:
                 job.check()
+            if piece.strip():  # test-only hold after each piece of visible text (config.pause_point)
+                pause_point("generation", job.cancelled)
     finally:
         tokens.close()
     job.check()  # the engine stops quietly when cancelled; report it as a cancellation
