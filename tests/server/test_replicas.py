@@ -1,0 +1,118 @@
+"""Two `neuro serve` replicas behind a real haproxy (docs/deploy.md), all on loopback: requests
+through the balancer reach both, the daemons' Host check still works behind it, and when one
+replica is killed mid-answer every request still gets its answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess
+from support.haproxy import HAProxy, haproxy_binary
+
+KEY = "replica-key-5678"
+PUBLIC_NAME = "neuro.example.test"  # the name clients use for the balancer (--allowed-host)
+BODY = {"model": "default", "prompt": "Hello", "max_tokens": 8, "temperature": 0}
+TIMEOUT = 300  # seconds per request: generous, the machine may be busy
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed (Debian: apt-get install "
+                       "haproxy; .ci/run installs it when run as root)"),
+]
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[dict[str, DaemonProcess], HAProxy]]:
+    """Replicas ``a`` and ``b`` (same model, key and allowed name) and haproxy in front of them."""
+    if not FIXTURE_MODEL.is_file():
+        pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
+    args = ["--api-key", KEY, "--allowed-host", PUBLIC_NAME, "--ctx-size", "256"]
+    daemons = {name: DaemonProcess(args, tmp_path / name) for name in ("a", "b")}
+    proxy = None
+    try:
+        for daemon in daemons.values():
+            daemon.wait_ready()
+        backends = {name: d.url.removeprefix("http://") for name, d in daemons.items()}
+        proxy = HAProxy(tmp_path / "haproxy", backends, KEY)
+        proxy.wait_status({"a": "UP", "b": "UP"})
+        yield daemons, proxy
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+def _submitted(daemon: DaemonProcess) -> int:
+    return httpx.get(daemon.url + "/health", headers=_auth(), timeout=30).json()["submitted"]
+
+
+def _auth(host: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    if host is not None:
+        headers["Host"] = host
+    return headers
+
+
+def _complete(url: str) -> tuple[int, str]:
+    response = httpx.post(url + "/v1/completions", headers=_auth(), json=BODY, timeout=TIMEOUT)
+    return response.status_code, response.json()["choices"][0]["text"] if response.status_code == 200 else response.text
+
+
+def test_the_host_check_works_behind_the_balancer(replicas) -> None:
+    _, proxy = replicas
+    for host in (PUBLIC_NAME, f"{PUBLIC_NAME}:443", f"127.0.0.1:{proxy.port}"):
+        response = httpx.get(proxy.url + "/health", headers=_auth(host), timeout=30)
+        assert response.status_code == 200, (host, response.text)
+    # haproxy passes the client's Host on: a rebinding name is refused by the replica behind it.
+    refused = httpx.post(proxy.url + "/v1/completions", headers=_auth("rebind.attacker.example"), json=BODY,
+                         timeout=30)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "host_not_allowed"
+    assert httpx.get(proxy.url + "/health", timeout=30).status_code == 401  # and the key is still required
+
+
+def test_requests_reach_both_replicas_and_streams_pass_through(replicas) -> None:
+    daemons, proxy = replicas
+    before = {name: _submitted(d) for name, d in daemons.items()}
+    reference = _complete(daemons["b"].url)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: _complete(proxy.url), range(8)))
+    assert results == [reference] * 8, proxy.output()[-6000:]  # greedy: both replicas give the same answer
+    assert all(_submitted(d) > before[name] for name, d in daemons.items())  # round robin used both
+
+    pieces, done = [], False
+    with httpx.stream("POST", proxy.url + "/v1/completions", headers=_auth(), json={**BODY, "stream": True},
+                      timeout=TIMEOUT) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: "):
+                pieces += [c["text"] for c in json.loads(line[6:])["choices"]]
+    assert done and "".join(pieces) == reference[1]
+
+
+def test_every_request_is_answered_when_a_replica_is_killed_mid_answer(replicas) -> None:
+    daemons, proxy = replicas
+    reference = _complete(daemons["b"].url)
+    a = daemons["a"]
+    # Replica a holds its answers after their first piece (a test pause point), so requests are
+    # in progress on it when it is killed: haproxy must send them again to b.
+    with ThreadPoolExecutor(4) as pool, a.pauses.hold("generation"):
+        before_kill = pool.map(lambda _: _complete(proxy.url), range(8))
+        a.pauses.wait_reached("generation", alive=lambda: a.proc.poll() is None)
+        a.proc.kill()
+        a.proc.wait()
+        after_kill = pool.map(lambda _: _complete(proxy.url), range(8))  # some sent before the checks notice
+        results = list(before_kill) + list(after_kill)
+    assert results == [reference] * 16, proxy.output()[-6000:]
+    proxy.wait_status({"a": "DOWN", "b": "UP"})
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: _complete(proxy.url), range(4))) == [reference] * 4
