@@ -1,12 +1,14 @@
 """A real haproxy (the Debian package) in front of test daemons, on loopback.
 
-The configuration is the one docs/deploy.md recommends, with the health checks made frequent
-so that a test does not wait long for a killed replica to be marked down (a refused connection
-fails a check at once; a slow answer on a busy machine has ``timeout check`` to arrive).
+The configuration is the one docs/deploy.md shows, read from it, on loopback without TLS and
+with frequent health checks, so that a test does not wait long for a killed replica to be marked
+down (a refused connection fails a check at once; a slow answer on a busy machine has the
+documented ``timeout check`` to arrive).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -21,42 +23,36 @@ def haproxy_binary() -> str | None:
     return shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").is_file() else None)
 
 
-def config_text(port: int, backends: dict[str, str], api_key: str, stats_socket: Path) -> str:
-    """haproxy.cfg: one frontend on 127.0.0.1:``port`` balancing over ``backends`` (name -> host:port)."""
-    servers = "\n".join(f"    server {name} {address} check inter 500ms fall 2 rise 1 maxconn 16"
-                        for name, address in backends.items())
-    return f"""\
-global
-    maxconn 256
-    log stderr format raw local0 info
-    stats socket {stats_socket} mode 600 level admin
+DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+# What the tests change in the documented configuration: where it listens and what it balances,
+# check intervals short enough not to wait long for a killed replica, and a request log.
+TEST_CHECKS = "check inter 500ms fall 2 rise 1 maxconn 16"
 
-defaults
-    mode http
-    log global
-    option httplog
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout queue 300s
-    timeout http-request 30s
-    timeout check 10s
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response 503
-    option http-buffer-request
 
-frontend neuro
-    bind 127.0.0.1:{port}
-    default_backend replicas
+def documented_config() -> str:
+    """The haproxy configuration block of docs/deploy.md."""
+    text = DEPLOY_DOC.read_text()
+    start = text.index("```haproxy\n") + len("```haproxy\n")
+    return text[start:text.index("```", start)]
 
-backend replicas
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost hdr Authorization "Bearer {api_key}"
-    http-check expect status 200
-{servers}
-"""
+
+def config_text(port: int, backends: dict[str, str], stats_socket: Path) -> str:
+    """The documented configuration on 127.0.0.1:``port`` (no TLS) over ``backends`` (name ->
+    host:port), with its admin socket at ``stats_socket``."""
+    lines = []
+    for line in documented_config().splitlines():
+        key = line.split("#", 1)[0].split()
+        if key[:2] == ["stats", "socket"]:
+            line = f"    stats socket {stats_socket} mode 600 level admin\n    log stderr format raw local0 info"
+        elif key[:1] == ["bind"]:
+            line = f"    bind 127.0.0.1:{port}"
+        elif key[:1] == ["server"]:
+            continue
+        elif key == ["mode", "http"]:
+            line += "\n    log global\n    option httplog"
+        lines.append(line)
+    lines += [f"    server {name} {address} {TEST_CHECKS}" for name, address in backends.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _free_port() -> int:
@@ -69,6 +65,7 @@ class HAProxy:
     """haproxy in the foreground (``-db``) on a free loopback port; ``url`` is its frontend."""
 
     def __init__(self, directory: Path, backends: dict[str, str], api_key: str) -> None:
+        """``api_key``: what the health checks send (the documented ``${NEURO_DAEMON_API_KEY}``)."""
         binary = haproxy_binary()
         assert binary is not None, "haproxy is not installed"
         directory.mkdir(parents=True, exist_ok=True)
@@ -76,15 +73,17 @@ class HAProxy:
         self.config = directory / "haproxy.cfg"
         self.log = directory / "haproxy.log"  # its messages and one line per request (httplog)
         self.proc: subprocess.Popen[bytes] | None = None
+        env = {**os.environ, "NEURO_DAEMON_API_KEY": api_key}
         for _ in range(3):  # the free port may be taken between the probe and haproxy's bind
             self.port = _free_port()
-            self.config.write_text(config_text(self.port, backends, api_key, self.stats_socket))
-            check = subprocess.run([binary, "-c", "-q", "-f", str(self.config)], capture_output=True, text=True)
+            self.config.write_text(config_text(self.port, backends, self.stats_socket))
+            check = subprocess.run([binary, "-c", "-q", "-f", str(self.config)], capture_output=True, text=True,
+                                   env=env)
             assert check.returncode == 0, check.stdout + check.stderr
             self.stats_socket.unlink(missing_ok=True)
             with open(self.log, "w") as log:
                 self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=subprocess.STDOUT)
+                                             stdout=log, stderr=subprocess.STDOUT, env=env)
             if self._wait_started():
                 break
         else:
