@@ -5,6 +5,8 @@ replica is killed mid-answer every request still gets its answer."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,3 +118,36 @@ def test_every_request_is_answered_when_a_replica_is_killed_mid_answer(replicas)
     proxy.wait_status({"a": "DOWN", "b": "UP"})
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda _: _complete(proxy.url), range(4))) == [reference] * 4
+
+
+def _refuses_connections(daemon: DaemonProcess) -> bool:
+    host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_replica_stopped_with_sigterm_finishes_its_answers_while_the_other_takes_new_ones(replicas) -> None:
+    daemons, proxy = replicas
+    reference = _complete(daemons["b"].url)
+    a = daemons["a"]
+    with ThreadPoolExecutor(4) as pool, a.pauses.hold("generation"):
+        in_progress = pool.map(lambda _: _complete(proxy.url), range(4))
+        a.pauses.wait_reached("generation", alive=lambda: a.proc.poll() is None)
+        a.terminate()  # what `neuro daemon stop` sends
+        deadline = time.monotonic() + 120
+        while not _refuses_connections(a):  # it stops accepting at once...
+            assert time.monotonic() < deadline, "the stopping replica still accepts connections"
+            time.sleep(0.05)
+        assert a.proc.poll() is None  # ...and waits for its answers in progress
+        new = [_complete(proxy.url) for _ in range(4)]  # the other replica takes these
+        a.pauses.release("generation")
+        assert list(in_progress) + new == [reference] * 8, proxy.output()[-6000:]
+    assert a.proc.wait(120) == 0
+    # Every request of this test went through haproxy while a held its answers, so a's answers
+    # (one log line each) were finished after the SIGTERM, not cut and sent again to b.
+    assert any(" replicas/a " in line and " 200 " in line for line in proxy.output().splitlines()), \
+        proxy.output()[-6000:]
+    proxy.wait_status({"a": "DOWN", "b": "UP"})
