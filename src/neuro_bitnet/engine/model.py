@@ -20,6 +20,7 @@ from neuro_bitnet.engine.decoding import NON_FINITE, Decoding
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
+from neuro_bitnet.engine.parallel import default_parallel
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult, Generation
 from neuro_bitnet.engine.tokenizer import Tokenizer
@@ -35,7 +36,7 @@ class BitNetModel:
 
     def __init__(
         self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA,
-        parallel: int = 1,
+        parallel: int | None = 1,
     ) -> None:
         start = time.perf_counter()
         self.path = Path(path)
@@ -56,6 +57,8 @@ class BitNetModel:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        if parallel is None:
+            parallel = default_parallel(self.hparams, ctx_size)
         if not 1 <= parallel <= MAX_PARALLEL:
             raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
         self.ctx_size = ctx_size  # per KV slot
