@@ -94,7 +94,7 @@ class ModelWorker:
         self.engine = BatchEngine(model) if model is not None else None
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()  # guards the counts, _running and _closed
-        self._waiting = 0
+        self._queued: set[Job] = set()  # submitted, not started, not cancelled
         self._running: set[Job] = set()
         self._closed = False
         self.submitted = 0
@@ -107,8 +107,8 @@ class ModelWorker:
 
     @property
     def waiting(self) -> int:
-        """Jobs queued but not started."""
-        return self._waiting
+        """Jobs queued but not started (a cancelled one no longer counts)."""
+        return len(self._queued)
 
     @property
     def running(self) -> int:
@@ -125,16 +125,23 @@ class ModelWorker:
         with self._lock:
             if self._closed:
                 raise WorkerClosedError("the server is shutting down")
-            if self._waiting >= self.max_queue:
-                raise QueueFullError(f"{self._waiting} requests are already waiting for the model")
-            self._waiting += 1
+            if len(self._queued) >= self.max_queue:
+                raise QueueFullError(f"{len(self._queued)} requests are already waiting for the model")
+            self._queued.add(job)
             self.submitted += 1
             self._queue.put(job)
         return job
 
     def cancel(self, job: Job) -> None:
-        """Drop a queued job or stop the running one's generation at the next step."""
+        """Drop a queued job (at once: it leaves the queue's count) or stop a running one's
+        generation at the next step."""
         job.cancelled.set()
+        with self._lock:
+            if job not in self._queued:
+                return
+            self._queued.discard(job)
+            self.cancelled += 1
+        job._put(ERROR, JobCancelled())
 
     def close(self, timeout: float = 10.0) -> bool:
         """Refuse new jobs, cancel the queued and running ones, and join the threads."""
@@ -161,13 +168,14 @@ class ModelWorker:
             if job is None:
                 return
             with self._lock:
-                self._waiting -= 1
-                closed = self._closed
-                if not (closed or job.cancelled.is_set()):
-                    self._running.add(job)
-            if closed or job.cancelled.is_set():
-                with self._lock:
+                if job not in self._queued:  # cancelled while it waited: already answered
+                    continue
+                self._queued.discard(job)
+                if self._closed:
                     self.cancelled += 1
+                else:
+                    self._running.add(job)
+            if job not in self._running:
                 job._put(ERROR, JobCancelled())
                 continue
             model = JobModel(self.engine, job.cancelled) if self.engine is not None else None
