@@ -15,6 +15,7 @@ import time
 from typing import Any, Iterator, Sequence
 
 from neuro_bitnet.engine.batch import BatchPiece, BatchRequest, BatchScheduler
+from neuro_bitnet.engine.constrained import prepare_vocabulary
 from neuro_bitnet.engine.stats import Generation
 from neuro_bitnet.errors import EngineError
 
@@ -27,7 +28,9 @@ class BatchEngine:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.scheduler = BatchScheduler(model)
-        self._lock = threading.Lock()  # guards _queues and _closed; held from submit to registration
+        # Guards _queues and _closed; held from a request's submission to the registration of its
+        # queue, so that no piece of it is delivered before (a submission checks and queues only).
+        self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queues: dict[int, queue.SimpleQueue[tuple[str, bool]]] = {}
         self._closed = False
@@ -45,6 +48,8 @@ class BatchEngine:
         it starts); setting ``cancel`` ends it at the next step. A failure of the model while it
         runs raises EngineError from the stream."""
         started = time.perf_counter()
+        if options.get("grammar") is not None or options.get("json_schema") is not None:
+            prepare_vocabulary(self.model.tokenizer, self.model.n_vocab)  # ~1 s once: not under the lock
         with self._lock:
             if self._closed:
                 raise EngineError("the model is shutting down")
