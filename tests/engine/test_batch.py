@@ -267,3 +267,18 @@ def test_constrained_requests_beside_plain_ones_get_their_answers_alone(model8) 
         if s is not None:
             assert r.finish_reason == "stop" and r.result.mask_seconds > 0
             json.loads(texts[r.id])
+
+
+def test_default_parallel_follows_cores_and_memory() -> None:
+    from neuro_bitnet.engine.parallel import default_parallel, kv_bytes_per_token
+
+    m = _load("bitnet-b1.58", "auto", 1)
+    hp, full_slot = m.hparams, kv_bytes_per_token(m.hparams) * 1000
+    plenty = 1 << 50
+    assert [default_parallel(hp, 1000, cores=c, available=plenty) for c in (1, 2, 8)] == [2, 4, 4]
+    assert default_parallel(hp, 1000, cores=8, available=6 * full_slot) == 3  # half the memory: 3 full slots
+    assert default_parallel(hp, 1000, cores=8, available=0) == 1
+    m.close()
+    auto = load_model(FIXTURES / "bitnet-b1.58" / "model.gguf", threads=1, ctx_size=CTX, parallel=None)
+    assert auto.parallel == default_parallel(auto.hparams, CTX) and auto._core.n_seq == auto.parallel
+    auto.close()

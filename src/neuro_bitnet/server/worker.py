@@ -35,7 +35,7 @@ class JobCancelled(Exception):
 
 
 class Job:
-    """A unit of work for the model thread, observed from an asyncio loop."""
+    """A unit of work for a job thread of the worker, observed from an asyncio loop."""
 
     def __init__(self, fn: Callable[[Any, "Job"], Any], loop: asyncio.AbstractEventLoop) -> None:
         self.fn = fn
@@ -44,7 +44,7 @@ class Job:
         self.cancelled = threading.Event()
         self.finished = False  # set on the loop when DONE/ERROR has been delivered
 
-    # -- called on the model thread --------------------------------------------------------
+    # -- called on the job thread ----------------------------------------------------------
     def emit(self, piece: str) -> None:
         """Send a piece of text to the client; raises JobCancelled once the client is gone."""
         if self.cancelled.is_set():
