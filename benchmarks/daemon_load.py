@@ -1,11 +1,24 @@
-"""Load benchmark of the daemon: time to first token and tokens/s at 1, 4 and 16 concurrent clients.
+"""Load benchmark of the batching daemon: 1, 2, 4 and 8 concurrent greedy clients.
 
-    python benchmarks/daemon_load.py --model tests/fixtures/bitnet-b1.58/model.gguf
-    python benchmarks/daemon_load.py --url http://127.0.0.1:11435     # an already running daemon
+    python benchmarks/daemon_load.py                          # starts `neuro serve --model synthetic-2b --parallel 8`
+    python benchmarks/daemon_load.py --model PATH --parallel 4 --levels 1,4
+    python benchmarks/daemon_load.py --url http://127.0.0.1:11435   # a running daemon (RSS if it is local)
 
-Every client sends streamed chat completions with a shared system prompt (so the KV-cache prefix
-reuse is exercised) and a distinct question. Reports, per concurrency level: requests, median and
-p95 time to first token, per-client decode tokens/s, and the server's aggregate tokens/s.
+Each client sends --rounds streamed greedy completions one after the other (a distinct prompt of
+about 20 tokens each, --max-tokens long). Per concurrency level it reports:
+
+- aggregate decode tok/s: answer tokens after the first, summed over the level's requests,
+  divided by the time from the level's first first-token to its last answer's end;
+- end-to-end tok/s: every answer token divided by the level's wall time (prefill and queueing in);
+- per-request decode tok/s (median): one answer's tokens after the first over its time after the
+  first token;
+- p50 / p95 time to first token (from sending the request);
+- the daemon's peak RSS so far (VmHWM; the levels run in increasing order) and its growth over the
+  RSS after the warm-up, beside the KV memory the level's slots fill (float32 keys and values of
+  the longest prompt + answer, in each busy slot).
+
+The ratio column is the aggregate decode over the 1-client level's. The machine's load average
+is printed before and after: on a shared machine only the ratios mean something.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -21,18 +35,15 @@ from pathlib import Path
 
 import httpx
 
-SYSTEM = "You are a concise assistant. Answer in one or two sentences. " * 4
 
-
-async def one_request(client: httpx.AsyncClient, question: str, max_tokens: int) -> tuple[float, float, int]:
-    """(seconds to first token, seconds total, completion tokens) of one streamed answer."""
-    body = {"model": "default", "stream": True, "max_tokens": max_tokens, "temperature": 0.7, "seed": 1,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]}
+async def one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> dict:
+    """Times (from the start) of the first token and of the end, and the answer's token count."""
+    body = {"model": "default", "stream": True, "max_tokens": max_tokens, "temperature": 0, "prompt": prompt,
+            "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = None
-    tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+    tokens = prompt_tokens = 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: {"):
@@ -40,39 +51,46 @@ async def one_request(client: httpx.AsyncClient, question: str, max_tokens: int)
             event = json.loads(line[6:])
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
-            for choice in event.get("choices", []):
-                if first is None and choice.get("delta", {}).get("content"):
-                    first = time.perf_counter() - start
-    total = time.perf_counter() - start
-    return (first if first is not None else total), total, tokens
+                prompt_tokens = event["usage"]["prompt_tokens"]
+            if first is None and any(c.get("text") for c in event.get("choices", [])):
+                first = time.perf_counter()
+    end = time.perf_counter()
+    return {"start": start, "first": first if first is not None else end, "end": end, "tokens": tokens,
+            "positions": prompt_tokens + tokens}
 
 
 async def run_level(url: str, headers: dict, clients: int, rounds: int, max_tokens: int) -> dict:
     limits = httpx.Limits(max_connections=clients + 2)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as client:
-        async def worker(cid: int) -> list[tuple[float, float, int]]:
-            return [await one_request(client, f"Question {cid}-{r}: what is {cid + r} plus {r}?", max_tokens)
-                    for r in range(rounds)]
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=1800, limits=limits) as client:
+        async def worker(cid: int) -> list[dict]:
+            return [await one_request(client, f"Client {cid}, request {r}: write a short story about the number "
+                                      f"{cid * 10 + r} and the sea.", max_tokens) for r in range(rounds)]
 
         start = time.perf_counter()
         results = [r for rs in await asyncio.gather(*(worker(c) for c in range(clients))) for r in rs]
         wall = time.perf_counter() - start
-    ttfts = sorted(r[0] for r in results)
-    per_client = [r[2] / (r[1] - r[0]) for r in results if r[2] > 1 and r[1] > r[0]]
+    ttfts = sorted(r["first"] - r["start"] for r in results)
+    decode_tokens = sum(max(r["tokens"] - 1, 0) for r in results)
+    decode_span = max(r["end"] for r in results) - min(r["first"] for r in results)
+    per_request = [(r["tokens"] - 1) / (r["end"] - r["first"]) for r in results
+                   if r["tokens"] > 1 and r["end"] > r["first"]]
     return {
         "clients": clients,
         "requests": len(results),
+        "tokens": sum(r["tokens"] for r in results) / len(results),
+        "aggregate": decode_tokens / decode_span if decode_span > 0 else 0.0,
+        "end_to_end": sum(r["tokens"] for r in results) / wall,
+        "per_request": statistics.median(per_request) if per_request else 0.0,
         "ttft_p50": statistics.median(ttfts),
         "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))],
-        "client_tps": statistics.median(per_client) if per_client else 0.0,
-        "server_tps": sum(r[2] for r in results) / wall,
         "wall": wall,
+        "positions": max(r["positions"] for r in results),  # the most a slot holds
     }
 
 
-def start_server(model: str, threads: int | None, ctx: int) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-m", "neuro_bitnet.server", "--model", model, "--port", "0", "--quiet",
-            "--ctx-size", str(ctx)]
+def start_server(model: str, threads: int | None, ctx: int, parallel: int) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", "--model", model, "--port", "0", "--quiet",
+            "--ctx-size", str(ctx), "--parallel", str(parallel), "--max-queue", "1024"]
     if threads:
         args += ["--threads", str(threads)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -83,14 +101,36 @@ def start_server(model: str, threads: int | None, ctx: int) -> tuple[subprocess.
     raise SystemExit("the daemon did not start")
 
 
+def _status_kb(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _kv_bytes_per_token(path: str | None) -> int | None:
+    """Keys and values of one position, from the served file's shapes (None when unknown)."""
+    if not path:
+        return None
+    from neuro_bitnet.engine.architecture import HParams
+    from neuro_bitnet.engine.gguf import GGUFFile
+    from neuro_bitnet.engine.parallel import kv_bytes_per_token
+
+    with GGUFFile(Path(path)) as f:
+        return kv_bytes_per_token(HParams.from_metadata(f.metadata, n_vocab_fallback=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="benchmark a running daemon instead of starting one")
-    fixture = Path(__file__).resolve().parents[1] / "tests/fixtures/bitnet-b1.58/model.gguf"
-    parser.add_argument("--model", default=str(fixture))
+    parser.add_argument("--model", default="synthetic-2b", help="catalog id or .gguf path (default: synthetic-2b)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--ctx-size", type=int, default=2048)
-    parser.add_argument("--levels", default="1,4,16", help="concurrency levels")
+    parser.add_argument("--ctx-size", type=int, default=1024, help="per slot")
+    parser.add_argument("--parallel", type=int, default=8, help="slots of the daemon started here")
+    parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels, run in this order")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client per level")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--api-key", default=None)
@@ -99,18 +139,33 @@ def main() -> None:
     proc = None
     url = args.url
     if url is None:
-        proc, url = start_server(args.model, args.threads, args.ctx_size)
+        proc, url = start_server(args.model, args.threads, args.ctx_size, args.parallel)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
         health = httpx.get(url + "/health", headers=headers).json()
-        print(f"daemon {url}  model {health['model']}  ctx {health['ctx_size']}  max_tokens {args.max_tokens}")
-        asyncio.run(run_level(url, headers, 1, 1, 8))  # warm-up
-        print(f"{'clients':>7} {'requests':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'tok/s/client':>12} "
-              f"{'tok/s total':>11} {'wall s':>7}")
+        pid = proc.pid if proc is not None else health.get("pid")
+        kv_token = _kv_bytes_per_token(health.get("path"))
+        print(f"daemon {url}  model {health['model']}  ctx {health['ctx_size']} per slot  "
+              f"parallel {health.get('parallel')}  max_tokens {args.max_tokens}  rounds {args.rounds}")
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        asyncio.run(run_level(url, headers, 1, 1, 4))  # warm-up: pages of the weights, the head cache
+        base_rss = _status_kb(pid, "VmRSS") if pid else None
+        print(f"RSS after warm-up: {base_rss / 1024:.0f} MiB" if base_rss else "RSS: not readable here")
+        print(f"{'clients':>7} {'tok/req':>7} {'agg dec tok/s':>13} {'ratio':>5} {'e2e tok/s':>9} "
+              f"{'req tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} {'peak RSS':>9} {'growth':>7} {'KV':>6}")
+        first = None
         for level in (int(x) for x in args.levels.split(",")):
             r = asyncio.run(run_level(url, headers, level, args.rounds, args.max_tokens))
-            print(f"{r['clients']:>7} {r['requests']:>8} {r['ttft_p50'] * 1000:>7.0f}ms {r['ttft_p95'] * 1000:>7.0f}ms "
-                  f"{r['client_tps']:>12.1f} {r['server_tps']:>11.1f} {r['wall']:>7.2f}")
+            first = first or r["aggregate"]
+            peak = _status_kb(pid, "VmHWM") if pid else None
+            slots = min(level, health.get("parallel") or level)
+            kv = f"{slots * r['positions'] * kv_token / 2**20:>4.0f}M" if kv_token else "?"
+            rss = (f"{peak / 1024:>7.0f}M {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
+                   else f"{'?':>8} {'?':>7}")
+            print(f"{r['clients']:>7} {r['tokens']:>7.1f} {r['aggregate']:>13.2f} {r['aggregate'] / first:>5.2f} "
+                  f"{r['end_to_end']:>9.2f} {r['per_request']:>9.2f} {r['ttft_p50'] * 1000:>7.0f}ms "
+                  f"{r['ttft_p95'] * 1000:>7.0f}ms {rss} {kv:>6}")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if proc is not None:
             proc.terminate()

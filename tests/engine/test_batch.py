@@ -238,3 +238,47 @@ def test_cancel_while_waiting_and_abort(model8) -> None:
     assert all(r.done and r.finish_reason == "error" and r.error == "shutting down" for r in reqs[:8] + [late])
     assert not sched.busy
     list(m.generate([1, 2], max_tokens=2))  # the model is free again
+
+
+def test_constrained_requests_beside_plain_ones_get_their_answers_alone(model8) -> None:
+    """Grammar masks are per request: JSON-schema answers batched with plain and other schema
+    answers are exactly what each gets alone, and valid."""
+    import json
+
+    m = model8
+    schemas = [
+        {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
+         "required": ["n"], "additionalProperties": False},
+        None,
+        {"type": "object", "properties": {"s": {"type": "string", "maxLength": 6}}, "required": ["s"],
+         "additionalProperties": False},
+        None,
+    ]
+    prompts = _prompts(m.n_vocab, [7, 30, 2, 15], seed=17)
+    opts = dict(max_tokens=40, temperature=0)
+    alone = [_alone_text(m, p, json_schema=s, **opts) for p, s in zip(prompts, schemas)]
+    sched = BatchScheduler(m, step_tokens=16)
+    reqs = [sched.submit(p, json_schema=s, **opts) for p, s in zip(prompts, schemas)]
+    texts = {r.id: "" for r in reqs}
+    for piece in sched.run():
+        texts[piece.request.id] += piece.text
+    for r, s, expected in zip(reqs, schemas, alone):
+        assert (r.tokens, texts[r.id]) == expected
+        if s is not None:
+            assert r.finish_reason == "stop" and r.result.mask_seconds > 0
+            json.loads(texts[r.id])
+
+
+def test_default_parallel_follows_cores_and_memory() -> None:
+    from neuro_bitnet.engine.parallel import default_parallel, kv_bytes_per_token
+
+    m = _load("bitnet-b1.58", "auto", 1)
+    hp, full_slot = m.hparams, kv_bytes_per_token(m.hparams) * 1000
+    plenty = 1 << 50
+    assert [default_parallel(hp, 1000, cores=c, available=plenty) for c in (1, 2, 8)] == [2, 4, 4]
+    assert default_parallel(hp, 1000, cores=8, available=6 * full_slot) == 3  # half the memory: 3 full slots
+    assert default_parallel(hp, 1000, cores=8, available=0) == 1
+    m.close()
+    auto = load_model(FIXTURES / "bitnet-b1.58" / "model.gguf", threads=1, ctx_size=CTX, parallel=None)
+    assert auto.parallel == default_parallel(auto.hparams, CTX) and auto._core.n_seq == auto.parallel
+    auto.close()

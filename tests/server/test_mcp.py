@@ -199,3 +199,22 @@ def test_ask_fits_long_passages_into_the_context() -> None:
     assert len(model.tokenize(block, add_bos=False)) <= budget
     assert len(model.tokenize(user, add_bos=False)) < model.ctx_size
     assert grounded_messages(model, "Q?", hits, 0)[-1]["content"] == "Q?"  # no room: no passages
+
+
+@pytest.mark.slow
+def test_concurrent_tool_calls_share_the_batch_and_answer_as_alone(tmp_path: Path) -> None:
+    """The MCP server runs on the daemon's batching worker: calls sent at once (2 slots here, so
+    some wait) get the greedy answers each gets alone."""
+    prompts = ["Hello", "Once upon a time", "abc def ghi", "The list:", "x y z"]
+
+    async def calls(client):
+        def generate(prompt: str):
+            return client.call_tool("generate", {"prompt": prompt, "max_tokens": 12, "temperature": 0})
+
+        alone = [await generate(p) for p in prompts]
+        together = await asyncio.gather(*(generate(p) for p in prompts))
+        return alone, together
+
+    alone, together = asyncio.run(_session(tmp_path, calls, "--parallel", "2"))
+    assert not any(r.is_error for r in alone + list(together))
+    assert [_text(r) for r in together] == [_text(r) for r in alone]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from neuro_bitnet.cli.parallel_option import parallel_option
 from neuro_bitnet.config import env_value
 from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 
@@ -15,12 +16,14 @@ from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 @click.option("--model", "-m", "model_name", default=None, metavar="NAME|PATH",
               help="Catalog id/alias or .gguf path. [env NEURO_BITNET_MODEL; default 2b]")
 @click.option("--threads", "-t", type=click.IntRange(1, 512), default=None, help="Compute threads.")
-@click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True)
+@click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
+              help="Context size in tokens (prompt + answer) of each request.")
+@parallel_option
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Index directory: adds the search_documents tool. [env NEURO_BITNET_STORAGE]")
 @click.option("--embedder", default=None, help="Embedder for the index (default: the one it was built with).")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Download the model on first use if missing.")
-def command(model_name: str | None, threads: int | None, ctx_size: int, storage: Path | None,
+def command(model_name: str | None, threads: int | None, ctx_size: int, parallel: int | None, storage: Path | None,
             embedder: str | None, assume_yes: bool) -> None:
     """Serve MCP over stdio for editors (tools: ask, generate, translate, summarize, search_documents)."""
     from neuro_bitnet.errors import DaemonError
@@ -30,7 +33,7 @@ def command(model_name: str | None, threads: int | None, ctx_size: int, storage:
         storage = env_value("storage")
     if storage is not None and not storage.is_dir():
         raise DaemonError(f"--storage {storage}: no such directory")
-    run_stdio(MCPSettings(model=model_name, threads=threads, ctx_size=ctx_size, storage=storage,
+    run_stdio(MCPSettings(model=model_name, threads=threads, ctx_size=ctx_size, parallel=parallel, storage=storage,
                           embedder=embedder, assume_yes=assume_yes))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from neuro_bitnet.cli.parallel_option import parallel_option
 from neuro_bitnet.config import ENV_VARS, check_api_key, env_api_key, env_host, env_port
 from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 from neuro_bitnet.server.config import (
@@ -31,7 +32,8 @@ from neuro_bitnet.server.config import (
 @click.option("--threads", "-t", type=click.IntRange(1, 512), default=None,
               help="Compute threads (default: physical cores).")
 @click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
-              help="Context size in tokens (prompt + answer).")
+              help="Context size in tokens (prompt + answer) of each request: every --parallel slot has its own.")
+@parallel_option
 @click.option("--api-key", default=None,
               help="Require 'Authorization: Bearer KEY' on every request. Prefer the environment variable: "
                    "the flag shows in the process list. [env NEURO_DAEMON_API_KEY]")
@@ -65,7 +67,7 @@ from neuro_bitnet.server.config import (
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Download the model without asking if missing.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-request access log.")
 def command(host: str | None, port: int | None, model_name: str | None, threads: int | None, ctx_size: int,
-            api_key: str | None, auto_translate: bool, storage: Path | None, embedder: str | None,
+            parallel: int | None, api_key: str | None, auto_translate: bool, storage: Path | None, embedder: str | None,
             default_max_tokens: int, max_queue: int, max_body_bytes: int, max_connections: int,
             read_timeout: float, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
             shutdown_grace: float, detach: bool,
@@ -110,7 +112,7 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         config.pid_file = pid_file or daemon.default_pid_file()
         # Download (and ask) here, not in the background.
         resolve_model(model_name, assume_yes=assume_yes, confirm=console.download_question())
-        args = _child_args(config, model_name, threads, ctx_size, embedder, quiet)
+        args = _child_args(config, model_name, threads, ctx_size, parallel, embedder, quiet)
         env = dict(os.environ)
         if config.api_key:
             env[ENV_VARS["daemon_api_key"]] = config.api_key  # kept out of the process list
@@ -130,7 +132,9 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     path, info = resolve_model(model_name, assume_yes=assume_yes, confirm=console.download_question())
     console.status(f"loading {info.id} from {path}")
-    model = load(path, info, threads=threads, ctx_size=ctx_size)
+    model = load(path, info, threads=threads, ctx_size=ctx_size, parallel=parallel)
+    console.status(f"answering up to {model.parallel} requests at once (--parallel), "
+                   f"{model.ctx_size} tokens of context each")
     retrieval = load_retrieval(storage, embedder, max_queue)
     serve(model, info, config, retrieval=retrieval, access_log=not quiet,
           announce=lambda line: click.echo(line, err=False) or sys.stdout.flush())
@@ -155,7 +159,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _child_args(config: ServerConfig, model_name: str | None, threads: int | None, ctx_size: int,
-                embedder: str | None, quiet: bool) -> list[str]:
+                parallel: int | None, embedder: str | None, quiet: bool) -> list[str]:
     """The foreground command line equivalent to this one, for the background process."""
     args = ["--host", config.host, "--port", str(config.port), "--ctx-size", str(ctx_size),
             "--max-tokens", str(config.default_max_tokens), "--max-queue", str(config.max_queue),
@@ -171,6 +175,8 @@ def _child_args(config: ServerConfig, model_name: str | None, threads: int | Non
         args += ["--model", model_name]
     if threads:
         args += ["--threads", str(threads)]
+    if parallel:
+        args += ["--parallel", str(parallel)]
     if config.storage is not None:
         args += ["--storage", str(config.storage)]
     if embedder:

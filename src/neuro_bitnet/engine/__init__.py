@@ -13,7 +13,7 @@ __all__ = ["load_model", "EngineError"]
 def load_model(
     path: str | Path, threads: int | None = None, ctx_size: int = DEFAULT_CTX_SIZE, head: str | None = None,
     isa: str | None = None,
-    parallel: int = 1,
+    parallel: int | None = 1,
 ):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
@@ -27,7 +27,9 @@ def load_model(
 
     ``parallel`` is the number of KV slots, each of ``ctx_size`` positions: how many sequences a
     :class:`neuro_bitnet.engine.batch.BatchScheduler` runs together (``generate`` uses slot 0).
-    Slots take memory only once used.
+    Slots take memory only once used. ``None`` picks a number for this machine
+    (``engine.parallel.default_parallel``: two per physical core, at most four, as many as half
+    the available memory holds at full context).
     """
     from neuro_bitnet.config import load_settings, setting
     from neuro_bitnet.engine.heads import DEFAULT_HEAD

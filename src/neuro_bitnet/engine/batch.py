@@ -24,12 +24,11 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from neuro_bitnet.engine.constrained import Grammar
+from neuro_bitnet.engine.decoding import Decoding
 from neuro_bitnet.engine.model import BitNetModel, common_prefix
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
-from neuro_bitnet.engine.sampling import Sampler, SamplingParams
-from neuro_bitnet.engine.stats import AnswerResult
-from neuro_bitnet.engine.stop_strings import StopStringFilter
-from neuro_bitnet.engine.tokenizer import StreamDecoder
+from neuro_bitnet.engine.sampling import SamplingParams
 from neuro_bitnet.errors import EngineError
 
 STEP_TOKENS = 64  # tokens per forward pass (one core batch): decode tokens first, then prompt chunks
@@ -42,22 +41,19 @@ class BatchRequest:
     ``result`` (an :class:`AnswerResult`; ``finish_reason``: "stop", "length", "cancelled" or "error"), ``error`` and
     ``done``; call ``cancel()`` from any thread."""
 
-    def __init__(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str], decoder: StreamDecoder,
-                 result: AnswerResult) -> None:
+    def __init__(self, decoding: Decoding, cancel: threading.Event | None = None) -> None:
         self.id = next(_ids)
-        self.prompt_ids = ids
-        self.max_tokens = max_tokens
-        self.result = result
-        self.tokens: list[int] = result.tokens  # generated token ids
+        self.prompt_ids = decoding.prompt_ids
+        self.max_tokens = decoding.max_tokens
+        self.result = decoding.result
+        self.tokens: list[int] = decoding.result.tokens  # generated token ids
         self.error: str | None = None  # the message when finish_reason is "error"
         self.done = False
-        self._sampler = sampler
-        self._filter = StopStringFilter(stops)
-        self._decoder = decoder
-        self._history = list(ids)  # prompt + generated: the sequence in the slot
+        self._decoding = decoding
+        self._history = decoding.history  # prompt + generated: the sequence in the slot
         self._fed = 0  # tokens of _history whose keys/values are in the slot
         self._slot: int | None = None
-        self._cancel = threading.Event()
+        self._cancel = cancel if cancel is not None else threading.Event()
         self._start = 0.0
         self._decode_start = 0.0
 
@@ -115,18 +111,19 @@ class BatchScheduler:
         repeat_penalty: float = DEFAULT_SAMPLING.repeat_penalty,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        json_schema: dict | bool | str | None = None,
+        grammar: Grammar | None = None,
+        cancel: threading.Event | None = None,
     ) -> BatchRequest:
         """Queue a generation (text is tokenized with BOS); it joins at a following step. The same
-        options as ``BitNetModel.generate``. A prompt that cannot fit a slot raises EngineError."""
-        m = self.model
-        ids = m.prompt_ids(prompt_or_ids, max_tokens)
+        options as ``BitNetModel.generate`` (grammar-constrained output included), and the same
+        errors before anything runs (a prompt that cannot fit a slot raises EngineError).
+        ``cancel``: an event of the caller's that cancels the request once set (as ``cancel()``)."""
         try:
             params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         except ValueError as exc:
             raise EngineError(str(exc)) from None
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        result = AnswerResult(load_seconds=m.load_seconds, prompt_tokens=len(ids))
-        req = BatchRequest(ids, max_tokens, Sampler(params), stops, StreamDecoder(m.tokenizer), result)
+        req = BatchRequest(self.model.decoding(prompt_or_ids, max_tokens, params, stop, json_schema, grammar), cancel)
         with self._lock:
             self._pending.append(req)
         return req
@@ -186,14 +183,14 @@ class BatchScheduler:
                 if not self._pending:
                     return
                 first = self._pending[0]
-            if not first._cancel.is_set() and first.max_tokens > 0:
+            if not first._cancel.is_set() and not first._decoding.done:
                 self._hold_model()  # before taking it off the queue: EngineError leaves it there
             with self._lock:
                 req = self._pending.popleft()
             if req._cancel.is_set():
                 out.append(self._finish(req, "cancelled"))
                 continue
-            if req.max_tokens == 0:
+            if req._decoding.done:  # max_tokens 0
                 out.append(self._finish(req, "length"))
                 continue
             slot = max(self._free, key=lambda s: (common_prefix(self._slot_tokens[s], req.prompt_ids), -s))
@@ -250,28 +247,19 @@ class BatchScheduler:
                 req._fed += len(written)
 
     def _sample(self, req: BatchRequest, logits: np.ndarray) -> BatchPiece | None:
-        """The next token of req from its logits (the rules of ``BitNetModel.generate``)."""
-        stats = req.result
+        """The next token of req from its logits (the rules of ``engine.decoding``, as ``generate``)."""
         if not req._decode_start:
-            stats.prefill_seconds = time.perf_counter() - req._start
+            req.result.prefill_seconds = time.perf_counter() - req._start
             req._decode_start = time.perf_counter()
         if req._cancel.is_set():
             return self._finish(req, "cancelled")
-        if not np.isfinite(logits).all():
-            req.error = ("the model computed NaN or infinite logits: its weights are broken "
-                         "(non-finite or huge values in the file)")
+        try:
+            text = req._decoding.push(logits)
+        except EngineError as exc:  # non-finite logits, a grammar the vocabulary cannot follow
+            req.error = str(exc)
             return self._finish(req, "error")
-        token = req._sampler.sample(logits, req._history)
-        if token in self.model.tokenizer.stop_ids:
-            return self._finish(req, "stop")
-        req._history.append(token)
-        req.tokens.append(token)
-        stats.generated_tokens += 1
-        text, stopped = req._filter.push(req._decoder.push(token))
-        if stopped:
-            return self._finish(req, "stop", text)
-        if len(req._history) >= self.model.ctx_size or stats.generated_tokens >= req.max_tokens:
-            return self._finish(req, "length", text)
+        if req._decoding.done:
+            return self._finish(req, req.result.finish_reason, text)
         if not text:
             return None
         req.result.text += text
@@ -279,11 +267,9 @@ class BatchScheduler:
 
     def _finish(self, req: BatchRequest, reason: str, text: str = "") -> BatchPiece:
         """End req: its slot (and the tokens in it) becomes free; the held-back text follows."""
-        req.result.finish_reason = reason
         if req._decode_start:
             req.result.decode_seconds = time.perf_counter() - req._decode_start
-        if reason != "error":
-            text += req._filter.flush(req._decoder.flush())
+        text += req._decoding.finish(reason)
         req.result.text += text
         req.done = True
         if req in self._active:

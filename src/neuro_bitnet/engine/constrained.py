@@ -30,7 +30,7 @@ import numpy as np
 from neuro_bitnet.engine.tokenizer import Tokenizer
 from neuro_bitnet.errors import EngineError
 
-__all__ = ["Grammar", "GrammarConstraint", "GrammarError", "JSON_OPTIONS"]
+__all__ = ["Grammar", "GrammarConstraint", "GrammarError", "JSON_OPTIONS", "prepare_vocabulary"]
 
 # Compact JSON: exactly one space after ',' and ':', none elsewhere.
 JSON_OPTIONS: "JsonCompileOptions" = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -153,6 +153,12 @@ class _Vocabulary:
         if tokenizer is None:
             raise EngineError("the tokenizer of this grammar is gone")
         return tokenizer.encode_continuation(text)
+
+
+def prepare_vocabulary(tokenizer: Tokenizer, n_vocab: int) -> None:
+    """Build now (once per tokenizer) what every :class:`GrammarConstraint` of this vocabulary
+    needs, so that the first constrained generation does not pay for it where time matters."""
+    _ll_tokenizer(tokenizer, n_vocab)
 
 
 def _ll_tokenizer(tokenizer: Tokenizer, n_vocab: int) -> llguidance.LLTokenizer:

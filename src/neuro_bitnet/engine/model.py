@@ -16,13 +16,14 @@ from neuro_bitnet.engine import _core, heads
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
 from neuro_bitnet.engine.constrained import Grammar, GrammarConstraint
+from neuro_bitnet.engine.decoding import NON_FINITE, Decoding
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
+from neuro_bitnet.engine.parallel import default_parallel
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult, Generation
-from neuro_bitnet.engine.stop_strings import StopStringFilter
-from neuro_bitnet.engine.tokenizer import StreamDecoder, Tokenizer
+from neuro_bitnet.engine.tokenizer import Tokenizer
 from neuro_bitnet.engine.weights import build_core_spec
 from neuro_bitnet.errors import EngineError
 
@@ -35,7 +36,7 @@ class BitNetModel:
 
     def __init__(
         self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA,
-        parallel: int = 1,
+        parallel: int | None = 1,
     ) -> None:
         start = time.perf_counter()
         self.path = Path(path)
@@ -56,6 +57,8 @@ class BitNetModel:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        if parallel is None:
+            parallel = default_parallel(self.hparams, ctx_size)
         if not 1 <= parallel <= MAX_PARALLEL:
             raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
         self.ctx_size = ctx_size  # per KV slot
@@ -208,59 +211,48 @@ class BitNetModel:
         and generation ends when it is complete (see ``engine.constrained``). An invalid or
         unsupported schema raises ``GrammarError`` before anything runs.
         """
-        ids = self.prompt_ids(prompt_or_ids, max_tokens)
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        decoding = self.decoding(prompt_or_ids, max_tokens, params, stop, json_schema, grammar)
+        return Generation(self._generate(decoding), decoding.result)
+
+    def decoding(self, prompt_or_ids: str | Sequence[int], max_tokens: int, params: SamplingParams,
+                 stop: str | Sequence[str] | None = None, json_schema: dict | bool | str | None = None,
+                 grammar: Grammar | None = None) -> Decoding:
+        """A generation's checked prompt and token rules (see ``engine.decoding``): what
+        ``generate`` and ``BatchScheduler.submit`` run. Errors as ``generate``'s."""
+        ids = self.prompt_ids(prompt_or_ids, max_tokens)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if json_schema is not None and grammar is not None:
             raise EngineError("give json_schema or grammar, not both")
         if json_schema is not None:
             grammar = Grammar.json_schema(json_schema)
         constraint = GrammarConstraint(grammar, self.tokenizer, self.n_vocab) if grammar is not None else None
-        stats = AnswerResult(load_seconds=self.load_seconds, prompt_tokens=len(ids))
-        return Generation(self._generate(ids, max_tokens, Sampler(params), stops, stats, constraint), stats)
+        result = AnswerResult(load_seconds=self.load_seconds, prompt_tokens=len(ids))
+        return Decoding(ids, max_tokens=max_tokens, ctx_size=self.ctx_size, sampler=Sampler(params), stops=stops,
+                        tokenizer=self.tokenizer, result=result, constraint=constraint)
 
-    def _generate(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str],
-                  stats: AnswerResult, constraint: GrammarConstraint | None = None) -> Iterator[str]:
+    def _generate(self, decoding: Decoding) -> Iterator[str]:
+        stats = decoding.result
         with self._exclusive():
             self._cancel.clear()
             start = time.perf_counter()
-            logits, stats.cached_tokens = self._prefill(ids)
+            logits, stats.cached_tokens = self._prefill(decoding.prompt_ids)
             stats.prefill_seconds = time.perf_counter() - start
-
-            decoder = StreamDecoder(self.tokenizer)
-            text_filter = StopStringFilter(stops)
-            history = list(ids)
-            produced = stats.tokens
             decode_start = time.perf_counter()
-            stats.finish_reason = "length"
-            while stats.generated_tokens < max_tokens:
+            while not decoding.done:
                 if self._cancel.is_set():
-                    stats.finish_reason = "cancelled"
+                    decoding.finish("cancelled")
                     break
-                _check_finite(logits)
-                token = sampler.sample(logits if constraint is None else constraint.mask(logits), history)
-                if token in self.tokenizer.stop_ids:
-                    stats.finish_reason = "stop"
-                    break
-                if constraint is not None:
-                    constraint.accept(token)
-                history.append(token)
-                produced.append(token)
-                stats.generated_tokens += 1
-                piece, stopped = text_filter.push(decoder.push(token))
+                piece = decoding.push(logits)
                 if piece:
                     yield piece
-                if stopped or (constraint is not None and constraint.finished):
-                    stats.finish_reason = "stop"
+                if decoding.done:
                     break
-                if len(history) >= self.ctx_size or stats.generated_tokens >= max_tokens:
-                    break
-                self._forward([token], len(history) - 1, logits, False)
+                history = decoding.history
+                self._forward([history[-1]], len(history) - 1, logits, False)
                 self._cached = history[:]
             stats.decode_seconds = time.perf_counter() - decode_start
-            if constraint is not None:
-                stats.mask_seconds = constraint.mask_seconds
-            tail = text_filter.flush(decoder.flush())
+            tail = decoding.finish()
             if tail:
                 yield tail
 
@@ -323,8 +315,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def _check_finite(logits: np.ndarray) -> None:
     """NaN or infinite logits come from broken weights: say so instead of sampling garbage."""
     if not np.isfinite(logits).all():
-        raise EngineError("the model computed NaN or infinite logits: its weights are broken "
-                          "(non-finite or huge values in the file)")
+        raise EngineError(NON_FINITE)
 
 
 class _Release:

@@ -1,7 +1,8 @@
 """What the model thread does for one request: prompt tokens, generation, optional translation.
 
-Everything here runs on the worker thread (see :mod:`neuro_bitnet.server.worker`), because
-tokenizing, translating and generating all use the one model.
+Everything here runs on a job thread of the worker (see :mod:`neuro_bitnet.server.worker`), with
+the model as a job sees it (``batching.JobModel``): tokenizing and chat templates run on the job's
+thread, generations in the model's shared batch.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Tools: ``ask``, ``generate``, ``translate``, ``summarize`` and, when an index is configured,
 ``search_documents``. The model loads on the first tool call (so the editor's handshake is
-instant) and runs on the same FIFO worker as the HTTP daemon. Failures the user can act on
-(a file that is not a model, a busy index...) come back as one-line tool errors.
+instant) and runs on the same worker as the HTTP daemon (FIFO, up to ``--parallel`` answers
+decoded together). Failures the user can act on (a file that is not a model, a busy index...)
+come back as one-line tool errors.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class MCPSettings:
     model: str | None = None
     threads: int | None = None
     ctx_size: int = DEFAULT_CTX_SIZE
+    parallel: int | None = None  # requests answered at once (None: the machine's default)
     storage: Path | None = None
     embedder: str | None = None
     assume_yes: bool = False
@@ -72,7 +74,8 @@ class ModelRunner:
             self.resolve()
         assert self._resolved is not None
         path, info = self._resolved
-        model = load(path, info, threads=self.settings.threads, ctx_size=self.settings.ctx_size)
+        model = load(path, info, threads=self.settings.threads, ctx_size=self.settings.ctx_size,
+                     parallel=self.settings.parallel)
         self.model_id = info.id
         return ModelWorker(model)
 

@@ -4,7 +4,8 @@ Series (all prefixed ``neuro_``):
 
 - ``http_requests_total{route, method, status}``: every request, by route template (``other`` for
   paths no route serves), including those refused by the Host check or the API key.
-- ``queue_waiting`` / ``active_sequences``: requests waiting for the model / being generated.
+- ``queue_waiting`` / ``active_sequences``: requests waiting for the model / being answered
+  (at most ``parallel_slots``, the ``--parallel`` of the daemon, at once).
 - ``prompt_tokens_total`` / ``generated_tokens_total``: tokens read and written by generations.
 - ``time_to_first_token_seconds``: from the request's arrival at the model queue to its first
   text piece (queue wait and prefill included).
@@ -40,8 +41,10 @@ class ServerMetrics:
                                 ["route", "method", "status"], registry=r)
         Gauge("neuro_queue_waiting", "Requests waiting for the model.", registry=r).set_function(
             lambda: worker.waiting)
-        Gauge("neuro_active_sequences", "Generations running now (the engine runs one at a time).",
-              registry=r).set_function(lambda: int(worker.busy))
+        Gauge("neuro_active_sequences", "Requests being answered now (up to --parallel at once).",
+              registry=r).set_function(lambda: worker.running)
+        Gauge("neuro_parallel_slots", "Requests the model answers at once (--parallel).",
+              registry=r).set_function(lambda: worker.parallel)
         self.prompt_tokens = Counter("neuro_prompt_tokens", "Prompt tokens of finished generations.", registry=r)
         self.generated_tokens = Counter("neuro_generated_tokens", "Tokens generated.", registry=r)
         self.ttft = Histogram("neuro_time_to_first_token_seconds",

@@ -59,11 +59,13 @@ def _file_model_id(path: Path) -> str:
     return path.parent.name if generic and path.parent.name else path.stem
 
 
-def load(path: Path, info: ModelInfo, *, threads: int | None, ctx_size: int) -> Any:
-    """Load the engine model and complete ``info`` with what the file says."""
+def load(path: Path, info: ModelInfo, *, threads: int | None, ctx_size: int, parallel: int | None = None) -> Any:
+    """Load the engine model and complete ``info`` with what the file says. ``parallel``: the
+    requests answered at once, each with ``ctx_size`` positions (None: the machine's default,
+    ``engine.parallel.default_parallel``)."""
     from neuro_bitnet.engine import load_model
 
-    model = load_model(path, threads=threads, ctx_size=ctx_size)
+    model = load_model(path, threads=threads, ctx_size=ctx_size, parallel=parallel)
     info.ctx_size = model.ctx_size
     info.n_vocab = model.n_vocab
     info.max_token_bytes = max_token_bytes(model)
