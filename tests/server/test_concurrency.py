@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
+
+from support.daemon_proc import API_KEY, CTX_SIZE, FIXTURE_MODEL, DaemonProcess
 
 PROMPTS = ["Hello", "Once upon a time", "abc def ghi", "The list:"]
 N_CLIENTS = 32
@@ -100,9 +103,21 @@ def _hang_up_while_queued(daemon, auth, body: dict) -> None:
         assert ahead.result() == 200
 
 
+@pytest.fixture(scope="module")
+def one_slot_daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
+    """A daemon with one KV slot: a second request waits in the queue (the shared one batches)."""
+    if not FIXTURE_MODEL.is_file():
+        pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
+    args = ["--api-key", API_KEY, "--ctx-size", str(CTX_SIZE), "--parallel", "1"]
+    proc = DaemonProcess(args, tmp_path_factory.mktemp("one-slot")).wait_ready()
+    yield proc
+    assert proc.stop() == 0, proc.output()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", [True, False])
-def test_a_client_that_disconnects_cancels_its_generation(daemon, auth, stream) -> None:
+def test_a_client_that_disconnects_cancels_its_generation(one_slot_daemon, auth, stream) -> None:
+    daemon = one_slot_daemon
     before = _health(daemon, auth)["cancelled"]
     body = {"prompt": "Hello", "max_tokens": 505, "temperature": 0, "stream": stream}
     if stream:  # running: stopped between two tokens
