@@ -88,7 +88,7 @@ def model_path(name: str) -> Path:
     """The file behind a catalog name or a path (for the peer's requantized copy)."""
     from neuro_bitnet.models.manager import ModelManager
 
-    return ModelManager().ensure_model(name, assume_yes=True, interactive=False)
+    return ModelManager().ensure_model(name, assume_yes=True)
 
 
 def peer_model(src: Path, peers_python: Path, cache_dir: Path, threads: int) -> Path:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -201,13 +202,27 @@ def _compile(template: str) -> jinja2.Template:
         raise ChatFormatError(f"invalid chat template (line {exc.lineno}): {exc.message}") from None
 
 
+BITNET_ANSWER_PROMPT = "Assistant: "  # the generation prompt: the model writes its answer after it
+
+
+def _bitnet_segments(messages: list[dict[str, str]], bos_token: str,
+                     add_generation_prompt: bool) -> list[tuple[str, bool]]:
+    """The BitNet b1.58 2B-4T format as (text, is_answer) pieces: ``Role: content<|eot_id|>`` turns
+    after BOS, where the content of an assistant turn (an earlier answer) is a piece of its own."""
+    pieces: list[tuple[str, bool]] = [(bos_token, False)]
+    for m in messages:
+        if m["role"] == "assistant":
+            pieces += [(BITNET_ANSWER_PROMPT, False), (m["content"].strip(), True), (BITNET_EOT, False)]
+        else:
+            pieces.append((f"{m['role'].capitalize()}: {m['content'].strip()}{BITNET_EOT}", False))
+    if add_generation_prompt:
+        pieces.append((BITNET_ANSWER_PROMPT, False))
+    return pieces
+
+
 def _render_bitnet(messages: list[dict[str, str]], bos_token: str, add_generation_prompt: bool) -> str:
     """The BitNet b1.58 2B-4T format: ``Role: content<|eot_id|>`` turns after BOS."""
-    turns = [f"{m['role'].capitalize()}: {m['content'].strip()}{BITNET_EOT}" for m in messages]
-    prompt = bos_token + "".join(turns)
-    if add_generation_prompt:
-        prompt += "Assistant: "
-    return prompt
+    return "".join(text for text, _ in _bitnet_segments(messages, bos_token, add_generation_prompt))
 
 
 class _Stopped(BaseException):
@@ -296,8 +311,23 @@ def render_chat(
                             cancelled)
 
 
+ANSWER_MEMORY = 64  # generated answers a ChatPrompter keeps the token ids of (most recent first)
+
+
 class ChatPrompter:
-    """Chats -> prompts for one model: its chat format (see :func:`chat_format`), its BOS."""
+    """Chats -> prompts for one model: its chat format (see :func:`chat_format`), its BOS.
+
+    Token ids of a chat's history equal what the model evaluated when the history was made. In
+    the BitNet format the generation prompt ends with ``"Assistant: "`` (its last token is the
+    space) and the model writes its answer after that token; tokenizing the rendered history as
+    one text would merge the space into the answer's first word (`` Paris``), so every later turn
+    would differ from the KV cache from there on and prefill the whole previous answer again. So
+    an earlier answer is tokenized as its own piece after the ``"Assistant: "`` piece, and an
+    answer this model generated (see :meth:`remember`) keeps the very ids it was generated as:
+    the prompt of turn 2 starts with turn 1's prompt ids plus its answer ids. Only turn starts
+    differ from the file's training text (one token boundary per earlier answer), and they are
+    what the model read at the time. Prompts without earlier answers are tokenized as before.
+    """
 
     def __init__(self, tokenizer: "Tokenizer", template: str | None) -> None:
         self.tokenizer = tokenizer
@@ -305,6 +335,11 @@ class ChatPrompter:
         tok = tokenizer
         self.bos_token = tok.decode([tok.bos_id]) if tok.bos_id is not None else ""
         self.eos_token = tok.decode([tok.eos_id]) if tok.eos_id is not None else ""
+        # Pieces can be tokenized apart only where that equals tokenizing them together at
+        # special tokens (byte-level BPE); SentencePiece would add a space prefix to each piece.
+        self._pieces = self.format.template is None and tok.kind == "gpt2"
+        self._answers: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._answers_lock = threading.Lock()
 
     def text(self, messages: list[dict], *, cancelled: Callable[[], bool] | None = None) -> str:
         """The prompt text, BOS text included when the format writes it."""
@@ -312,10 +347,55 @@ class ChatPrompter:
                            eos_token=self.eos_token, cancelled=cancelled)
 
     def ids(self, messages: list[dict], *, cancelled: Callable[[], bool] | None = None) -> list[int]:
-        """The prompt's token ids, with BOS once (added only if the format did not write it)."""
+        """The prompt's token ids, with BOS once (added only if the format did not write it);
+        earlier answers as the model generated them (see the class docstring)."""
+        if self._pieces:
+            return self._piece_ids(_bitnet_segments(_validate(messages), self.bos_token, True))
         prompt = self.text(messages, cancelled=cancelled)
         has_bos = bool(self.bos_token) and prompt.startswith(self.bos_token)
         return self.tokenizer.encode(prompt, add_bos=not has_bos)
+
+    def _piece_ids(self, segments: list[tuple[str, bool]]) -> list[int]:
+        ids: list[int] = []
+        run = ""  # text up to the next answer, tokenized as one text
+        for text, is_answer in segments:
+            if not is_answer:
+                run += text
+                continue
+            ids += self._encode_run(run, first=not ids)
+            run = ""
+            ids += self._answer_ids(text)
+        return ids + self._encode_run(run, first=not ids)
+
+    def _encode_run(self, text: str, *, first: bool) -> list[int]:
+        if not first:
+            return self.tokenizer.encode(text, add_bos=False)
+        has_bos = bool(self.bos_token) and text.startswith(self.bos_token)
+        return self.tokenizer.encode(text, add_bos=not has_bos)
+
+    def _answer_ids(self, text: str) -> list[int]:
+        with self._answers_lock:
+            known = self._answers.get(text)
+            if known is not None:
+                self._answers.move_to_end(text)
+                return list(known)
+        return self.tokenizer.encode(text, add_bos=False)
+
+    def remember(self, answer_ids: Sequence[int]) -> None:
+        """Keep the ids of an answer this model generated (without its stop token), so that a
+        later chat holding that answer's text in its history gets exactly these ids. Only an
+        answer whose text comes back unchanged in a prompt is kept (not one that starts or ends
+        with white space, which the format strips); the last ANSWER_MEMORY answers are kept."""
+        if not self._pieces or not answer_ids:
+            return
+        text = self.tokenizer.decode(answer_ids)
+        if not text or text != text.strip():
+            return
+        with self._answers_lock:
+            self._answers[text] = tuple(int(t) for t in answer_ids)
+            self._answers.move_to_end(text)
+            while len(self._answers) > ANSWER_MEMORY:
+                self._answers.popitem(last=False)
 
     def text_without_bos(self, messages: list[dict]) -> str:
         """The prompt text without a leading BOS, for programs that add BOS themselves."""

@@ -258,6 +258,7 @@ class BitNetModel:
                 self._forward([token], len(history) - 1, logits, False)
                 self._cached = history[:]
             stats.decode_seconds = time.perf_counter() - decode_start
+            self.chat_prompt.remember(produced)  # a next chat turn holding this answer reuses the KV cache
             if constraint is not None:
                 stats.mask_seconds = constraint.mask_seconds
             tail = text_filter.flush(decoder.flush())
