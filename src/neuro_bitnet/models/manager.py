@@ -338,7 +338,10 @@ class ModelManager:
         return expected == actual, actual
 
     def remove(self, entry: CatalogEntry) -> list[Path]:
-        """Delete the model file, its partial download and hash record; returns what was deleted."""
+        """Delete the model file, its partial download, hash record and cached heads; returns
+        what was deleted."""
+        from neuro_bitnet.engine import heads
+
         files = self.files(entry)
         lock = filelock.FileLock(files.lock)
         try:
@@ -347,6 +350,7 @@ class ModelManager:
             raise NeuroError(f"{entry.id} is being downloaded by another process; try again later") from None
         removed = []
         try:
+            removed += heads.forget(files.model)
             for path in (files.model, files.part, files.record, self._converting_path(entry)):
                 if path.exists():
                     path.unlink()
