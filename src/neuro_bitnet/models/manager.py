@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import filelock
-
 from neuro_bitnet.config import Settings, load_settings
 from neuro_bitnet.errors import DownloadError, ModelNotFoundError, NeuroError
 from neuro_bitnet.models.catalog import SYNTHETIC_DIR, Catalog, CatalogEntry, load_catalog
@@ -340,6 +338,8 @@ class ModelManager:
     def remove(self, entry: CatalogEntry) -> list[Path]:
         """Delete the model file, its partial download, hash record and cached heads; returns
         what was deleted."""
+        import filelock
+
         from neuro_bitnet.engine import heads
 
         files = self.files(entry)
