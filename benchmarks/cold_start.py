@@ -123,7 +123,10 @@ def main() -> None:
     if args.baseline:
         engines["neuro-bitnet (caches off)"] = (ours, {**env, **BASELINE_ENV})
     if args.before:
-        engines[f"neuro-bitnet ({args.before})"] = (ours, {**env, "PYTHONPATH": str(args.before.resolve())})
+        # its own cache dir: another version's head-cache or verdict files must not evict ours
+        before_cache = args.cache_dir / "before-xdg-cache"
+        engines[f"neuro-bitnet ({args.before})"] = (
+            ours, {**env, "PYTHONPATH": str(args.before.resolve()), "XDG_CACHE_HOME": str(before_cache)})
     n_prompt = prompt_tokens(args.model, args.threads, env)
     if not args.no_peer:
         if not args.peers_python.is_file():
@@ -148,11 +151,13 @@ def main() -> None:
     peer = next((m for n, m in medians.items() if n.startswith("ik_llama")), None)
     print(f"\ncold first token, {n_prompt}-token prompt, {args.threads} threads, {args.runs} interleaved runs "
           f"(load average {min(load):.1f}-{max(load):.1f})")
-    print("| engine | median s | min s | max s | vs ik_llama.cpp |")
-    print("|---|---|---|---|---|")
+    peer_times = next((t for n, t in times.items() if n.startswith("ik_llama")), None)
+    print("| engine | median s | min s | max s | vs ik_llama.cpp (ratio of medians) | median of per-round ratios |")
+    print("|---|---|---|---|---|---|")
     for name, t in times.items():
         ratio = f"{medians[name] / peer:.2f}x" if peer else "-"
-        print(f"| {name} | {medians[name]:.2f} | {min(t):.2f} | {max(t):.2f} | {ratio} |")
+        paired = f"{statistics.median(a / b for a, b in zip(t, peer_times)):.2f}x" if peer_times else "-"
+        print(f"| {name} | {medians[name]:.2f} | {min(t):.2f} | {max(t):.2f} | {ratio} | {paired} |")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": n_prompt, "threads": args.threads, "runs": times,
                                          "medians": medians, "loadavg": load}, indent=2))
