@@ -170,7 +170,10 @@ def test_heads_of_removed_or_changed_models_are_dropped(model_path):
 
 
 def test_only_the_most_recently_used_heads_are_kept(model_path, monkeypatch):
-    monkeypatch.setattr(heads, "KEEP", 2)
+    _logits(model_path, "q4")
+    (one,) = _cache_files()
+    monkeypatch.setattr(heads, "KEEP_BYTES", 2 * one.stat().st_size)  # room for two heads
+    one.unlink()
     first, second, third = (_copy(model_path, f"m{i}.gguf") for i in range(3))
     _logits(first, "q4")
     _logits(second, "q4")

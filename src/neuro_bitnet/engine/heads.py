@@ -8,9 +8,9 @@ own values, so greedy decoding and the top of every sampling distribution see ex
 Building the q4/q8 copy reads the whole float head and takes most of a second, so the copy is kept
 in the cache directory (``~/.cache/neuro-bitnet/heads`` on Linux, one file per model path and
 head) with the model file's path, size and mtime and a CRC-32 of its bytes; it is used only when
-all of them match, and rebuilt (and rewritten) otherwise. The cache keeps the KEEP most recently
-used heads of model files that still exist as they were; the others are deleted whenever a head
-is stored, and :func:`forget` deletes a model's heads (``neuro model remove``).
+all of them match, and rebuilt (and rewritten) otherwise. The cache keeps the most recently used
+heads of model files that still exist as they were, up to KEEP_BYTES; the others are deleted
+whenever a head is stored, and :func:`forget` deletes a model's heads (``neuro model remove``).
 ``NEURO_BITNET_HEAD_CACHE=0`` turns the cache off.
 """
 
@@ -37,7 +37,7 @@ _MAGIC = b"NBHEAD\x00\x02"
 # path bytes; the codes start at _DATA (aligned for the core), the model's path follows the scales
 _HEADER = struct.Struct("<8s8sIIQQQQIII")
 _DATA = 128
-KEEP = 8  # cached heads kept (the most recently used); a 2B-4T q4 head is 174 MB
+KEEP_BYTES = 2 << 30  # the most recently used heads are kept up to this size (2B-4T's q4 head: 174 MB)
 _STRAY_SECONDS = 3600  # a temporary file this old was left by a writer that died
 
 
@@ -148,18 +148,19 @@ def store_head(model: Path, head: str, n_vocab: int, n_embd: int, codes: bytes, 
     prune()
 
 
-def prune(keep: int | None = None) -> list[Path]:
+def prune(keep_bytes: int | None = None) -> list[Path]:
     """Delete the cache files that cannot be used again (their model file is gone or changed,
-    they are corrupt or of another version, or a dead writer's temporary file) and all but the
-    ``keep`` (default KEEP) most recently used others. Returns the deleted files."""
-    keep = KEEP if keep is None else keep
+    they are corrupt or of another version, or a dead writer's temporary file), then the least
+    recently used others past ``keep_bytes`` (default KEEP_BYTES) in all; the most recently used
+    one is always kept. Returns the deleted files."""
+    keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
     folder = head_cache_dir()
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return []
     removed: list[Path] = []
-    usable: list[tuple[int, Path]] = []
+    usable: list[tuple[int, int, Path]] = []  # (access time, size, path)
     for entry in entries:
         path = Path(entry.path)
         try:
@@ -168,14 +169,17 @@ def prune(keep: int | None = None) -> list[Path]:
                 if time.time() - st.st_mtime > _STRAY_SECONDS:
                     _unlink(path, removed)
             elif _still_valid(path):
-                usable.append((st.st_atime_ns, path))
+                usable.append((st.st_atime_ns, st.st_size, path))
             else:
                 _unlink(path, removed)
         except OSError:
             continue
     usable.sort(reverse=True)
-    for _, path in usable[keep:]:
-        _unlink(path, removed)
+    total = 0
+    for i, (_, size, path) in enumerate(usable):
+        total += size
+        if i and total > keep_bytes:
+            _unlink(path, removed)
     return removed
 
 
