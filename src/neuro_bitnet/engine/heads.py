@@ -24,6 +24,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 from neuro_bitnet.config import setting
 
@@ -79,12 +80,13 @@ def load_head(model: Path, head: str, n_vocab: int, n_embd: int) -> tuple[memory
     except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return None
     view = memoryview(mapped)
-    header = _read_header(view)
-    if header is not None and header[1:] == (head, n_vocab, n_embd, size, mtime, _path_bytes(model)):
-        n_codes, n_scales, crc_c, crc_s = header[0]
-        codes = view[_DATA:_DATA + n_codes]
-        scales = view[_DATA + n_codes:_DATA + n_codes + n_scales]
-        if zlib.crc32(codes) == crc_c and zlib.crc32(scales) == crc_s:
+    header = _parse_header(view[:_DATA], len(view))
+    if header is not None and header.matches(head, n_vocab, n_embd, size, mtime) and (
+        view[header.path_offset:] == _path_bytes(model)
+    ):
+        codes = view[_DATA:_DATA + header.n_codes]
+        scales = view[_DATA + header.n_codes:header.path_offset]
+        if zlib.crc32(codes) == header.crc_codes and zlib.crc32(scales) == header.crc_scales:
             _touch(path)
             return codes, scales
         codes.release()
@@ -94,18 +96,38 @@ def load_head(model: Path, head: str, n_vocab: int, n_embd: int) -> tuple[memory
     return None
 
 
-def _read_header(data) -> tuple | None:
-    """((codes bytes, scales bytes, crc codes, crc scales), head, n_vocab, n_embd, model size,
-    model mtime, model path) of a cache file's bytes (at least its header, and its path), or None
-    when they are not a whole cache file of this version."""
-    if len(data) < _DATA:
+class _Header(NamedTuple):
+    head: str
+    n_vocab: int
+    n_embd: int
+    model_size: int
+    model_mtime: int
+    n_codes: int
+    n_scales: int
+    crc_codes: int
+    crc_scales: int
+    n_path: int
+
+    @property
+    def path_offset(self) -> int:
+        """Where the model's path starts (it ends the file)."""
+        return _DATA + self.n_codes + self.n_scales
+
+    def matches(self, head: str, n_vocab: int, n_embd: int, size: int, mtime: int) -> bool:
+        return (self.head, self.n_vocab, self.n_embd, self.model_size, self.model_mtime) == (
+            head, n_vocab, n_embd, size, mtime)
+
+
+def _parse_header(first: bytes | memoryview, file_size: int) -> _Header | None:
+    """The header of a cache file from its first _DATA bytes, or None when they are not the
+    header of a whole cache file of ``file_size`` bytes in this version."""
+    if len(first) < _DATA:
         return None
-    magic, kind, vocab, embd, m_size, m_mtime, n_codes, n_scales, crc_c, crc_s, n_path = _HEADER.unpack_from(data)
-    end = _DATA + n_codes + n_scales
-    if magic != _MAGIC or len(data) != end + n_path:
+    magic, kind, *fields = _HEADER.unpack_from(first)
+    header = _Header(kind.rstrip(b"\0").decode("ascii", "replace"), *fields)
+    if magic != _MAGIC or file_size != header.path_offset + header.n_path:
         return None
-    return ((n_codes, n_scales, crc_c, crc_s), kind.rstrip(b"\0").decode("ascii", "replace"), vocab, embd,
-            m_size, m_mtime, bytes(data[end:]))
+    return header
 
 
 def _touch(path: Path) -> None:
@@ -187,24 +209,18 @@ def _still_valid(path: Path) -> bool:
     """True when a cache file's header is whole and its model file exists as it was recorded
     (the CRC is checked when the head is loaded, not here: this reads only the ends)."""
     with open(path, "rb") as f:
-        head = f.read(_DATA)
-        if len(head) < _DATA:
+        header = _parse_header(f.read(_DATA), os.fstat(f.fileno()).st_size)
+        if header is None:
             return False
-        fields = _HEADER.unpack_from(head)
-        n_codes, n_scales, n_path = fields[6], fields[7], fields[10]
-        f.seek(_DATA + n_codes + n_scales)
-        model_path = f.read(n_path + 1)
-        size = os.fstat(f.fileno()).st_size
-    if fields[0] != _MAGIC or len(model_path) != n_path or size != _DATA + n_codes + n_scales + n_path:
-        return False
-    model = Path(os.fsdecode(model_path))
-    kind = fields[1].rstrip(b"\0").decode("ascii", "replace")
-    if path.name != f"{_key(model)}.{kind}":
+        f.seek(header.path_offset)
+        model = Path(os.fsdecode(f.read(header.n_path)))
+    if path.name != f"{_key(model)}.{header.head}":
         return False
     try:
-        return _identity(model) == (fields[4], fields[5])
+        size, mtime = _identity(model)
     except OSError:
         return False
+    return (header.model_size, header.model_mtime) == (size, mtime)
 
 
 def forget(model: Path) -> list[Path]:
