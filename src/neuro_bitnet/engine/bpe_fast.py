@@ -31,6 +31,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -140,7 +141,7 @@ class TiktokenEncoder:
         """tiktoken's byte_pair_merge on one piece (its characters are byte-level bytes)."""
         normal = self._normal
         parts = list(chars)
-        none = len(normal) + 1
+        none = sys.maxsize  # above every id
         while len(parts) > 1:
             best, at = none, -1
             for i in range(len(parts) - 1):
