@@ -123,10 +123,14 @@ def main() -> None:
     if args.baseline:
         engines["neuro-bitnet (caches off)"] = (ours, {**env, **BASELINE_ENV})
     if args.before:
-        # its own cache dir: another version's head-cache or verdict files must not evict ours
-        before_cache = args.cache_dir / "before-xdg-cache"
-        engines[f"neuro-bitnet ({args.before})"] = (
-            ours, {**env, "PYTHONPATH": str(args.before.resolve()), "XDG_CACHE_HOME": str(before_cache)})
+        # its own cache dir (another version's head-cache or verdict files must not evict ours),
+        # the same models dir (which defaults to one under the cache dir)
+        from neuro_bitnet.models.manager import ModelManager
+
+        before_env = {"PYTHONPATH": str(args.before.resolve()),
+                      "XDG_CACHE_HOME": str(args.cache_dir / "before-xdg-cache"),
+                      "NEURO_BITNET_MODELS_DIR": str(ModelManager().models_dir)}
+        engines[f"neuro-bitnet ({args.before})"] = (ours, {**env, **before_env})
     n_prompt = prompt_tokens(args.model, args.threads, env)
     if not args.no_peer:
         if not args.peers_python.is_file():
