@@ -88,7 +88,7 @@ def model_path(name: str) -> Path:
     """The file behind a catalog name or a path (for the peer's requantized copy)."""
     from neuro_bitnet.models.manager import ModelManager
 
-    return ModelManager().ensure_model(name, assume_yes=True, interactive=False)
+    return ModelManager().ensure_model(name, assume_yes=True)
 
 
 def peer_model(src: Path, peers_python: Path, cache_dir: Path, threads: int) -> Path:
@@ -123,7 +123,14 @@ def main() -> None:
     if args.baseline:
         engines["neuro-bitnet (caches off)"] = (ours, {**env, **BASELINE_ENV})
     if args.before:
-        engines[f"neuro-bitnet ({args.before})"] = (ours, {**env, "PYTHONPATH": str(args.before.resolve())})
+        # its own cache dir (another version's head-cache or verdict files must not evict ours),
+        # the same models dir (which defaults to one under the cache dir)
+        from neuro_bitnet.models.manager import ModelManager
+
+        before_env = {"PYTHONPATH": str(args.before.resolve()),
+                      "XDG_CACHE_HOME": str(args.cache_dir / "before-xdg-cache"),
+                      "NEURO_BITNET_MODELS_DIR": str(ModelManager().models_dir)}
+        engines[f"neuro-bitnet ({args.before})"] = (ours, {**env, **before_env})
     n_prompt = prompt_tokens(args.model, args.threads, env)
     if not args.no_peer:
         if not args.peers_python.is_file():
@@ -148,11 +155,13 @@ def main() -> None:
     peer = next((m for n, m in medians.items() if n.startswith("ik_llama")), None)
     print(f"\ncold first token, {n_prompt}-token prompt, {args.threads} threads, {args.runs} interleaved runs "
           f"(load average {min(load):.1f}-{max(load):.1f})")
-    print("| engine | median s | min s | max s | vs ik_llama.cpp |")
-    print("|---|---|---|---|---|")
+    peer_times = next((t for n, t in times.items() if n.startswith("ik_llama")), None)
+    print("| engine | median s | min s | max s | vs ik_llama.cpp (ratio of medians) | median of per-round ratios |")
+    print("|---|---|---|---|---|---|")
     for name, t in times.items():
         ratio = f"{medians[name] / peer:.2f}x" if peer else "-"
-        print(f"| {name} | {medians[name]:.2f} | {min(t):.2f} | {max(t):.2f} | {ratio} |")
+        paired = f"{statistics.median(a / b for a, b in zip(t, peer_times)):.2f}x" if peer_times else "-"
+        print(f"| {name} | {medians[name]:.2f} | {min(t):.2f} | {max(t):.2f} | {ratio} | {paired} |")
     if args.json:
         args.json.write_text(json.dumps({"prompt_tokens": n_prompt, "threads": args.threads, "runs": times,
                                          "medians": medians, "loadavg": load}, indent=2))

@@ -242,3 +242,78 @@ def test_big_but_honest_prompts_still_render():
     chat = [{"role": "user", "content": "word " * 200_000}]
     text = render_chat(chat, template=LLAMA3_TEMPLATE, bos_token=BOS, eos_token=EOS)
     assert text.count("word") == 200_000
+
+
+# ------------------------------------------------- prompt ids: history as the model evaluated it
+def _prompter():
+    from support.greedy import fixture_model
+
+    return fixture_model().chat_prompt
+
+
+HISTORY = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "the city of Paris"},  # " the" is one token of the fixture
+    {"role": "user", "content": "And of Spain?"},
+]
+
+
+def test_prompts_without_earlier_answers_tokenize_as_one_text():
+    prompter = _prompter()
+    for chat in (HISTORY[:2], CHATS[0], CHATS[1]):
+        text = prompter.text(chat)
+        assert prompter.ids(chat) == prompter.tokenizer.encode(text, add_bos=not text.startswith(BOS))
+
+
+def test_turn_two_starts_with_turn_one_prompt_and_answer():
+    prompter = _prompter()
+    tok = prompter.tokenizer
+    turn_1 = prompter.ids(HISTORY[:2])
+    turn_2 = prompter.ids(HISTORY)
+    answer = tok.encode("the city of Paris", add_bos=False)
+    assert turn_2[: len(turn_1) + len(answer)] == turn_1 + answer
+    assert tok.decode(turn_2) == prompter.text(HISTORY)
+    # one text would merge the generation prompt's trailing space into the answer
+    whole = tok.encode(prompter.text(HISTORY), add_bos=False)
+    assert whole[: len(turn_1)] != turn_1
+
+
+def test_a_remembered_answer_keeps_its_generated_ids():
+    from neuro_bitnet.engine.chat_format import ChatPrompter
+
+    base = _prompter()
+    prompter = ChatPrompter(base.tokenizer, None)  # a fresh memory
+    tok = prompter.tokenizer
+    text = "the city of Paris"
+    generated = [tok.encode(c, add_bos=False)[0] for c in text]  # not how the text tokenizes
+    assert tok.decode(generated) == text and generated != tok.encode(text, add_bos=False)
+    turn_1 = prompter.ids(HISTORY[:2])
+    prompter.remember(generated)
+    assert prompter.ids(HISTORY)[: len(turn_1) + len(generated)] == turn_1 + generated
+    other = [*HISTORY[:2], {"role": "assistant", "content": "Lyon"}, HISTORY[3]]
+    assert prompter.ids(other) == ChatPrompter(tok, None).ids(other)  # other text: not affected
+
+
+def test_answers_that_do_not_come_back_unchanged_are_not_remembered_and_memory_is_bounded():
+    from neuro_bitnet.engine import chat_format as cf
+
+    prompter = cf.ChatPrompter(_prompter().tokenizer, None)
+    tok = prompter.tokenizer
+    prompter.remember(tok.encode(" Paris", add_bos=False))  # the format strips the space
+    prompter.remember([])
+    assert not prompter._answers
+    for i in range(cf.ANSWER_MEMORY + 5):
+        prompter.remember(tok.encode(f"answer {i}", add_bos=False))
+    assert len(prompter._answers) == cf.ANSWER_MEMORY
+    assert "answer 0" not in prompter._answers and f"answer {cf.ANSWER_MEMORY + 4}" in prompter._answers
+
+
+def test_a_file_template_tokenizes_the_whole_text():
+    from neuro_bitnet.engine.chat_format import ChatPrompter
+
+    tok = _prompter().tokenizer
+    prompter = ChatPrompter(tok, LLAMA3_TEMPLATE)
+    prompter.remember(tok.encode("Paris", add_bos=False))
+    text = prompter.text(HISTORY)
+    assert prompter.ids(HISTORY) == tok.encode(text, add_bos=not text.startswith(BOS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_a_corrupt_cache_is_never_used(model_path, damage):
     good = cached_file.read_bytes()
     data = bytearray(good)
     if damage == "codes":  # zero every code: a head that, if used, changes the ranking logits
-        data[heads._HEADER.size:heads._HEADER.size + 1000] = bytes(1000)
+        data[heads._DATA:heads._DATA + 1000] = bytes(1000)
     elif damage == "truncate":
         data = data[: len(data) - 7]
     elif damage == "header":
@@ -134,3 +135,59 @@ def test_a_model_keeps_its_mapped_head_when_the_cache_is_replaced(model_path):
         out = np.empty((len(ids), model.n_vocab), dtype=np.float32)
         model._forward(ids, 0, out, True)
     assert np.array_equal(out, reference)
+
+
+def _copy(model_path: Path, name: str) -> Path:
+    other = model_path.with_name(name)
+    shutil.copy2(model_path, other)  # same bytes, size and mtime
+    return other
+
+
+def test_a_head_is_never_used_for_another_file_with_the_same_size_and_mtime(model_path):
+    _logits(model_path, "q4")
+    other = _copy(model_path, "other.gguf")
+    (cached_file,) = _cache_files()
+    shutil.copyfile(cached_file, heads._cache_file(other, "q4"))  # as if the names collided
+    assert _cached(other, "q4") is None
+    assert _cached(model_path, "q4") is not None
+
+
+def test_heads_of_removed_or_changed_models_are_dropped(model_path):
+    gone = _copy(model_path, "gone.gguf")
+    changed = _copy(model_path, "changed.gguf")
+    for path in (gone, changed):
+        _logits(path, "q4")
+    assert len(_cache_files()) == 2
+    gone.unlink()
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    stray = heads.head_cache_dir() / ".head-dead-writer"
+    stray.write_bytes(b"partial")
+    os.utime(stray, (0, 0))
+    junk = heads.head_cache_dir() / "0123.q4"
+    junk.write_bytes(b"NBHEAD\0\x01 an older version")
+    _logits(model_path, "q4")  # storing a head prunes the cache
+    assert _cache_files() == [heads._cache_file(model_path, "q4")]
+
+
+def test_only_the_most_recently_used_heads_are_kept(model_path, monkeypatch):
+    _logits(model_path, "q4")
+    (one,) = _cache_files()
+    monkeypatch.setattr(heads, "KEEP_BYTES", 2 * one.stat().st_size)  # room for two heads
+    one.unlink()
+    first, second, third = (_copy(model_path, f"m{i}.gguf") for i in range(3))
+    _logits(first, "q4")
+    _logits(second, "q4")
+    time.sleep(0.01)
+    assert _cached(first, "q4") is not None  # used again: now the most recent
+    _logits(third, "q4")
+    assert _cache_files() == sorted([heads._cache_file(first, "q4"), heads._cache_file(third, "q4")])
+
+
+def test_forget_deletes_a_models_heads(model_path):
+    _logits(model_path, "q4")
+    _logits(model_path, "q8")
+    other = _copy(model_path, "other.gguf")
+    _logits(other, "q4")
+    removed = heads.forget(model_path)
+    assert sorted(removed) == sorted(heads._cache_file(model_path, h) for h in ("q4", "q8"))
+    assert _cache_files() == [heads._cache_file(other, "q4")]

@@ -494,6 +494,33 @@ def test_fast_encoder_equals_tokenizers_on_hard_texts(llama3, llama3_hf, referen
     ]
 
 
+def test_python_path_equals_tiktoken(llama3_meta):
+    """Texts in the alphabet the Python path takes give tiktoken's ids (the Encoding built here
+    only for the comparison); texts outside it build the Encoding."""
+    from neuro_bitnet.engine import bpe_fast
+
+    encoder = Tokenizer.from_gguf_metadata(llama3_meta)._encoder
+    assert isinstance(encoder, bpe_fast.TiktokenEncoder) and encoder._enc is None
+    rng = random.Random(7)
+    alphabet = sorted(bpe_fast._PYTHON_ALPHABET)
+    words = ["the", " The", "'s", "'S", "'ll", "don't", "1234567", " \n\n", "\r\n", "\t", "   ",
+             "<|eot_id|>", "<|begin_of_text|>", "Assistant: ", "ÀÉÎõü", "\xa0", "¿Qué?", "naïve"]
+    texts = [t for t in _hard_texts() if bpe_fast._PYTHON_ALPHABET.issuperset(t)]
+    for _ in range(3000):
+        texts.append("".join(rng.choice(alphabet) if rng.random() < 0.6 else rng.choice(words)
+                             for _ in range(rng.randint(1, 60))))
+    encoding = encoder._encoding()
+    for text in texts:
+        assert encoder._encode_python(text, True) == encoding.encode(text, allowed_special="all"), repr(text)
+        assert encoder._encode_python(text, False) == encoding.encode(text, disallowed_special=()), repr(text)
+
+    fresh = Tokenizer.from_gguf_metadata(llama3_meta)._encoder
+    fresh.encode("What is the capital of France?", True)
+    assert fresh._enc is None  # no build for a plain text
+    assert fresh.encode("🦙 llama", True) == encoding.encode("🦙 llama", allowed_special="all")
+    assert fresh._enc is not None
+
+
 def test_fast_encoder_recognises_control_tokens_like_tokenizers(llama3, llama3_hf):
     text = "<|begin_of_text|>a<|eot_id|> <|start_header_id|>x<|end_header_id|>\n\n<|eot_id|><|eot_id|>"
     for parse_special in (True, False):

@@ -108,3 +108,18 @@ def test_cache_info_lists_files_and_disk_use(mm: ModelManager) -> None:
     names = sorted(f.path.name for f in info.files)
     assert names == ["tiny.gguf", "tiny.gguf.sha256"]
     assert info.total_bytes == sum(f.size for f in info.files) and info.free_bytes
+
+
+def test_remove_deletes_the_models_cached_heads(mm: ModelManager, tmp_path, monkeypatch) -> None:
+    from neuro_bitnet.engine import heads
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(heads.CACHE_ENV, raising=False)
+    entry = mm.entry("tiny")
+    mm.download(entry, progress=False)
+    model = mm.files(entry).model
+    heads.store_head(model, "q4", 256, 128, bytes(256 * 64), bytes(256 * 4))
+    assert heads.load_head(model, "q4", 256, 128) is not None
+    cached = heads._cache_file(model, "q4")
+    assert cached in mm.remove(entry)
+    assert not cached.exists()

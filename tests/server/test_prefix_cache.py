@@ -53,9 +53,28 @@ def test_turn_two_reuses_turn_one(daemon) -> None:
     assert second["usage"]["prompt_tokens"] == len(prompt_2)
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached == common_prefix(kv, prompt_2)
-    # turn 1's whole prompt is reused, but for its last token when the rendered answer starts by
-    # merging with it (the space after "Assistant:")
-    assert cached >= len(prompt_1) - 1
+    assert cached >= len(prompt_1)  # the generation prompt's last token (a space) is kept
+
+
+def test_turn_two_prefills_only_its_new_tokens(daemon) -> None:
+    """Turn 2's history holds turn 1's prompt and answer as the model evaluated them: only the
+    new turn is prefilled, and the answer is the one the prompt gets evaluated from scratch."""
+    turn_1 = [{"role": "user", "content": "Hi"}]  # the fixture's greedy answer is visible text
+    first = _chat(daemon, turn_1)
+    answer = first["choices"][0]["message"]["content"]
+    assert answer.strip() == answer != ""
+    turn_2 = turn_1 + [{"role": "assistant", "content": answer}, {"role": "user", "content": "Again?"}]
+    second = _chat(daemon, turn_2)
+
+    prompt_1, kv = _kv_after(turn_1)  # the engine here generated (and remembered) the same answer
+    model = fixture_model()
+    prompt_2 = model.chat_prompt_ids(turn_2)
+    assert prompt_2[: len(kv)] == kv
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached == len(kv) > len(prompt_1)  # all of turn 1: its prompt and its evaluated answer
+    model.reset()
+    expected = "".join(model.generate(prompt_2, max_tokens=MAX_TOKENS, temperature=0))
+    assert second["choices"][0]["message"]["content"] == expected
 
 
 def test_a_repeated_request_reuses_all_but_its_last_token(daemon) -> None:

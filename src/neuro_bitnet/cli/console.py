@@ -11,19 +11,23 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 from rich.filesize import decimal as _decimal
 
 from neuro_bitnet.errors import NeuroError
+
+if TYPE_CHECKING:  # imported when something is written to stderr, not by every command
+    from rich.console import Console
 
 _err_console: Console | None = None
 
 
 def err_console() -> Console:
     """A rich Console on stderr (colours and live progress on a terminal, plain text otherwise)."""
+    from rich.console import Console
+
     global _err_console
     if _err_console is None or _err_console.file is not sys.stderr:
         _err_console = Console(stderr=True, highlight=False)

@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from neuro_bitnet.engine.constrained import Grammar
-
 json_schema_options = [
     click.option("--json-schema", "json_schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  default=None, help="Answer with JSON matching the JSON schema in FILE (constrained decoding)."),
@@ -29,5 +27,7 @@ def load_json_schema(path: Path | None, json_object: bool) -> dict[str, Any] | b
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise click.BadParameter(f"{path}: not a JSON file ({exc})", param_hint="--json-schema") from None
+    from neuro_bitnet.engine.constrained import Grammar
+
     Grammar.json_schema(schema)  # invalid or unsupported schemas fail before the model loads
     return schema

@@ -11,32 +11,36 @@ import click
 from neuro_bitnet import __version__
 from neuro_bitnet.errors import NeuroError
 
-# Modules that define a click command or group named `command`; each is added to `neuro`.
-# Keep one module per command area (cli/<area>_cmd.py).
-COMMAND_MODULES: list[str] = [
-    "neuro_bitnet.cli.ask_cmd",
-    "neuro_bitnet.cli.chat_cmd",
-    "neuro_bitnet.cli.bench_cmd",
-    "neuro_bitnet.cli.model_cmd",
-    "neuro_bitnet.cli.config_cmd",
-    "neuro_bitnet.cli.doctor_cmd",
-    "neuro_bitnet.cli.serve_cmd",
-    "neuro_bitnet.cli.daemon_cmd",
-    "neuro_bitnet.cli.mcp_cmd",
-    "neuro_bitnet.cli.index_cmd",
-    "neuro_bitnet.cli.search_cmd",
-    "neuro_bitnet.cli.stats_cmd",
-]
+# The module of each command: it defines a click command or group named `command` called NAME.
+# Keep one module per command area (cli/<area>_cmd.py). A module is imported only when its
+# command runs (or a help text lists it), so `neuro ask` does not load what `neuro index` needs.
+COMMANDS: dict[str, str] = {
+    name: f"neuro_bitnet.cli.{name}_cmd"
+    for name in ("ask", "chat", "bench", "model", "config", "doctor", "serve", "daemon", "mcp", "index",
+                 "search", "stats")
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are imported on first use, from COMMANDS."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = importlib.import_module(module).command
+        if command.name != cmd_name:
+            raise RuntimeError(f"{module} defines the command {command.name!r}, not {cmd_name!r}")
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="neuro")
 def cli() -> None:
     """neuro-bitnet: BitNet b1.58 language models on your CPU."""
-
-
-for _name in COMMAND_MODULES:
-    cli.add_command(importlib.import_module(_name).command)
 
 
 def _debug_env() -> bool:

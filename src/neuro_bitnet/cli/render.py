@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Iterable, Iterator, TextIO
 
-from rich.console import Console
-from rich.text import Text
-
-from neuro_bitnet.cli.markdown_lines import LineStyler
+if TYPE_CHECKING:  # rich is imported for a terminal only (piped answers are plain text)
+    from rich.console import Console
+    from rich.text import Text
 
 REFRESH_PER_SECOND = 8  # the live preview is redrawn at this rate, not per token
 
@@ -45,6 +44,11 @@ class AnswerRenderer:
         return "".join(parts)
 
     def _render_markdown(self, pieces: Iterable[str], parts: list[str]) -> None:
+        from rich.console import Console
+        from rich.text import Text
+
+        from neuro_bitnet.cli.markdown_lines import LineStyler
+
         console = Console(file=self.out, highlight=False)
         styler = LineStyler()
         if not self.stream:
@@ -87,6 +91,9 @@ def loading_spinner(model: str) -> Iterator[None]:
 
     from neuro_bitnet.cli.console import err_console
 
+    if not sys.stderr.isatty():  # (before making a rich console: rich is not imported when piped)
+        yield
+        return
     console = err_console()
     if not console.is_terminal:
         yield

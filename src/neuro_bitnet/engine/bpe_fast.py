@@ -28,8 +28,12 @@ hash of the vocabulary (a corrupt or unreadable verdict is checked again). Anyth
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import re
+import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
@@ -47,18 +51,107 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("neuro-bitnet")) / "tokenizers"
 
 
+# Characters on which Python's ``regex`` module and tiktoken's Rust regex split a text alike for
+# the Llama-3 pattern: tab, newline, carriage return, printable ASCII and Latin-1 (no C0/C1
+# controls, whose ``\s`` membership differs). Their Unicode classes have been fixed since 1.1.
+_PYTHON_ALPHABET = frozenset("\t\n\r" + "".join(map(chr, range(0x20, 0x7F))) + "".join(map(chr, range(0xA0, 0x100))))
+PYTHON_MAX_CHARS = 16384  # longer texts go to tiktoken (built once, then much faster per character)
+
+
 class TiktokenEncoder:
-    """Encoding through a ``tiktoken`` Encoding (thread-safe; releases the GIL while it works)."""
+    """tiktoken's BPE over a vocabulary: split by the pre-tokenizer regex, then in each piece
+    merge the adjacent pair whose joined bytes form the lowest id (leftmost on ties).
+
+    Building a ``tiktoken`` Encoding for 128k tokens takes a few tenths of a second, which a cold
+    ``neuro ask`` would wait for before its first token. So texts of up to PYTHON_MAX_CHARS
+    characters of _PYTHON_ALPHABET (where Python's ``regex`` splits as tiktoken does) are
+    encoded here, in Python, by the same algorithm over the token texts; any other text builds
+    the Encoding on first use (tests/engine/test_tokenizer.py compares the two). Thread-safe;
+    tiktoken releases the GIL while it works.
+    """
 
     name = "tiktoken"
 
-    def __init__(self, encoding) -> None:
-        self._enc = encoding
+    def __init__(self, normal: dict[str, int], specials: dict[str, int], pattern: str) -> None:
+        import regex
+
+        from neuro_bitnet.engine import tokenizer as tk
+
+        self._normal = normal  # byte-level token text -> id
+        self._specials = specials
+        self._pattern = pattern
+        self._split = regex.compile(pattern)
+        # Where a control token may start (compiling an alternation of 256 of them takes a tenth
+        # of a second); none contains another, so at most one matches at a position.
+        starts = {t[0] for t in specials if t}
+        self._special_start = re.compile("[" + "".join(map(re.escape, starts)) + "]" if starts else "(?!)")
+        self._special_lengths = sorted({len(t) for t in specials}, reverse=True)
+        self._byte_chars = {b: ord(c) for b, c in tk._BYTE_TO_CHAR.items()}  # latin-1 char -> byte-level char
+        self._enc = None
+        self._lock = threading.Lock()
 
     def encode(self, text: str, parse_special: bool) -> list[int]:
+        if len(text) <= PYTHON_MAX_CHARS and _PYTHON_ALPHABET.issuperset(text):
+            return self._encode_python(text, parse_special)
+        enc = self._encoding()
         if parse_special:
-            return self._enc.encode(text, allowed_special="all")
-        return self._enc.encode(text, disallowed_special=())
+            return enc.encode(text, allowed_special="all")
+        return enc.encode(text, disallowed_special=())
+
+    def _encoding(self):
+        with self._lock:
+            if self._enc is None:
+                import tiktoken
+
+                normal = sorted(self._normal.items(), key=lambda item: item[1])
+                ranks = dict(zip(_byte_texts([text for text, _ in normal]), [i for _, i in normal]))
+                self._enc = tiktoken.Encoding("gguf-llama3", pat_str=self._pattern, mergeable_ranks=ranks,
+                                              special_tokens=self._specials)
+            return self._enc
+
+    def _encode_python(self, text: str, parse_special: bool) -> list[int]:
+        if not parse_special or not self._specials:
+            return self._encode_ordinary(text)
+        ids: list[int] = []
+        start = 0
+        for match in self._special_start.finditer(text):
+            at = match.start()
+            if at < start:
+                continue
+            special = next((text[at:at + n] for n in self._special_lengths if text[at:at + n] in self._specials), None)
+            if special is not None:
+                ids += self._encode_ordinary(text[start:at])
+                ids.append(self._specials[special])
+                start = at + len(special)
+        return ids + self._encode_ordinary(text[start:])
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        ids: list[int] = []
+        normal = self._normal
+        for piece in self._split.findall(text):
+            chars = piece.encode("utf-8").decode("latin-1").translate(self._byte_chars)
+            token = normal.get(chars)
+            if token is not None:
+                ids.append(token)
+            else:
+                ids += self._merge(chars)
+        return ids
+
+    def _merge(self, chars: str) -> list[int]:
+        """tiktoken's byte_pair_merge on one piece (its characters are byte-level bytes)."""
+        normal = self._normal
+        parts = list(chars)
+        none = sys.maxsize  # above every id
+        while len(parts) > 1:
+            best, at = none, -1
+            for i in range(len(parts) - 1):
+                rank = normal.get(parts[i] + parts[i + 1], none)
+                if rank < best:
+                    best, at = rank, i
+            if at < 0:
+                break
+            parts[at:at + 2] = [parts[at] + parts[at + 1]]
+        return [normal[part] for part in parts]
 
 
 def build(tokens: list[str], types: list[int], merges: Sequence, pre: str) -> TiktokenEncoder | None:
@@ -67,9 +160,7 @@ def build(tokens: list[str], types: list[int], merges: Sequence, pre: str) -> Ti
 
     if pre not in tk._LLAMA3_PRE_NAMES or setting("tokenizer") == "tokenizers":
         return None
-    try:
-        import tiktoken
-    except ImportError:
+    if importlib.util.find_spec("tiktoken") is None:
         return None
     if not set(map(type, merges)) <= {str}:
         return None
@@ -80,13 +171,11 @@ def build(tokens: list[str], types: list[int], merges: Sequence, pre: str) -> Ti
         _write_verdict(key, verdict)
     if not verdict:
         return None
-    normal_ids = [i for i, kind in enumerate(types) if kind == tk.TOKEN_NORMAL]
+    normal = dict(zip(tokens, range(len(tokens))))  # texts are unique (checked by equivalent())
     specials = {tokens[i]: i for i, kind in enumerate(types) if kind != tk.TOKEN_NORMAL}
-    ranks = dict(zip(_byte_texts([tokens[i] for i in normal_ids]), normal_ids))
-    encoding = tiktoken.Encoding(
-        "gguf-llama3", pat_str=tk.LLAMA3_SPLIT_REGEX, mergeable_ranks=ranks, special_tokens=specials
-    )
-    return TiktokenEncoder(encoding)
+    for text in specials:
+        del normal[text]
+    return TiktokenEncoder(normal, specials, tk.LLAMA3_SPLIT_REGEX)
 
 
 def _byte_texts(texts: list[str]) -> list[bytes]:

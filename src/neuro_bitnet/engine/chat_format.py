@@ -5,24 +5,16 @@ jinja template or the built-in BitNet format (no template, or Microsoft's placeh
 ``BITNET``); :class:`ChatPrompter` applies the decision for one model (text, token ids with one
 BOS). Every answer path (engine, daemon, CLI, MCP, the llama-cli backend) goes through them.
 
-Templates run in jinja2's immutable sandbox with the helpers Hugging Face provides
-(``raise_exception``, ``strftime_now``), so a template from a downloaded file cannot reach Python
-internals; rendering is bounded in time and output size, and can be stopped (see
-:func:`render_chat`), so a hostile template cannot wedge the model thread.
+Templates run in jinja2's immutable sandbox, bounded in time and output size and stoppable (see
+:func:`render_chat` and :mod:`chat_template`, imported only when a file's template is used).
 """
 
 from __future__ import annotations
 
-import ctypes
 import threading
-import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
-
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from neuro_bitnet.errors import NeuroError
 
@@ -127,144 +119,27 @@ def chat_format(template: str | None) -> ChatFormat:
     return ChatFormat(template, "the file's chat template (tokenizer.chat_template)")
 
 
-def _raise_exception(message: str) -> None:
-    raise jinja2.TemplateError(message)
+BITNET_ANSWER_PROMPT = "Assistant: "  # the generation prompt: the model writes its answer after it
 
 
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-class _TooBig(jinja2.exceptions.SecurityError):
-    """A template operation would build a value past the output bound."""
-
-
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox plus size checks on the operations that can allocate without bound
-    in one step (``'x' * N``, ``a + b``, ``N ** M``, ``str.ljust(N)`` and the like)."""
-
-    intercepted_binops = frozenset(["*", "+", "**"])
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        limit = _limit()
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > limit:
-                    raise _TooBig(f"'*' would build {len(seq) * n:,} items")
-        elif operator == "+":
-            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-                if len(left) + len(right) > limit:
-                    raise _TooBig(f"'+' would build {len(left) + len(right):,} items")
-        elif operator == "**" and isinstance(right, int) and abs(right) > MAX_POWER_EXPONENT:
-            raise _TooBig(f"exponent {right} is too large")
-        return super().call_binop(context, operator, left, right)
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        # Width and count arguments (ljust, center, zfill, expandtabs, ...) build strings in one
-        # C call that the time bound cannot interrupt.
-        limit = _limit()
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
-                raise _TooBig(f"argument {value:,} is too large")
-        return super().call(__context, __obj, *args, **kwargs)
-
-
-_render_state = threading.local()  # .limit: the output bound of the render on this thread
-
-
-def _limit() -> int:
-    return getattr(_render_state, "limit", MIN_OUTPUT_CHARS)
-
-
-def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    """A width-taking filter (center, indent, ...) that refuses widths past the output bound."""
-
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        for value in (*args[1:], *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool) and value > _limit():
-                raise _TooBig(f"{name} width {value:,} is too large")
-        return original(*args, **kwargs)
-
-    return bounded
-
-
-@lru_cache(maxsize=16)
-def _compile(template: str) -> jinja2.Template:
-    env = _BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    for name in ("center", "indent", "wordwrap", "truncate"):
-        env.filters[name] = _bounded_filter(name, env.filters[name])
-    try:
-        return env.from_string(template)
-    except jinja2.TemplateSyntaxError as exc:
-        raise ChatFormatError(f"invalid chat template (line {exc.lineno}): {exc.message}") from None
+def _bitnet_segments(messages: list[dict[str, str]], bos_token: str,
+                     add_generation_prompt: bool) -> list[tuple[str, bool]]:
+    """The BitNet b1.58 2B-4T format as (text, is_answer) pieces: ``Role: content<|eot_id|>`` turns
+    after BOS, where the content of an assistant turn (an earlier answer) is a piece of its own."""
+    pieces: list[tuple[str, bool]] = [(bos_token, False)]
+    for m in messages:
+        if m["role"] == "assistant":
+            pieces += [(BITNET_ANSWER_PROMPT, False), (m["content"].strip(), True), (BITNET_EOT, False)]
+        else:
+            pieces.append((f"{m['role'].capitalize()}: {m['content'].strip()}{BITNET_EOT}", False))
+    if add_generation_prompt:
+        pieces.append((BITNET_ANSWER_PROMPT, False))
+    return pieces
 
 
 def _render_bitnet(messages: list[dict[str, str]], bos_token: str, add_generation_prompt: bool) -> str:
     """The BitNet b1.58 2B-4T format: ``Role: content<|eot_id|>`` turns after BOS."""
-    turns = [f"{m['role'].capitalize()}: {m['content'].strip()}{BITNET_EOT}" for m in messages]
-    prompt = bos_token + "".join(turns)
-    if add_generation_prompt:
-        prompt += "Assistant: "
-    return prompt
-
-
-class _Stopped(BaseException):
-    """Raised inside a template's rendering thread to end it (time bound or cancellation)."""
-
-
-def _interrupt(thread: threading.Thread) -> None:
-    """Raise _Stopped in ``thread`` at its next Python instruction (a long C call finishes first)."""
-    if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Stopped))
-
-
-def _render_template(compiled: jinja2.Template, variables: dict[str, Any], limit: int,
-                     timeout: float, cancelled: Callable[[], bool] | None) -> str:
-    """Render on a helper thread, which is stopped past ``timeout`` seconds, past ``limit``
-    characters of output or when ``cancelled()`` turns true; the caller is never held longer."""
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            _render_state.limit = limit
-            size, parts = 0, []
-            for part in compiled.generate(**variables):
-                size += len(part)
-                if size > limit:
-                    raise _TooBig(f"the prompt would be longer than {limit:,} characters")
-                parts.append(part)
-            box["text"] = "".join(parts)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = exc
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=work, name="chat-template", daemon=True)
-    end = time.monotonic() + timeout
-    thread.start()
-    while not done.wait(0.02):
-        stop = cancelled is not None and cancelled()
-        if stop or time.monotonic() > end:
-            _interrupt(thread)
-            reason = "was cancelled" if stop else f"took longer than {timeout:g} s"
-            raise ChatFormatError(f"rendering the chat template {reason}; stopped")
-    error = box.get("error")
-    if error is None and "text" in box:
-        return box["text"]
-    if error is None or isinstance(error, _Stopped):
-        raise ChatFormatError("rendering the chat template was stopped")
-    if isinstance(error, _TooBig):
-        raise ChatFormatError(f"chat template refused: {error}") from None
-    if isinstance(error, jinja2.exceptions.SecurityError):
-        raise ChatFormatError(f"chat template tried an unsafe operation: {error}") from None
-    if isinstance(error, jinja2.TemplateError):
-        raise ChatFormatError(f"chat template error: {error}") from None
-    if isinstance(error, Exception):  # a template can fail in arbitrary ways (bad index, type error)
-        raise ChatFormatError(f"chat template failed: {type(error).__name__}: {error}") from None
-    raise error
+    return "".join(text for text, _ in _bitnet_segments(messages, bos_token, add_generation_prompt))
 
 
 def render_chat(
@@ -288,16 +163,33 @@ def render_chat(
     fmt = chat_format(template)
     if fmt.template is None:
         return _render_bitnet(clean, bos_token, add_generation_prompt)
-    compiled = _compile(fmt.template)
+    from neuro_bitnet.engine import chat_template  # jinja2, imported only for a file's template
+
+    compiled = chat_template.compile_template(fmt.template)
     limit = MIN_OUTPUT_CHARS + 4 * sum(len(m["content"]) for m in clean)
     variables = dict(messages=clean, bos_token=bos_token, eos_token=eos_token,
                      add_generation_prompt=add_generation_prompt)
-    return _render_template(compiled, variables, limit, RENDER_SECONDS if timeout is None else timeout,
-                            cancelled)
+    return chat_template.render_template(compiled, variables, limit,
+                                         RENDER_SECONDS if timeout is None else timeout, cancelled)
+
+
+ANSWER_MEMORY = 64  # generated answers a ChatPrompter keeps the token ids of (most recent first)
 
 
 class ChatPrompter:
-    """Chats -> prompts for one model: its chat format (see :func:`chat_format`), its BOS."""
+    """Chats -> prompts for one model: its chat format (see :func:`chat_format`), its BOS.
+
+    Token ids of a chat's history equal what the model evaluated when the history was made. In
+    the BitNet format the generation prompt ends with ``"Assistant: "`` (its last token is the
+    space) and the model writes its answer after that token; tokenizing the rendered history as
+    one text would merge the space into the answer's first word (`` Paris``), so every later turn
+    would differ from the KV cache from there on and prefill the whole previous answer again. So
+    an earlier answer is tokenized as its own piece after the ``"Assistant: "`` piece, and an
+    answer this model generated (see :meth:`remember`) keeps the very ids it was generated as:
+    the prompt of turn 2 starts with turn 1's prompt ids plus its answer ids. Only turn starts
+    differ from the file's training text (one token boundary per earlier answer), and they are
+    what the model read at the time. Prompts without earlier answers are tokenized as before.
+    """
 
     def __init__(self, tokenizer: "Tokenizer", template: str | None) -> None:
         self.tokenizer = tokenizer
@@ -305,6 +197,11 @@ class ChatPrompter:
         tok = tokenizer
         self.bos_token = tok.decode([tok.bos_id]) if tok.bos_id is not None else ""
         self.eos_token = tok.decode([tok.eos_id]) if tok.eos_id is not None else ""
+        # Pieces can be tokenized apart only where that equals tokenizing them together at
+        # special tokens (byte-level BPE); SentencePiece would add a space prefix to each piece.
+        self._pieces = self.format.template is None and tok.kind == "gpt2"
+        self._answers: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._answers_lock = threading.Lock()
 
     def text(self, messages: list[dict], *, cancelled: Callable[[], bool] | None = None) -> str:
         """The prompt text, BOS text included when the format writes it."""
@@ -312,10 +209,55 @@ class ChatPrompter:
                            eos_token=self.eos_token, cancelled=cancelled)
 
     def ids(self, messages: list[dict], *, cancelled: Callable[[], bool] | None = None) -> list[int]:
-        """The prompt's token ids, with BOS once (added only if the format did not write it)."""
+        """The prompt's token ids, with BOS once (added only if the format did not write it);
+        earlier answers as the model generated them (see the class docstring)."""
+        if self._pieces:
+            return self._piece_ids(_bitnet_segments(_validate(messages), self.bos_token, True))
         prompt = self.text(messages, cancelled=cancelled)
         has_bos = bool(self.bos_token) and prompt.startswith(self.bos_token)
         return self.tokenizer.encode(prompt, add_bos=not has_bos)
+
+    def _piece_ids(self, segments: list[tuple[str, bool]]) -> list[int]:
+        ids: list[int] = []
+        run = ""  # text up to the next answer, tokenized as one text
+        for text, is_answer in segments:
+            if not is_answer:
+                run += text
+                continue
+            ids += self._encode_run(run, first=not ids)
+            run = ""
+            ids += self._answer_ids(text)
+        return ids + self._encode_run(run, first=not ids)
+
+    def _encode_run(self, text: str, *, first: bool) -> list[int]:
+        if not first:
+            return self.tokenizer.encode(text, add_bos=False)
+        has_bos = bool(self.bos_token) and text.startswith(self.bos_token)
+        return self.tokenizer.encode(text, add_bos=not has_bos)
+
+    def _answer_ids(self, text: str) -> list[int]:
+        with self._answers_lock:
+            known = self._answers.get(text)
+            if known is not None:
+                self._answers.move_to_end(text)
+                return list(known)
+        return self.tokenizer.encode(text, add_bos=False)
+
+    def remember(self, answer_ids: Sequence[int]) -> None:
+        """Keep the ids of an answer this model generated (without its stop token), so that a
+        later chat holding that answer's text in its history gets exactly these ids. Only an
+        answer whose text comes back unchanged in a prompt is kept (not one that starts or ends
+        with white space, which the format strips); the last ANSWER_MEMORY answers are kept."""
+        if not self._pieces or not answer_ids:
+            return
+        text = self.tokenizer.decode(answer_ids)
+        if not text or text != text.strip():
+            return
+        with self._answers_lock:
+            self._answers[text] = tuple(int(t) for t in answer_ids)
+            self._answers.move_to_end(text)
+            while len(self._answers) > ANSWER_MEMORY:
+                self._answers.popitem(last=False)
 
     def text_without_bos(self, messages: list[dict]) -> str:
         """The prompt text without a leading BOS, for programs that add BOS themselves."""

@@ -21,9 +21,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import llguidance
-
 if TYPE_CHECKING:
+    import llguidance
     from llguidance._lib import JsonCompileOptions  # a TypedDict of the stubs only
 import numpy as np
 
@@ -47,6 +46,8 @@ class Grammar:
     """A checked grammar in llguidance's format; reusable by any number of generations."""
 
     def __init__(self, serialized: str, what: str) -> None:
+        import llguidance  # imported when used: most answers have no grammar
+
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(serialized)
         if is_error:
             raise GrammarError(f"invalid {what}: {messages[0] if messages else 'rejected'}")
@@ -69,6 +70,8 @@ class Grammar:
         if schema is True:
             schema = {}  # any JSON value
         try:
+            import llguidance
+
             text = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
         except (ValueError, TypeError) as exc:
             raise GrammarError(f"invalid JSON schema: {exc}") from None
@@ -82,6 +85,8 @@ class Grammar:
     @classmethod
     def lark(cls, text: str) -> "Grammar":
         """A Lark grammar in llguidance's dialect (it may embed JSON schemas with ``%json``)."""
+        import llguidance
+
         return cls(llguidance.LLMatcher.grammar_from_lark(text), "grammar")
 
 
@@ -90,6 +95,8 @@ class GrammarConstraint:
 
     def __init__(self, grammar: Grammar, tokenizer: Tokenizer, n_vocab: int) -> None:
         self.n_vocab = n_vocab
+        import llguidance
+
         self._matcher = llguidance.LLMatcher(_ll_tokenizer(tokenizer, n_vocab), grammar.serialized, log_level=0)
         self._check()
         self.mask_seconds = 0.0  # total time spent computing masks
@@ -169,6 +176,8 @@ def _ll_tokenizer(tokenizer: Tokenizer, n_vocab: int) -> llguidance.LLTokenizer:
     with _cache_lock:
         by_size = _cache.setdefault(tokenizer, {})
         if n_vocab not in by_size:
+            import llguidance
+
             vocab = _Vocabulary(tokenizer, n_vocab)
             stops = sorted(tokenizer.stop_ids) or [vocab.eos_token_id]
             by_size[n_vocab] = llguidance.LLTokenizer(llguidance.TokenizerWrapper(vocab), n_vocab=n_vocab,

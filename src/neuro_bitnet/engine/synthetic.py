@@ -16,18 +16,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from statistics import NormalDist
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-from filelock import FileLock
 
 from neuro_bitnet.engine import quants
 from neuro_bitnet.engine.chat_format import MICROSOFT_PLACEHOLDER_TEMPLATE
 from neuro_bitnet.engine.gguf import DEFAULT_ALIGNMENT, GGMLType, GGUFValueType, align_up, tensor_nbytes
-from neuro_bitnet.engine.gguf_writer import GGUFWriter
-from neuro_bitnet.engine.tokenizer import gguf_metadata_from_hf_tokenizer, llama3_tokenizer_json
 from neuro_bitnet.errors import ConfigError
+
+if TYPE_CHECKING:  # the builder's modules are imported when a model is built, not to find one
+    from neuro_bitnet.engine.gguf_writer import GGUFWriter
 
 ARCH = "bitnet-b1.58"
 LLAMA3_VOCAB = 128256
@@ -88,6 +87,8 @@ def _rng(seed: int, index: int) -> np.random.Generator:
 def _normal_f16_table() -> np.ndarray:
     """65,536 float16 quantiles of N(0, EMBED_STD): indexing it with uniform random uint16 values
     samples the normal distribution (to 1/65536 resolution) far faster than drawing floats."""
+    from statistics import NormalDist
+
     dist = NormalDist(0.0, EMBED_STD)
     return np.array([dist.inv_cdf((i + 0.5) / 65536) for i in range(65536)], dtype=np.float16)
 
@@ -199,12 +200,16 @@ def _metadata(name: str, s: dict[str, Any]) -> list[tuple[str, Any, GGUFValueTyp
 @lru_cache(maxsize=2)
 def _tokenizer_metadata(vocab_limit: int | None) -> dict[str, Any]:
     """The Llama-3 tokenizer keys (slow to derive, so kept for the next build; read-only)."""
+    from neuro_bitnet.engine.tokenizer import gguf_metadata_from_hf_tokenizer, llama3_tokenizer_json
+
     return gguf_metadata_from_hf_tokenizer(llama3_tokenizer_json(), vocab_limit=vocab_limit)
 
 
 def _writer(name: str, path: Path) -> GGUFWriter:
     """The writer for ``name`` with its metadata and tensor list (tensor bytes come lazily)."""
     s = _shape(name)
+    from neuro_bitnet.engine.gguf_writer import GGUFWriter
+
     writer = GGUFWriter(path, ARCH)
     for key, value, vtype in _metadata(name, s):
         writer.add(key, value, vtype)
@@ -272,6 +277,8 @@ def synthetic_model_path(name: str, cache_dir: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return path
+    from filelock import FileLock
+
     with FileLock(str(path) + ".lock"):
         if not path.is_file():
             build_synthetic_model(name, path)

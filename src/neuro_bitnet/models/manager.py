@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import filelock
-
 from neuro_bitnet.config import Settings, load_settings
 from neuro_bitnet.errors import DownloadError, ModelNotFoundError, NeuroError
 from neuro_bitnet.models.catalog import SYNTHETIC_DIR, Catalog, CatalogEntry, load_catalog
@@ -338,7 +336,12 @@ class ModelManager:
         return expected == actual, actual
 
     def remove(self, entry: CatalogEntry) -> list[Path]:
-        """Delete the model file, its partial download and hash record; returns what was deleted."""
+        """Delete the model file, its partial download, hash record and cached heads; returns
+        what was deleted."""
+        import filelock
+
+        from neuro_bitnet.engine import heads
+
         files = self.files(entry)
         lock = filelock.FileLock(files.lock)
         try:
@@ -347,6 +350,7 @@ class ModelManager:
             raise NeuroError(f"{entry.id} is being downloaded by another process; try again later") from None
         removed = []
         try:
+            removed += heads.forget(files.model)
             for path in (files.model, files.part, files.record, self._converting_path(entry)):
                 if path.exists():
                     path.unlink()

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from rich.console import Console
 from rich.filesize import decimal as format_size
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+
+if TYPE_CHECKING:  # rich's console and bars are imported when a bar is shown
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 class ProgressReporter(Protocol):
@@ -112,6 +107,8 @@ class RichProgress:
     """A progress bar with bytes, rate and ETA on the terminal (stderr)."""
 
     def __init__(self, console: Console | None = None, verb: str = "downloading") -> None:
+        from rich.console import Console
+
         self.console = console or Console(stderr=True)
         self.verb = verb
         self._progress: Progress | None = None
@@ -121,6 +118,15 @@ class RichProgress:
         self.console.print(message, highlight=False, markup=False)
 
     def start(self, label: str, total: int | None, completed: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.finish()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -150,5 +156,7 @@ def make_progress(enabled: bool = True, stream: TextIO | None = None, verb: str 
         return NullProgress()
     stream = stream or sys.stderr
     if stream.isatty():
+        from rich.console import Console
+
         return RichProgress(Console(file=stream), verb)
     return LineProgress(stream, verb)

@@ -6,11 +6,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import filelock
+from typing import TYPE_CHECKING, Callable
 
 from neuro_bitnet.models.hub import normalize_sha256
+
+if TYPE_CHECKING:
+    import filelock
 
 PART_SUFFIX = ".part"
 RECORD_SUFFIX = ".sha256"
@@ -71,6 +72,8 @@ def write_record(files: ModelFiles, sha256: str) -> None:
 
 def lock_or_wait(path: Path, label: str, note: Callable[[str], None]) -> filelock.FileLock:
     """The lock file ``path``, held; when another process holds it, ``note`` says so and this waits."""
+    import filelock  # imported when a download runs, not for every model lookup
+
     lock = filelock.FileLock(path)
     try:
         lock.acquire(timeout=0)
