@@ -252,7 +252,7 @@ class BitNetModel:
                 self._forward([history[-1]], len(history) - 1, logits, False)
                 self._cached = history[:]
             stats.decode_seconds = time.perf_counter() - decode_start
-            self.chat_prompt.remember(decoding.result.tokens)  # a next chat turn holding this answer reuses the KV cache
+            self.chat_prompt.remember(decoding.result.tokens)  # a next chat turn holding it reuses the KV cache
             tail = decoding.finish()
             if tail:
                 yield tail
