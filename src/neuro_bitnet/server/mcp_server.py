@@ -35,7 +35,7 @@ class MCPSettings:
     model: str | None = None
     threads: int | None = None
     ctx_size: int = DEFAULT_CTX_SIZE
-    storage: Path | None = None
+    storage: Path | str | None = None  # index directory or postgresql:// URL
     embedder: str | None = None
     assume_yes: bool = False
 
