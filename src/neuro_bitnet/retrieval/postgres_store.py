@@ -2,8 +2,9 @@
 replicas reach (`--storage postgresql://user@host/db`). Needs `pip install 'neuro-bitnet[postgres]'`
 (psycopg 3 and pgvector's Python package) and the `vector` extension in the database.
 
-- Vectors: a `vector(dim)` column with an HNSW index (cosine); `hnsw.ef_search` is raised to
-  twice the candidates asked for, so a search returns as many as it is asked for.
+- Vectors: a `vector(dim)` column with an HNSW index (cosine). Each search sets `hnsw.ef_search`
+  to twice the candidates asked for (at least 100): pgvector returns at most ef_search rows, and a
+  wider search finds the exact neighbours more often.
 - Words: a `tsvector` column (the `simple` configuration, any language) with a GIN index. Text
   and queries are accent-folded in Python (`lexical.fold_accents`) before `to_tsvector`, so
   matching ignores accents without the `unaccent` extension (which not every server has).
@@ -325,7 +326,7 @@ class PostgresStore:
             return []
         vector = np.asarray(query, dtype=np.float32)
         with self._errors(), self.conn.transaction():
-            self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, 2 * k)),))
+            self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(100, 2 * k)),))
             rows = self.conn.execute(
                 "SELECT id, 1 - (embedding <=> %b) FROM neuro_chunks ORDER BY embedding <=> %b LIMIT %s",
                 (vector, vector, k),

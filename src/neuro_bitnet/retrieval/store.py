@@ -171,7 +171,7 @@ def describe(spec: StorageSpec) -> str:
     if not is_database_url(spec):
         return str(spec)
     parts = urlsplit(str(spec).strip())
-    if parts.password is None:
+    if not parts.password:
         return str(spec).strip()
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
