@@ -2,9 +2,12 @@
 replicas reach (`--storage postgresql://user@host/db`). Needs `pip install 'neuro-bitnet[postgres]'`
 (psycopg 3 and pgvector's Python package) and the `vector` extension in the database.
 
-- Vectors: a `vector(dim)` column with an HNSW index (cosine). Each search sets `hnsw.ef_search`
-  to twice the candidates asked for (at least 100): pgvector returns at most ef_search rows, and a
-  wider search finds the exact neighbours more often.
+- Vectors: a `vector(dim)` column with an HNSW index (cosine). The index is built in one go by
+  `optimize()` (end of `neuro index`) when it does not exist yet: building it over a full table is
+  far faster than growing it one insert at a time, so a first run fills the table and then builds
+  it; later runs insert into it. Until it exists a vector search is an exact scan (correct, slower).
+  Each search sets `hnsw.ef_search` to twice the candidates asked for (at least 100): pgvector
+  returns at most ef_search rows, and a wider search finds the exact neighbours more often.
 - Words: a `tsvector` column (the `simple` configuration, any language) with a GIN index. Text
   and queries are accent-folded in Python (`lexical.fold_accents`) before `to_tsvector`, so
   matching ignores accents without the `unaccent` extension (which not every server has).
@@ -49,6 +52,7 @@ INSTALL_HINT = "pip install 'neuro-bitnet[postgres]'"
 SCHEMA_VERSION = 1
 TS_CONFIG = "simple"
 HNSW_INDEX = "neuro_chunks_embedding_hnsw"
+BUILD_MEMORY = "512MB"  # maintenance_work_mem while the HNSW index is built (in memory up to this)
 # Advisory lock keys (class, object): the object is hashtext(current_schema()), so that indexes in
 # different schemas of one database do not block each other.
 _WRITER_LOCK = 0x6E657572  # "neur": one `neuro index` run at a time
@@ -79,6 +83,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             embedding vector NOT NULL,
             tsv tsvector NOT NULL
         )""",
+        # Kept in the row, not in TOAST: ranking reads every matching row's tsvector, and the
+        # planner prices a scan by the table's own pages (with TOAST it picks scans that detoast all).
+        "ALTER TABLE neuro_chunks ALTER COLUMN tsv SET STORAGE MAIN",
         "CREATE INDEX IF NOT EXISTS neuro_chunks_doc ON neuro_chunks(doc_id)",
         "CREATE INDEX IF NOT EXISTS neuro_chunks_tsv ON neuro_chunks USING gin(tsv)",
     ),
@@ -226,9 +233,21 @@ class PostgresStore:
                 pass
 
     def optimize(self) -> None:
+        """Build the HNSW index if it is missing (and an embedder is recorded), then refresh the
+        planner statistics the lexical search reads."""
         with self._errors():
+            if self.embedder() is not None and not self._has_vector_index():
+                with self.conn.transaction():
+                    self._ddl_lock()  # another process may build it or clear the index meanwhile
+                    if self.embedder() is not None:
+                        self.conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+                        self.conn.execute(f"CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON neuro_chunks "
+                                          "USING hnsw (embedding vector_cosine_ops)")
             self.conn.execute("ANALYZE neuro_documents")
             self.conn.execute("ANALYZE neuro_chunks")
+
+    def _has_vector_index(self) -> bool:
+        return self._row("SELECT to_regclass(%s)", (HNSW_INDEX,))[0] is not None
 
     def embedder(self) -> EmbedderInfo | None:
         with self._errors():
@@ -248,12 +267,10 @@ class PostgresStore:
             check_embedder(current, info)
             if current is not None:
                 return
-            # The column takes the embedder's dimension so that the HNSW index can be built on it.
+            # The column takes the embedder's dimension so that the HNSW index can be built on it
+            # (by optimize(), once the first run has filled the table).
             self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
             self.conn.execute(f"ALTER TABLE neuro_chunks ALTER COLUMN embedding TYPE vector({int(info.dim)})")
-            self.conn.execute(
-                f"CREATE INDEX {HNSW_INDEX} ON neuro_chunks USING hnsw (embedding vector_cosine_ops)"
-            )
             self._set_meta("embedder", info.name)
             self._set_meta("embedder_fingerprint", info.fingerprint)
             self._set_meta("embedder_dim", str(info.dim))
@@ -408,6 +425,8 @@ class PostgresStore:
                 "(SELECT extversion FROM pg_extension WHERE extname = 'vector')"
             )
         info = self.embedder()
+        with self._errors():
+            has_index = self._has_vector_index()
         return {
             "storage": self._location,
             "database": f"PostgreSQL {server[0]}, pgvector {server[1]}",
@@ -420,6 +439,7 @@ class PostgresStore:
             "embedder_dim": info.dim if info else None,
             "embedder_fingerprint": info.fingerprint if info else None,
             "last_indexed_at": docs[2],
+            "vector_index": "hnsw" if has_index else "none yet (exact scan; built at the end of `neuro index`)",
         }
 
     def check(self) -> list[str]:
@@ -442,8 +462,6 @@ class PostgresStore:
                 )[0]
                 if wrong:
                     problems.append(f"{wrong} vectors of the wrong size")
-                if self._row("SELECT to_regclass(%s)", (HNSW_INDEX,))[0] is None:
-                    problems.append("the HNSW index is missing")
             elif self._row("SELECT EXISTS (SELECT 1 FROM neuro_chunks)")[0]:
                 problems.append("chunks stored but no embedder recorded")
         return problems
