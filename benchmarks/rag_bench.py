@@ -136,8 +136,12 @@ def bench_embedding(embedder, chunks) -> dict:
             "chunks_per_cpu_s": len(texts) / cpu}
 
 
+SHARED_BUFFERS = "1GB"  # the pgserver instance's cache: room for the 100k-chunk table and its indexes
+
+
 class _Postgres:
-    """Fresh PostgreSQL databases for the scale runs: on `url`, or on a pgserver started here."""
+    """Fresh PostgreSQL databases for the scale runs: on `url`, or on a pgserver started here
+    (shared_buffers SHARED_BUFFERS)."""
 
     def __init__(self, url: str | None) -> None:
         self.url, self.server, self.base = url, None, None
@@ -157,6 +161,10 @@ class _Postgres:
 
             self.base = Path(tempfile.mkdtemp(prefix="neuro-bench-pg-"))
             self.base.chmod(0o755)  # as root, pgserver runs PostgreSQL as another user
+            first = pgserver.get_server(self.base / "pgdata", cleanup_mode="stop")
+            with psycopg.connect(first.get_uri(), autocommit=True) as conn:  # the default is 128MB
+                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{SHARED_BUFFERS}'")
+            first.cleanup()  # stopped, and started again with the setting
             self.server = pgserver.get_server(self.base / "pgdata", cleanup_mode="stop")
         self.count += 1
         name = f"bench{self.count}"

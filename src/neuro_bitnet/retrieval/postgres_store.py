@@ -13,7 +13,8 @@ replicas reach (`--storage postgresql://user@host/db`). Needs `pip install 'neur
   matching ignores accents without the `unaccent` extension (which not every server has).
   Query terms in more than a fifth of the chunks are dropped, as on SQLite; their shares come
   from the planner statistics (`pg_stats`), which `optimize()` (end of `neuro index`) and
-  autovacuum refresh.
+  autovacuum refresh. Then the rarest terms are kept while their matches add up to at most
+  MAX_RANKED_ROWS chunks, so that ranking (`ts_rank`) stays fast at any index size.
 - Every write is one transaction; a document is replaced by an upsert of its row (which locks
   it), so two indexers writing the same document serialize instead of duplicating it. `neuro
   index` also holds a session advisory lock for its whole run (`writer_lock`); a killed process
@@ -52,6 +53,8 @@ INSTALL_HINT = "pip install 'neuro-bitnet[postgres]'"
 SCHEMA_VERSION = 1
 TS_CONFIG = "simple"
 HNSW_INDEX = "neuro_chunks_embedding_hnsw"
+# Lexical search ranks at most about this many matching chunks (see _affordable).
+MAX_RANKED_ROWS = 4000
 BUILD_MEMORY = "512MB"  # maintenance_work_mem while the HNSW index is built (in memory up to this)
 # Advisory lock keys (class, object): the object is hashtext(current_schema()), so that indexes in
 # different schemas of one database do not block each other.
@@ -90,6 +93,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS neuro_chunks_tsv ON neuro_chunks USING gin(tsv)",
     ),
 }
+
+
+def _affordable(terms: list[str], df: dict[str, int]) -> list[str]:
+    """The rarest terms whose matches add up to at most MAX_RANKED_ROWS (at least one term):
+    ranking reads every matching row, and a term in thousands of chunks adds little to the top
+    of the list that its rarer companions do not already decide."""
+    kept: list[str] = []
+    rows = 0
+    for term in sorted(terms, key=lambda t: df.get(t, 0)):
+        rows += df.get(term, 0)
+        if kept and rows > MAX_RANKED_ROWS:
+            break
+        kept.append(term)
+    return kept
 
 
 def _first_line(exc: BaseException) -> str:
@@ -376,7 +393,12 @@ class PostgresStore:
             "WHERE c.oid = 'neuro_chunks'::regclass"
         )
         total = max(0, int(row[0] or 0))
-        common = dict(zip(row[1] or [], row[2] or []))
+        if not total:  # never analyzed: no shares to go by
+            return terms
+        elems = row[1] or []
+        common = dict(zip(elems, row[2] or []))
+        # A term not in the statistics is rarer than every term in them.
+        rare_share = min(common.values()) if common else 0.0
         df: dict[str, int] = {}
         rare = []
         for term in terms:
@@ -384,14 +406,14 @@ class PostgresStore:
                 df[term] = max(1, round(common[term] * total))
             else:
                 rare.append(term)
-        if rare and total:
+        if rare:
             found = self.conn.execute(
                 "SELECT t FROM unnest(%s::text[]) AS t WHERE EXISTS (SELECT 1 FROM neuro_chunks "
                 f"WHERE tsv @@ plainto_tsquery('{TS_CONFIG}', t))",
                 (rare,),
             ).fetchall()
-            df.update({r[0]: 1 for r in found})
-        return selective_terms(terms, df, total) if total else terms
+            df.update({r[0]: max(1, round(rare_share * total)) for r in found})
+        return _affordable(selective_terms(terms, df, total), df)
 
     def get_chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         if not ids:
