@@ -350,3 +350,20 @@ def test_missing_driver_names_the_extra(monkeypatch) -> None:
     monkeypatch.setattr(postgres_store, "psycopg", None)
     with pytest.raises(StorageError, match=r"pip install 'neuro-bitnet\[postgres\]'"):
         open_store("postgresql://localhost/neuro")
+
+
+def test_postgres_store_recovers_from_a_lost_connection(pg_server) -> None:
+    """The server ends the session (as a restart or failover would): that call fails with a
+    one-line error, the next one works on a new connection."""
+    import psycopg
+
+    url = pg_server.new_database()
+    with open_store(url, create=True) as store:
+        store.set_embedder(EmbedderInfo("tiny", "fp1", DIM))
+        add(store, "/a.md", ["alpha words"], unit(np.random.default_rng(12), 1))
+        pid = store.conn.info.backend_pid
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StorageError, match="^index postgresql://"):
+            store.documents()
+        assert set(store.documents()) == {"/a.md"} and store.conn.info.backend_pid != pid

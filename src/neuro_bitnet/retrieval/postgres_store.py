@@ -126,8 +126,6 @@ class PostgresStore:
             self.conn = psycopg.connect(url, autocommit=True, connect_timeout=15)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to {self._location}: {_first_line(exc)}") from None
-        self._dim: int | None = None
-        self._locked = False
         try:
             with self._errors():
                 self._open(create)
@@ -142,6 +140,8 @@ class PostgresStore:
             try:
                 self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.Error as exc:
+                if self._has_extension():  # created by another process at the same moment
+                    return self._open(create)
                 raise StorageError(
                     f"{self._location} has no pgvector extension and it cannot be created here "
                     f"({_first_line(exc)}); a database owner must run: CREATE EXTENSION vector"
@@ -193,13 +193,25 @@ class PostgresStore:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Database errors as one-line StorageErrors."""
+        """Database errors as one-line StorageErrors. A lost connection (server restart, failover)
+        fails this call and is replaced, so a long-lived store (the daemon's) recovers at the next."""
         try:
             yield
         except StorageError:
             raise
         except psycopg.Error as exc:
+            if self.conn.broken:
+                self._reconnect()
             raise StorageError(f"index {self._location}: {_first_line(exc)}") from None
+
+    def _reconnect(self) -> None:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=15)
+            register_vector(conn)
+        except psycopg.Error:
+            return  # still down: the next call tries again
+        self.conn.close()
+        self.conn = conn
 
     def _row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
         """The one row a query returns (aggregates, RETURNING)."""
