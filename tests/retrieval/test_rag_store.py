@@ -367,3 +367,23 @@ def test_postgres_store_recovers_from_a_lost_connection(pg_server) -> None:
         with pytest.raises(StorageError, match="^index postgresql://"):
             store.documents()
         assert set(store.documents()) == {"/a.md"} and store.conn.info.backend_pid != pid
+
+
+def test_postgres_one_index_per_schema(pg_server) -> None:
+    """Two indexes in one database, one per schema (chosen with search_path in the URL): separate
+    documents, and each has its own writer lock."""
+    import psycopg
+
+    url = pg_server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+        conn.execute("CREATE SCHEMA a")
+        conn.execute("CREATE SCHEMA b")
+    urls = {name: f"{url}&options=-csearch_path%3D{name},public" for name in ("a", "b")}
+    for name, spec in urls.items():
+        with open_store(spec, create=True) as store:
+            store.set_embedder(EmbedderInfo("tiny", "fp1", DIM))
+            add(store, f"/{name}.md", [f"doc {name}"], unit(np.random.default_rng(13), 1))
+    with open_store(urls["a"]) as a, open_store(urls["b"]) as b, a.writer_lock(), b.writer_lock():
+        assert set(a.documents()) == {"/a.md"} and set(b.documents()) == {"/b.md"}
+        assert a.check() == [] and b.check() == []

@@ -21,7 +21,7 @@ replicas reach (`--storage postgresql://user@host/db`). Needs `pip install 'neur
   loses its session and with it the lock.
 - The tables are `neuro_meta`, `neuro_documents` and `neuro_chunks` in the connection's current
   schema; pick another schema (one index per schema) with the libpq option
-  `?options=-csearch_path%3Dmyschema`.
+  `?options=-csearch_path%3Dmyschema,public` (the second schema: where the vector extension is).
 """
 
 from __future__ import annotations
