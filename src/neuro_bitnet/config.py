@@ -24,6 +24,8 @@ DEFAULT_ISA = "auto"
 # Where the daemon listens, and where clients look for it.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
+# A storage setting starting with one of these names a PostgreSQL database, not a directory.
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 # Setting name -> environment variable that can set it.
 ENV_VARS: dict[str, str] = {
@@ -79,7 +81,7 @@ class Settings:
     model: str | None = None  # catalog id, alias or .gguf path; None: the catalog's default
     head: str | None = None  # output-head precision; None: the engine's default
     embedder: str | None = None  # retrieval embedder; None: the registry's default
-    storage: Path | None = None  # index directory; None: default_storage_dir()
+    storage: Path | str | None = None  # index directory or postgresql:// URL; None: default_storage_dir()
     daemon_host: str = DEFAULT_HOST
     daemon_port: int = DEFAULT_PORT
     daemon_url: str | None = None  # where clients find the daemon; None: daemon_host and daemon_port
@@ -96,6 +98,12 @@ class Settings:
 
 def _path(value: str, name: str) -> Path:
     return Path(value).expanduser()
+
+
+def _storage(value: str, name: str) -> Path | str:
+    """An index directory, or a database URL kept as given (a Path would fold its `//`)."""
+    value = value.strip()
+    return value if value.lower().startswith(DATABASE_URL_SCHEMES) else Path(value).expanduser()
 
 
 def _endpoint(value: str, name: str) -> str:
@@ -193,7 +201,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "model": _text,
     "head": _text,
     "embedder": _text,
-    "storage": _path,
+    "storage": _storage,
     "daemon_host": _text,
     "daemon_port": _port,
     "daemon_url": _url,

@@ -32,3 +32,24 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURO_BITNET_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("NEURO_BITNET_STORAGE", str(tmp_path / "default-storage"))
     monkeypatch.delenv("NEURO_BITNET_EMBEDDER", raising=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL + pgvector server for the session (support/pg_server.py)."""
+    pytest.importorskip("pgserver", reason="the PostgreSQL tests need the dev extra (pgserver)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL tests need the dev extra (psycopg)")
+    from support.pg_server import PgServer
+
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_spec(request, tmp_path):
+    """Where a test's index lives, once per store: a directory (SQLite) or the URL of an empty
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "idx"
+    return request.getfixturevalue("pg_server").new_database()

@@ -18,14 +18,14 @@ def neuro(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProc
 
 
 @pytest.mark.slow
-def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path) -> None:
+def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path, storage_spec) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
     (docs / "pets.md").write_text("# Pets\n\nThe dog barks loud at night.\n")
     (docs / "sub" / "geo.txt").write_text("Paris is the capital of France.\n")
     (docs / "blob.bin").write_bytes(b"\x00" * 64)
     (docs / "sub" / "huge.txt").write_text("x" * 3000)
-    storage = tmp_path / "idx"
+    storage = storage_spec
 
     first = neuro("index", str(docs), "--recursive", "--storage", str(storage), "--embedder", str(tiny_embedder_dir),
                   "--max-file-size", "2KB")
@@ -53,9 +53,10 @@ def test_index_search_stats_roundtrip(tmp_path: Path, tiny_embedder_dir: Path) -
 
 
 @pytest.mark.slow
-def test_embedder_mismatch_and_reindex(tmp_path: Path, tiny_embedder_dir: Path, other_embedder_dir: Path) -> None:
+def test_embedder_mismatch_and_reindex(tmp_path: Path, tiny_embedder_dir: Path, other_embedder_dir: Path,
+                                       storage_spec) -> None:
     (tmp_path / "a.md").write_text("dog")
-    storage = str(tmp_path / "idx")
+    storage = str(storage_spec)
     indexed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(tiny_embedder_dir))
     assert indexed.returncode == 0
     mixed = neuro("index", str(tmp_path / "a.md"), "--storage", storage, "--embedder", str(other_embedder_dir))
@@ -102,3 +103,28 @@ def test_index_an_odd_tree(tmp_path: Path, tiny_embedder_dir: Path) -> None:
     assert f"{docs}/caf\\xe9.md: name is not valid UTF-8" in result.stdout
     assert f"{docs}/pipe.txt: not a regular file" in result.stdout
     assert f"{docs}/loop: symlink loop" in result.stdout
+
+
+def test_postgres_url_from_the_environment(tmp_path: Path, tiny_embedder_dir: Path, pg_server) -> None:
+    """NEURO_BITNET_STORAGE may name a database: index, search and stats use it without --storage,
+    and the password of the URL is not printed."""
+    url = pg_server.new_database()
+    secret = url.replace("postgres:@", "postgres:hunter2@")  # the test server trusts local users
+    env = {"NEURO_BITNET_STORAGE": secret}
+    (tmp_path / "pets.md").write_text("# Pets\n\nThe dog barks loud at night.\n")
+    indexed = neuro("index", str(tmp_path / "pets.md"), "--embedder", str(tiny_embedder_dir), env_extra=env)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Index postgresql://postgres:***@" in indexed.stdout and "hunter2" not in indexed.stdout
+    found = neuro("search", "dog barks", "--json", env_extra=env)
+    assert found.returncode == 0 and json.loads(found.stdout)[0]["path"].endswith("pets.md"), found.stderr
+    stats = json.loads(neuro("stats", "--json", env_extra=env).stdout)
+    assert stats["documents"] == 1 and stats["database"].startswith("PostgreSQL ")
+    assert "hunter2" not in stats["storage"]
+
+
+def test_postgres_errors_are_one_line(tmp_path: Path, pg_server) -> None:
+    empty = neuro("search", "x", "--storage", pg_server.new_database())
+    assert empty.returncode == 6 and "no index in postgresql://" in empty.stderr and "Traceback" not in empty.stderr
+    down = neuro("stats", "--storage", f"postgresql://nobody@/neuro?host={tmp_path}")
+    assert down.returncode == 6 and "cannot connect to postgresql://nobody@/neuro" in down.stderr
+    assert "Traceback" not in down.stderr and len(down.stderr.strip().splitlines()) == 1

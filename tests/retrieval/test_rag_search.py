@@ -10,7 +10,7 @@ from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
 from neuro_bitnet.retrieval.grounding import GroundedContext, combine_contexts, fit_sources, retrieve_context
 from neuro_bitnet.retrieval.indexer import index_paths
 from neuro_bitnet.retrieval.search import hybrid_search, open_index, rrf_fuse, search
-from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+from neuro_bitnet.retrieval.store import open_store
 
 DOCS = {
     "pets.md": "# Pets\n\nThe dog barks loud at night.",
@@ -22,14 +22,15 @@ DOCS = {
 
 
 @pytest.fixture
-def index(tmp_path: Path, tiny_embedder) -> Path:
+def index(tmp_path: Path, tiny_embedder, storage_spec):
+    """The five documents indexed, once in each store (a directory or a postgresql:// URL)."""
     docs = tmp_path / "docs"
     docs.mkdir()
     for name, text in DOCS.items():
         (docs / name).write_text(text)
-    with SQLiteStore(tmp_path / "idx", create=True) as store:
+    with open_store(storage_spec, create=True) as store:
         index_paths([docs], store, tiny_embedder)
-    return tmp_path / "idx"
+    return storage_spec
 
 
 def test_rrf_fuse() -> None:
@@ -38,7 +39,7 @@ def test_rrf_fuse() -> None:
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
 
 
-def test_spanish_query_finds_english_passage_through_vectors(index: Path) -> None:
+def test_spanish_query_finds_english_passage_through_vectors(index) -> None:
     hits = search(index, "¿Qué hace el perro de noche?", top_k=3, mode="vector")
     assert Path(hits[0].path).name in {"pets.md", "es.txt"}
     assert any(Path(h.path).name == "pets.md" for h in hits[:2])
@@ -46,12 +47,12 @@ def test_spanish_query_finds_english_passage_through_vectors(index: Path) -> Non
     assert not any(h.path.endswith("pets.md") for h in search(index, "perro", top_k=5, mode="lexical"))
 
 
-def test_english_query_finds_spanish_passage(index: Path) -> None:
+def test_english_query_finds_spanish_passage(index) -> None:
     hits = search(index, "dog barks cat meow", top_k=5, mode="hybrid")
     assert any(h.path.endswith("es.txt") for h in hits[:3])
 
 
-def test_hybrid_combines_both_lists(index: Path, tiny_embedder) -> None:
+def test_hybrid_combines_both_lists(index, tiny_embedder) -> None:
     store, emb = open_index(index)
     try:
         hits = hybrid_search(store, emb, "Eiffel tower capital", top_k=5)
@@ -64,7 +65,7 @@ def test_hybrid_combines_both_lists(index: Path, tiny_embedder) -> None:
         store.close()
 
 
-def test_open_index_uses_recorded_embedder_and_refuses_another(index: Path, other_embedder_dir) -> None:
+def test_open_index_uses_recorded_embedder_and_refuses_another(index, other_embedder_dir) -> None:
     store, emb = open_index(index)
     store.close()
     assert emb is not None and emb.dim == 16
@@ -77,7 +78,7 @@ def test_search_without_index(tmp_path: Path) -> None:
         search(tmp_path / "none", "dog")
 
 
-def test_retrieve_context_numbers_and_fits_budget(index: Path) -> None:
+def test_retrieve_context_numbers_and_fits_budget(index) -> None:
     ctx = retrieve_context("Where is the Eiffel tower?", index, budget_tokens=4000)
     assert ctx.sources[0]["path"].endswith("geo.md") and ctx.sources[0]["n"] == 1
     assert [s["n"] for s in ctx.sources] == list(range(1, len(ctx.sources) + 1))
@@ -112,7 +113,7 @@ def test_combine_contexts_renumbers_and_joins_notes() -> None:
 
 
 def test_a_store_rebuilt_with_another_embedder_is_refused_not_crashed(
-    tmp_path, tiny_embedder, other_embedder_dir
+    tmp_path, tiny_embedder, other_embedder_dir, storage_spec
 ) -> None:
     """A long-lived process (daemon) keeps its embedder; a --reindex with another one by another
     process makes its next vector search a clear error instead of mixing vector spaces."""
@@ -120,15 +121,14 @@ def test_a_store_rebuilt_with_another_embedder_is_refused_not_crashed(
     from neuro_bitnet.retrieval.errors import EmbedderMismatchError
     from neuro_bitnet.retrieval.indexer import IndexOptions, index_paths
     from neuro_bitnet.retrieval.search import hybrid_search
-    from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("The dog barks.")
-    with SQLiteStore(tmp_path / "idx", create=True) as writer:
+    with open_store(storage_spec, create=True) as writer:
         index_paths([tmp_path / "docs"], writer, tiny_embedder)
-    with SQLiteStore(tmp_path / "idx") as daemon:
+    with open_store(storage_spec) as daemon:
         assert hybrid_search(daemon, tiny_embedder, "dog")
-        with SQLiteStore(tmp_path / "idx") as writer:
+        with open_store(storage_spec) as writer:
             index_paths([tmp_path / "docs"], writer, OnnxEmbedder(other_embedder_dir), IndexOptions(reindex=True))
         with pytest.raises(EmbedderMismatchError, match="rebuilt with embedder"):
             hybrid_search(daemon, tiny_embedder, "dog")

@@ -11,11 +11,12 @@ DOCS = {
 }
 
 
-def build_index(tmp: Path) -> tuple[Path, Path]:
-    """(storage dir, embedder dir): a tiny ONNX embedder and an index of three documents."""
+def build_index(tmp: Path, storage: str | Path | None = None) -> tuple[str | Path, Path]:
+    """(storage, embedder dir): a tiny ONNX embedder and an index of three documents, in
+    `storage` (a directory or a postgresql:// URL; default: a directory in `tmp`)."""
     from neuro_bitnet.retrieval.embedders import OnnxEmbedder
     from neuro_bitnet.retrieval.indexer import index_paths
-    from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+    from neuro_bitnet.retrieval.store import open_store
 
     from support.tiny_embedder import build_tiny_embedder
 
@@ -24,7 +25,7 @@ def build_index(tmp: Path) -> tuple[Path, Path]:
     docs.mkdir()
     for name, text in DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
-    storage = tmp / "index"
-    with SQLiteStore(storage, create=True) as store:
+    storage = tmp / "index" if storage is None else storage
+    with open_store(storage, create=True) as store:
         index_paths([docs], store, OnnxEmbedder(embedder_dir))
     return storage, embedder_dir

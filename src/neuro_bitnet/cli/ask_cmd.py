@@ -8,7 +8,6 @@ import select
 import stat
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import click
 
@@ -98,7 +97,8 @@ def model_options(func):
 @model_options
 @click.option("--stream/--no-stream", default=True, show_default=True, help="Show tokens as they come.")
 @click.option("--timing", is_flag=True, help="Print load time, token counts and speeds.")
-@click.option("--storage", type=click.Path(path_type=Path), default=None, help="Answer from documents indexed here.")
+@click.option("--storage", default=None, metavar="DIR|URL",
+              help="Answer from documents indexed here (a folder or a postgresql:// URL).")
 @click.option("--web", is_flag=True, help="Add web search results as context.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (answer, usage, timings).")
 @json_schema_options[0]
@@ -109,6 +109,10 @@ def command(question, model, max_tokens, temperature, top_p, seed, ctx_size, thr
     settings = load_settings()
     from neuro_bitnet.cli.context import check_sources, make_retriever
 
+    if storage is not None:
+        from neuro_bitnet.retrieval.paths import resolve_storage
+
+        storage = resolve_storage(storage)
     check_sources(storage=storage, web=web, settings=settings)  # before stdin and the model load
     piped = read_piped_stdin()
     if piped.strip():

@@ -21,6 +21,7 @@ def _settings_report(settings: Settings) -> dict[str, Any]:
     from neuro_bitnet.engine.heads import DEFAULT_HEAD
     from neuro_bitnet.models.catalog import DEFAULT_MODEL_ID
     from neuro_bitnet.retrieval.embedders.registry import DEFAULT_EMBEDDER
+    from neuro_bitnet.retrieval.store import describe
 
     catalog = settings.catalog_path
     cli_path = settings.bitnet_cli_path
@@ -38,7 +39,7 @@ def _settings_report(settings: Settings) -> dict[str, Any]:
         "model": settings.model or f"{DEFAULT_MODEL_ID} (catalog default)",
         "head": settings.head or f"{DEFAULT_HEAD} (engine default)",
         "embedder": settings.embedder or f"{DEFAULT_EMBEDDER} (default)",
-        "storage": str(settings.storage),
+        "storage": describe(settings.storage),  # a URL's password is not shown
         "daemon_host": settings.daemon_host,
         "daemon_port": settings.daemon_port,
         "daemon_url": settings.daemon_url or base_url(settings.daemon_host, settings.daemon_port),

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from neuro_bitnet.config import Settings
 from neuro_bitnet.retrieval.grounding import GroundedContext, combine_contexts, retrieve_context
+from neuro_bitnet.retrieval.store import StorageSpec
 
 
-def check_sources(*, storage: Path | None, web: bool, settings: Settings) -> None:
+def check_sources(*, storage: StorageSpec | None, web: bool, settings: Settings) -> None:
     """Fail at once (before the model loads) on a missing index or a bad web setting."""
     if storage is not None:
-        from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+        from neuro_bitnet.retrieval.store import open_store
 
-        SQLiteStore(storage).close()  # StorageError naming the directory when there is no index
+        open_store(storage).close()  # StorageError naming the directory or URL when there is no index
     if web:
         from neuro_bitnet.web.base import WebSettings
 
         WebSettings.resolve(settings)  # ConfigError for an unknown provider or a bad value
 
 
-def make_retriever(*, storage: Path | None, web: bool, settings: Settings,
+def make_retriever(*, storage: StorageSpec | None, web: bool, settings: Settings,
                    count_tokens: Callable[[str], int]) -> Callable[[str, int], GroundedContext]:
     """A function (question, budget) -> numbered sources from the index and/or the web.
 

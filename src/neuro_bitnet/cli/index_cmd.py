@@ -7,11 +7,9 @@ import sys
 from pathlib import Path
 
 import click
-import filelock
 
 from neuro_bitnet.cli.console import err_console, format_size, print_json
 from neuro_bitnet.errors import ConfigError
-from neuro_bitnet.retrieval.errors import StorageError
 from neuro_bitnet.retrieval.loaders import DEFAULT_MAX_FILE_BYTES
 from neuro_bitnet.retrieval.paths import resolve_storage
 
@@ -67,7 +65,7 @@ def interrupted_message(report) -> str:
             "(finished files are not redone).")
 
 
-def print_summary(report, storage: Path, verbose: bool) -> None:
+def print_summary(report, storage: str, verbose: bool) -> None:
     """The end-of-run summary (an `IndexReport`) on stdout."""
     click.echo(
         f"Indexed {report.indexed} file(s), {report.chunks_added} chunk(s) added; "
@@ -93,8 +91,8 @@ def print_summary(report, storage: Path, verbose: bool) -> None:
 @click.option("-r", "--recursive", is_flag=True, help="Descend into folders.")
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (gitignore-style), repeatable.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out files/folders matching, repeatable.")
-@click.option("--storage", type=click.Path(path_type=Path), default=None,
-              help="Index folder [default: $NEURO_BITNET_STORAGE or the user data dir].")
+@click.option("--storage", default=None, metavar="DIR|URL",
+              help="Index folder, or a postgresql:// URL [default: $NEURO_BITNET_STORAGE or the user data dir].")
 @click.option("--embedder", default=None, metavar="NAME|DIR",
               help="Embedding model: multilingual-e5-small (default), all-minilm-l6-v2, or an ONNX folder.")
 @click.option("--reindex", is_flag=True, help="Drop the index and rebuild it (needed to change embedder).")
@@ -113,23 +111,16 @@ def command(paths, recursive, include, exclude, storage, embedder, reindex, max_
     `neuro ask --storage`. Re-running only indexes what changed and forgets deleted files."""
     from neuro_bitnet.retrieval.embedders.registry import load_embedder
     from neuro_bitnet.retrieval.indexer import IndexInterrupted, IndexOptions, index_paths
-    from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+    from neuro_bitnet.retrieval.store import open_store
 
     missing = [p for p in paths if not (p.exists() or p.is_symlink())]
     if missing:  # checked before anything is created
         raise click.BadParameter(f"no such file or directory: {', '.join(map(str, missing))}", param_hint="PATHS")
-    storage_dir = resolve_storage(storage)
+    spec = resolve_storage(storage)
     options = IndexOptions(recursive=recursive, include=list(include), exclude=list(exclude), hidden=hidden,
                            gitignore=not no_gitignore, max_file_bytes=parse_size(max_file_size),
                            chunk_tokens=chunk_tokens, overlap=min(overlap, chunk_tokens // 2), reindex=reindex)
-    store = SQLiteStore(storage_dir, create=True)
-    lock = filelock.FileLock(str(storage_dir / "index.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        store.close()
-        raise StorageError(f"another `neuro index` is updating {storage_dir}; try again when it is done") from None
-    try:
+    with open_store(spec, create=True) as store, store.writer_lock():
         recorded = None if reindex else store.embedder()
         emb = load_embedder(embedder or (recorded.name if recorded else None))
         bar = _Bar(enabled=not as_json)
@@ -143,12 +134,9 @@ def command(paths, recursive, include, exclude, storage, embedder, reindex, max_
             bar.close()
         if as_json:
             data = report.to_dict()
-            data.update(storage=str(storage_dir), embedder=emb.name)
+            data.update(storage=store.location, embedder=emb.name)
             print_json(data)
         else:
-            print_summary(report, storage_dir, verbose)
+            print_summary(report, store.location, verbose)
             size = store.stats()["size_bytes"]
             click.echo(f"Embedder {emb.name} ({emb.dim} dims); database {format_size(size)}.")
-    finally:
-        store.close()
-        lock.release()

@@ -19,21 +19,26 @@ from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE
 @click.option("--ctx-size", "-c", type=click.IntRange(16, 131072), default=DEFAULT_CTX_SIZE, show_default=True,
               help="Context size in tokens (prompt + answer) of each request.")
 @parallel_option
-@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Index directory: adds the search_documents tool. [env NEURO_BITNET_STORAGE]")
+@click.option("--storage", default=None, metavar="DIR|URL",
+              help="Index directory or postgresql:// URL: adds the search_documents tool. [env NEURO_BITNET_STORAGE]")
 @click.option("--embedder", default=None, help="Embedder for the index (default: the one it was built with).")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Download the model on first use if missing.")
-def command(model_name: str | None, threads: int | None, ctx_size: int, parallel: int | None, storage: Path | None,
+def command(model_name: str | None, threads: int | None, ctx_size: int, parallel: int | None,
+            storage: str | Path | None,
             embedder: str | None, assume_yes: bool) -> None:
     """Serve MCP over stdio for editors (tools: ask, generate, translate, summarize, search_documents)."""
-    from neuro_bitnet.errors import DaemonError
     from neuro_bitnet.server.mcp_server import MCPSettings, run_stdio
 
     if storage is None:
         storage = env_value("storage")
-    if storage is not None and not storage.is_dir():
-        raise DaemonError(f"--storage {storage}: no such directory")
-    run_stdio(MCPSettings(model=model_name, threads=threads, ctx_size=ctx_size, parallel=parallel, storage=storage,
+    if storage is not None:
+        from neuro_bitnet.retrieval.paths import resolve_storage
+        from neuro_bitnet.retrieval.store import open_store
+
+        storage = resolve_storage(storage)
+        open_store(storage).close()  # at once: StorageError saying how to build the index
+    run_stdio(MCPSettings(model=model_name, threads=threads, ctx_size=ctx_size, parallel=parallel,
+                          storage=storage,
                           embedder=embedder, assume_yes=assume_yes))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from neuro_bitnet.cli.console import print_json
@@ -23,8 +21,8 @@ def snippet(text: str, width: int = SNIPPET_CHARS) -> str:
 
 @click.command("search")
 @click.argument("query")
-@click.option("--storage", type=click.Path(path_type=Path), default=None,
-              help="Index folder [default: $NEURO_BITNET_STORAGE or the user data dir].")
+@click.option("--storage", default=None, metavar="DIR|URL",
+              help="Index folder, or a postgresql:// URL [default: $NEURO_BITNET_STORAGE or the user data dir].")
 @click.option("-k", "--top-k", default=5, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "lexical"]), default="hybrid", show_default=True,
               help="Vector, keyword (FTS5) or both fused by reciprocal rank.")

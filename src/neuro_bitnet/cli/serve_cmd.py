@@ -39,8 +39,9 @@ from neuro_bitnet.server.config import (
                    "the flag shows in the process list. [env NEURO_DAEMON_API_KEY]")
 @click.option("--auto-translate/--no-auto-translate", default=False, show_default=True,
               help="Answer non-English questions by translating through English (per request: \"translate\").")
-@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Index directory (from `neuro index`): enables POST /v1/search and /v1/embeddings.")
+@click.option("--storage", default=None, metavar="DIR|URL",
+              help="Index directory or postgresql:// URL (from `neuro index`): enables POST /v1/search and "
+                   "/v1/embeddings.")
 @click.option("--embedder", default=None, help="Embedder for POST /v1/embeddings (default: the index's).")
 @click.option("--max-tokens", "default_max_tokens", type=click.IntRange(1), default=DEFAULT_MAX_TOKENS,
               show_default=True, help="Answer length when a request does not set max_tokens.")
@@ -67,7 +68,7 @@ from neuro_bitnet.server.config import (
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Download the model without asking if missing.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-request access log.")
 def command(host: str | None, port: int | None, model_name: str | None, threads: int | None, ctx_size: int,
-            parallel: int | None, api_key: str | None, auto_translate: bool, storage: Path | None, embedder: str | None,
+            parallel: int | None, api_key: str | None, auto_translate: bool, storage: str | None, embedder: str | None,
             default_max_tokens: int, max_queue: int, max_body_bytes: int, max_connections: int,
             read_timeout: float, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
             shutdown_grace: float, detach: bool,
@@ -101,8 +102,12 @@ def command(host: str | None, port: int | None, model_name: str | None, threads:
         allowed_hosts=list(allowed_hosts),
         cors_origins=list(cors_origins),
     )
-    if storage is not None and not storage.is_dir():
-        raise DaemonError(f"--storage {storage}: no such directory (build an index with `neuro index` first)")
+    if storage is not None:
+        from neuro_bitnet.retrieval.paths import resolve_storage
+        from neuro_bitnet.retrieval.store import open_store
+
+        config.storage = storage = resolve_storage(storage)
+        open_store(storage).close()  # at once: StorageError saying how to build the index
     _check_port_free(config.host, config.port)  # at once, not after loading the model
     warning = insecure_bind_warning(config)
     if warning:

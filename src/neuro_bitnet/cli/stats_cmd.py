@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 
 import click
 
@@ -12,14 +11,14 @@ from neuro_bitnet.retrieval.paths import resolve_storage
 
 
 @click.command("stats")
-@click.option("--storage", type=click.Path(path_type=Path), default=None,
-              help="Index folder [default: $NEURO_BITNET_STORAGE or the user data dir].")
+@click.option("--storage", default=None, metavar="DIR|URL",
+              help="Index folder, or a postgresql:// URL [default: $NEURO_BITNET_STORAGE or the user data dir].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(storage, as_json) -> None:
     """Documents, chunks, size and embedder of an index."""
-    from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
+    from neuro_bitnet.retrieval.store import open_store
 
-    with SQLiteStore(resolve_storage(storage)) as store:
+    with open_store(resolve_storage(storage)) as store:
         stats = store.stats()
     if as_json:
         print_json(stats)

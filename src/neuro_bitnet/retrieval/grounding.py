@@ -4,7 +4,7 @@
 :func:`grounded_question` (through :func:`neuro_bitnet.answering.grounded_messages` or
 :func:`neuro_bitnet.answering.prepare_ask`)::
 
-    ctx = retrieve_context(question, storage_dir, budget_tokens, count_tokens)
+    ctx = retrieve_context(question, storage, budget_tokens, count_tokens)
     web = web_context(question, settings, budget_tokens, count_tokens)   # neuro_bitnet.web
     ctx = combine_contexts(ctx, web)
     user_message = grounded_question(question, ctx)
@@ -15,8 +15,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable
+
+from neuro_bitnet.retrieval.store import StorageSpec, describe
 
 CountTokens = Callable[[str], int]
 
@@ -131,20 +132,21 @@ def combine_contexts(*contexts: GroundedContext) -> GroundedContext:
     return GroundedContext(sources, "; ".join(notes) or None)
 
 
-def retrieve_context(question: str, storage_dir: str | Path, budget_tokens: int,
+def retrieve_context(question: str, storage: StorageSpec, budget_tokens: int,
                      count_tokens: CountTokens | None = None, *, top_k: int = 8,
                      embedder: str | None = None, min_similarity: float | None = None) -> GroundedContext:
-    """Search the index in `storage_dir` for `question` and fit the best chunks into the budget.
+    """Search the index at `storage` (a directory or a postgresql:// URL) for `question` and fit
+    the best chunks into the budget.
 
     Raises StorageError when there is no usable index there. `min_similarity` drops vector-only
     hits below that cosine similarity (hits that also match lexically are kept).
     """
     from neuro_bitnet.retrieval.search import search
 
-    hits = search(storage_dir, question, top_k=top_k, embedder=embedder)
+    hits = search(storage, question, top_k=top_k, embedder=embedder)
     items = [hit_source(hit.to_dict()) for hit in hits
              if min_similarity is None or hit.lexical_rank is not None or (hit.similarity or 0.0) >= min_similarity]
     ctx = GroundedContext(fit_sources(items, budget_tokens, count_tokens))
     if not hits:
-        ctx = replace(ctx, note=f"no matching passages in {storage_dir}")
+        ctx = replace(ctx, note=f"no matching passages in {describe(storage)}")
     return ctx

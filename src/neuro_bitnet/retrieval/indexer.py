@@ -131,7 +131,7 @@ def _index(paths: list[Path], store: Store, embedder: Embedder, options: IndexOp
         store.clear()
     store.set_embedder(EmbedderInfo(embedder.name, embedder.fingerprint, embedder.dim))
     chunking = f"{embedder.fingerprint}:{options.chunk_tokens}:{options.overlap}"
-    rechunk = getattr(store, "get_meta", lambda k: chunking)("chunking") != chunking
+    rechunk = store.get_meta("chunking") != chunking
 
     found = discover(paths, recursive=options.recursive, include=options.include, exclude=options.exclude,
                      hidden=options.hidden, gitignore=options.gitignore)
@@ -139,8 +139,7 @@ def _index(paths: list[Path], store: Store, embedder: Embedder, options: IndexOp
     report.filtered.update(found.filtered)
     report.files_found = len(found.files)
     existing = store.documents()
-    has_meta = hasattr(store, "set_meta")
-    if has_meta and not existing:
+    if not existing:
         store.set_meta("chunking", chunking)  # so a killed first run resumes without re-chunking
     pending: list[_Pending] = []
     done = 0
@@ -216,8 +215,8 @@ def _index(paths: list[Path], store: Store, embedder: Embedder, options: IndexOp
     gone = [p for p in existing if _under(p, found.roots, paths) and not os.path.lexists(p)]
     store.delete_documents(gone)
     report.removed = len(gone)
-    if has_meta:
-        store.set_meta("chunking", chunking)
+    store.set_meta("chunking", chunking)
+    store.optimize()
     stats = store.stats()
     report.documents_total, report.chunks_total = stats["documents"], stats["chunks"]
 

@@ -1,14 +1,12 @@
-"""Hybrid search: exact vector search and FTS5 lexical search, fused by reciprocal rank fusion."""
+"""Hybrid search over any `Store`: vector search and lexical search, fused by reciprocal rank fusion."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from neuro_bitnet.retrieval.embedders.base import Embedder
 from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
-from neuro_bitnet.retrieval.sqlite_store import SQLiteStore
-from neuro_bitnet.retrieval.store import Store
+from neuro_bitnet.retrieval.store import StorageSpec, Store, open_store
 
 RRF_K = 60
 
@@ -79,11 +77,12 @@ def _check_embedder(store: Store, embedder: Embedder) -> None:
         )
 
 
-def open_index(storage_dir: str | Path, embedder: str | None = None) -> tuple[SQLiteStore, Embedder | None]:
-    """Open an existing index and the embedder it was built with (or the one named, if compatible)."""
+def open_index(storage: StorageSpec, embedder: str | None = None) -> tuple[Store, Embedder | None]:
+    """Open an existing index (a directory or a postgresql:// URL) and the embedder it was built
+    with (or the one named, if compatible)."""
     from neuro_bitnet.retrieval.embedders.registry import load_embedder
 
-    store = SQLiteStore(storage_dir)
+    store = open_store(storage)
     try:
         info = store.embedder()
         if info is None:
@@ -100,14 +99,14 @@ def open_index(storage_dir: str | Path, embedder: str | None = None) -> tuple[SQ
         raise
 
 
-def search(storage_dir: str | Path, query: str, top_k: int = 5, embedder: str | None = None,
+def search(storage: StorageSpec, query: str, top_k: int = 5, embedder: str | None = None,
            mode: str = "hybrid") -> list[SearchHit]:
-    """Open the index in `storage_dir` and search it."""
-    store, emb = open_index(storage_dir, embedder)
+    """Open the index at `storage` and search it."""
+    store, emb = open_index(storage, embedder)
     try:
         if emb is None and mode != "lexical":
             if store.stats()["chunks"]:
-                raise StorageError(f"index {storage_dir} records no embedder; rebuild it with --reindex")
+                raise StorageError(f"index {store.location} records no embedder; rebuild it with --reindex")
             return []
         return hybrid_search(store, emb, query, top_k=top_k, mode=mode)
     finally:

@@ -13,25 +13,23 @@ chunk's text.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
-import unicodedata
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import filelock
 import numpy as np
 
-from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
-from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, StoredChunk
+from neuro_bitnet.retrieval.errors import StorageError
+from neuro_bitnet.retrieval.lexical import query_terms, selective_terms
+from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, StoredChunk, check_embedder
 
 DB_NAME = "index.sqlite3"
 SCHEMA_VERSION = 2  # 2: chunk ids AUTOINCREMENT (never reused)
-MAX_QUERY_TERMS = 32
-# Query terms found in more than this share of chunks are dropped (stopwords in any language),
-# unless every term is that common; keeps bm25 from ranking the whole index.
-COMMON_TERM_SHARE = 0.2
+LOCK_NAME = "index.lock"
 CACHE_NAME = "vectors-cache.npz"
 
 _SCHEMA = """
@@ -218,6 +216,28 @@ class SQLiteStore:
 
     # -- Store protocol ---------------------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        return str(self.storage_dir)
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        lock = filelock.FileLock(str(self.storage_dir / LOCK_NAME))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise StorageError(
+                f"another `neuro index` is updating {self.storage_dir}; try again when it is done"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def optimize(self) -> None:
+        with self._errors():
+            self.conn.execute("PRAGMA optimize")
+
     def embedder(self) -> EmbedderInfo | None:
         with self._errors():
             name, fp, dim = self._meta("embedder"), self._meta("embedder_fingerprint"), self._meta("embedder_dim")
@@ -227,13 +247,8 @@ class SQLiteStore:
 
     def set_embedder(self, info: EmbedderInfo) -> None:
         current = self.embedder()
+        check_embedder(current, info)
         if current is not None:
-            if current.fingerprint != info.fingerprint or current.dim != info.dim:
-                raise EmbedderMismatchError(
-                    f"this index was built with embedder {current.name} ({current.dim} dims); it cannot mix "
-                    f"in vectors from {info.name} ({info.dim} dims). Use --embedder {current.name}, "
-                    "or rebuild the index with --reindex"
-                )
             return
         with self._errors(), self._transaction():
             self._set_meta("embedder", info.name)
@@ -367,7 +382,7 @@ class SQLiteStore:
         return [(int(ids[i]), float(scores[i])) for i in top]
 
     def lexical_search(self, query: str, k: int) -> list[tuple[int, float]]:
-        terms = list(dict.fromkeys(re.findall(r"\w+", query.lower())))[:MAX_QUERY_TERMS]
+        terms = query_terms(query)
         if not terms or k <= 0:
             return []
         with self._errors():
@@ -382,26 +397,12 @@ class SQLiteStore:
         return [(int(r[0]), -float(r[1])) for r in rows]
 
     def _selective_terms(self, terms: list[str]) -> list[str]:
-        """Drop terms found in most chunks (the rarest one is kept if all are common)."""
+        """`lexical.selective_terms` with chunk counts from the FTS vocabulary (which holds terms
+        folded as `query_terms` folds them)."""
         total = self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-        if total < 50:
-            return terms
-        # The vocabulary holds terms as the FTS tokenizer stored them (accents removed).
-        folded = {t: self._fold(t) for t in terms}
-        keys = sorted(set(folded.values()))
-        marks = ",".join("?" * len(keys))
-        df = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", keys).fetchall())
-        present = [t for t in terms if df.get(folded[t])]
-        keep = [t for t in present if df[folded[t]] <= COMMON_TERM_SHARE * total]
-        if not keep and present:
-            keep = [min(present, key=lambda t: df[folded[t]])]
-        return keep
-
-    @staticmethod
-    def _fold(term: str) -> str:
-        """How FTS5's unicode61 tokenizer (remove_diacritics 2) stores a lower-case term."""
-        decomposed = unicodedata.normalize("NFD", term)
-        return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+        marks = ",".join("?" * len(terms))
+        df = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
+        return selective_terms(terms, df, total)
 
     def get_chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         if not ids:

@@ -34,7 +34,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     api_key: str | None = None
     auto_translate: bool = False
-    storage: Path | None = None
+    storage: Path | str | None = None  # index directory or postgresql:// URL
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queue: int = DEFAULT_MAX_QUEUE

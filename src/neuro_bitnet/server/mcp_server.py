@@ -37,7 +37,7 @@ class MCPSettings:
     threads: int | None = None
     ctx_size: int = DEFAULT_CTX_SIZE
     parallel: int | None = None  # requests answered at once (None: the machine's default)
-    storage: Path | None = None
+    storage: Path | str | None = None  # index directory or postgresql:// URL
     embedder: str | None = None
     assume_yes: bool = False
 

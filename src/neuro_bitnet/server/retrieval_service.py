@@ -1,7 +1,7 @@
 """Embeddings and index search for the server, on one dedicated thread.
 
-SQLite connections belong to the thread that opened them, and the embedder is heavy; both
-live on a single-thread executor so requests never share them concurrently. Like the model's,
+A store's connection (SQLite or PostgreSQL) belongs to the thread that opened it, and the
+embedder is heavy; both live on a single-thread executor so requests never share them concurrently. Like the model's,
 its queue is bounded: past ``max_pending`` waiting requests, new ones get RetrievalBusyError.
 """
 
@@ -24,7 +24,7 @@ class RetrievalBusyError(Exception):
 class RetrievalService:
     """The embedder (``embedder`` name, or the one the index was built with) and the index."""
 
-    def __init__(self, storage: Path | None = None, embedder: str | None = None,
+    def __init__(self, storage: Path | str | None = None, embedder: str | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.storage = storage
         self.max_pending = max_pending
@@ -35,7 +35,7 @@ class RetrievalService:
         # Open on the executor's thread: the SQLite connection must be used there only.
         self._executor.submit(self._open, storage, embedder).result()
 
-    def _open(self, storage: Path | None, embedder: str | None) -> None:
+    def _open(self, storage: Path | str | None, embedder: str | None) -> None:
         if storage is not None:
             from neuro_bitnet.retrieval.search import open_index
 

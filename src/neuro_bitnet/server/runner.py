@@ -101,7 +101,7 @@ def serve(model: Any, info: ModelInfo, config: ServerConfig, *, retrieval: Any =
     announce(f"neuro daemon: stopped ({url})")
 
 
-def load_retrieval(storage: Path | None, embedder: str | None, max_pending: int) -> Any:
+def load_retrieval(storage: Path | str | None, embedder: str | None, max_pending: int) -> Any:
     """The retrieval service when ``--storage`` or ``--embedder`` asks for one."""
     if storage is None and embedder is None:
         return None
