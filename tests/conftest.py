@@ -17,3 +17,15 @@ def hub() -> Iterator[HubServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL + pgvector server for the session (support/pg_server.py)."""
+    pytest.importorskip("pgserver", reason="the PostgreSQL tests need the dev extra (pgserver)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL tests need the dev extra (psycopg)")
+    from support.pg_server import PgServer
+
+    server = PgServer()
+    yield server
+    server.stop()

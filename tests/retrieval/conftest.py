@@ -34,18 +34,6 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("NEURO_BITNET_EMBEDDER", raising=False)
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    """One real PostgreSQL + pgvector server for the session (support/pg_server.py)."""
-    pytest.importorskip("pgserver", reason="the PostgreSQL tests need the dev extra (pgserver)")
-    pytest.importorskip("psycopg", reason="the PostgreSQL tests need the dev extra (psycopg)")
-    from support.pg_server import PgServer
-
-    server = PgServer()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage_spec(request, tmp_path):
     """Where a test's index lives, once per store: a directory (SQLite) or the URL of an empty

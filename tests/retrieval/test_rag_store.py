@@ -48,6 +48,16 @@ def test_vector_search_is_exact(store: Store) -> None:
     assert [round(s, 5) for _, s in hits] == [round(float(x), 5) for x in np.sort(vecs @ query)[::-1][:7]]
 
 
+def test_zero_vectors_score_finitely(store: Store) -> None:
+    """An embedder's zero vector (a text with no known word) has no direction: a zero query finds
+    nothing by meaning, and a stored zero vector never gets a NaN score (pgvector's cosine)."""
+    rng = np.random.default_rng(3)
+    add(store, "/a.md", ["known words", "no known word"], np.vstack([unit(rng, 1), np.zeros((1, DIM), np.float32)]))
+    assert all(score == 0.0 for _, score in store.vector_search(np.zeros(DIM, np.float32), 5))
+    hits = store.vector_search(unit(rng, 1)[0], 5)
+    assert hits and all(np.isfinite(score) for _, score in hits)
+
+
 def test_replace_and_delete_keep_fts_in_step(store: Store) -> None:
     rng = np.random.default_rng(2)
     add(store, "/a.md", ["the quick brown fox", "lazy dogs sleep"], unit(rng, 2))

@@ -1,6 +1,7 @@
-"""Two `neuro serve` replicas behind a real haproxy (docs/deploy.md), all on loopback: requests
-through the balancer reach both, the daemons' Host check still works behind it, and when one
-replica is killed mid-answer every request still gets its answer."""
+"""Two `neuro serve` replicas behind a real haproxy (docs/deploy.md), sharing one index on a real
+PostgreSQL + pgvector server, all on loopback: requests through the balancer reach both, both
+search the one index (also what is indexed while they run), the daemons' Host check still works
+behind it, and when one replica is killed mid-answer every request still gets its answer."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.daemon_proc import FIXTURE_MODEL, DaemonProcess
+from support.daemon_proc import FIXTURE_MODEL, DaemonProcess, has_onnx
 from support.haproxy import HAProxy, haproxy_binary
+from support.index_fixture import build_index
 
 KEY = "replica-key-5678"
 PUBLIC_NAME = "neuro.example.test"  # the name clients use for the balancer (--allowed-host)
@@ -30,11 +32,23 @@ pytestmark = [
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[dict[str, DaemonProcess], HAProxy]]:
-    """Replicas ``a`` and ``b`` (same model, key and allowed name) and haproxy in front of them."""
+def shared_index(tmp_path: Path, pg_server) -> tuple[str, Path]:
+    """(postgresql:// URL, embedder dir) of an index of three documents in a fresh database."""
+    if not has_onnx():
+        pytest.skip("the shared index needs onnxruntime and onnx")
+    storage, embedder = build_index(tmp_path / "index-build", pg_server.new_database())
+    return str(storage), embedder
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, shared_index) -> Iterator[tuple[dict[str, DaemonProcess], HAProxy]]:
+    """Replicas ``a`` and ``b`` (same model, key, allowed name and PostgreSQL index) and haproxy
+    in front of them."""
     if not FIXTURE_MODEL.is_file():
         pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
-    args = ["--api-key", KEY, "--allowed-host", PUBLIC_NAME, "--ctx-size", "256"]
+    storage, embedder = shared_index
+    args = ["--api-key", KEY, "--allowed-host", PUBLIC_NAME, "--ctx-size", "256",
+            "--storage", storage, "--embedder", str(embedder)]
     daemons = {name: DaemonProcess(args, tmp_path / name) for name in ("a", "b")}
     proxy = None
     try:
@@ -99,6 +113,34 @@ def test_requests_reach_both_replicas_and_streams_pass_through(replicas) -> None
             elif line.startswith("data: "):
                 pieces += [c["text"] for c in json.loads(line[6:])["choices"]]
     assert done and "".join(pieces) == reference[1]
+
+
+def _search(url: str, query: str) -> list[str]:
+    response = httpx.post(url + "/v1/search", headers=_auth(), json={"query": query, "top_k": 3}, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    return [Path(hit["path"]).name for hit in response.json()["data"]]
+
+
+def test_both_replicas_search_the_one_postgresql_index(replicas, shared_index, tmp_path: Path) -> None:
+    from neuro_bitnet.retrieval.embedders import OnnxEmbedder
+    from neuro_bitnet.retrieval.indexer import index_paths
+    from neuro_bitnet.retrieval.store import open_store
+
+    daemons, proxy = replicas
+    for daemon in daemons.values():
+        assert _search(daemon.url, "dog barks")[0] == "pets.md"
+    # A document indexed into the shared store while the replicas run is found by both of them.
+    storage, embedder = shared_index
+    new_docs = tmp_path / "new-docs"
+    new_docs.mkdir()
+    (new_docs / "volcano.md").write_text("The volcano erupted and lava covered the island of Krakatoa.\n")
+    with open_store(storage) as store:
+        index_paths([new_docs], store, OnnxEmbedder(embedder))
+    for daemon in daemons.values():
+        assert _search(daemon.url, "volcano lava Krakatoa")[0] == "volcano.md", daemon.output()[-3000:]
+    with ThreadPoolExecutor(4) as pool:  # and through the balancer, whichever replica answers
+        assert all(hits[0] == "volcano.md" for hits in pool.map(lambda _: _search(proxy.url, "volcano lava"),
+                                                                 range(6)))
 
 
 def test_every_request_is_answered_when_a_replica_is_killed_mid_answer(replicas) -> None:

@@ -26,6 +26,7 @@ replicas reach (`--storage postgresql://user@host/db`). Needs `pip install 'neur
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -371,13 +372,16 @@ class PostgresStore:
         if k <= 0 or self.embedder() is None:
             return []
         vector = np.asarray(query, dtype=np.float32)
+        if not np.any(vector):  # no direction (an embedder's zero vector): pgvector's cosine is NaN
+            return []
         with self._errors(), self.conn.transaction():
             self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(100, 2 * k)),))
             rows = self.conn.execute(
                 "SELECT id, 1 - (embedding <=> %b) FROM neuro_chunks ORDER BY embedding <=> %b LIMIT %s",
                 (vector, vector, k),
             ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
+        # A stored zero vector has a NaN distance to everything; it ranks last and scores nothing.
+        return [(int(r[0]), float(r[1])) for r in rows if math.isfinite(r[1])]
 
     def lexical_search(self, query: str, k: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
