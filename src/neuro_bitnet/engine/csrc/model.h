@@ -45,6 +45,7 @@ typedef struct {
     int n_seq; /* KV slots: sequences that can run together, ctx_size positions each */
     float rms_eps, rope_theta;
     int rope_neox, sub_norms, act, head; /* head: enum nb_head */
+    int kv_type; /* the KV cache's elements: NB_F32 or NB_F16 (enum nb_dtype) */
     const void *tok_embd;
     int tok_embd_type;
     const void *output; /* the head's rows: tok_embd when tied */
