@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from neuro_bitnet.config import DEFAULT_ISA
+from neuro_bitnet.config import DEFAULT_ISA, DEFAULT_KV_CACHE, KV_CACHE_CHOICES
 from neuro_bitnet.engine import _core, heads
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
@@ -35,7 +35,7 @@ class BitNetModel:
 
     def __init__(
         self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA,
-        parallel: int = 1,
+        parallel: int = 1, kv_cache: str = DEFAULT_KV_CACHE,
     ) -> None:
         start = time.perf_counter()
         self.path = Path(path)
@@ -56,14 +56,18 @@ class BitNetModel:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        if kv_cache not in KV_CACHE_CHOICES:
+            raise EngineError(f"kv_cache must be one of {', '.join(KV_CACHE_CHOICES)}, not {kv_cache!r}")
         if not 1 <= parallel <= MAX_PARALLEL:
             raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
         self.ctx_size = ctx_size  # per KV slot
         self.parallel = parallel  # KV slots: sequences a BatchScheduler runs together (slot 0: generate)
         self.threads = threads
         self.head = head
+        self.kv_cache = kv_cache  # the KV cache's element type
         spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
         spec["n_seq"] = parallel
+        spec["kv_cache"] = kv_cache
         self._head_fd: weakref.finalize | None = None
         self._head_name = "output.weight" if "output" in spec else "token_embd.weight"
         if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
