@@ -141,3 +141,22 @@ def test_bad_kv_cache_argument_is_an_engine_error() -> None:
 
     with pytest.raises(EngineError, match="kv_cache must be one of"):
         BitNetModel(FIXTURE, threads=1, ctx_size=32, kv_cache="f8")
+
+
+@pytest.mark.parametrize("head", ["exact", "q4"])
+def test_logits_stay_exact_with_an_f16_cache(head: str) -> None:
+    """Scoring calls keep keys and values in f32: the f16 model's logits() are the f32 model's,
+    bit for bit; exact=False takes the f16 cache. Generation after a scoring call does not reuse
+    its f32 positions (cached_tokens 0) and decodes as a fresh model does."""
+    ref = np.load(FIXTURE.parent / "reference.npz")
+    ids = ref["tokens"][1, : int(ref["lengths"][1])].tolist()
+    with load_model(FIXTURE, threads=2, ctx_size=128, head=head, kv_cache="f32") as f32, \
+            load_model(FIXTURE, threads=2, ctx_size=128, head=head, kv_cache="f16") as f16, \
+            load_model(FIXTURE, threads=2, ctx_size=128, head=head, kv_cache="f16") as fresh:
+        np.testing.assert_array_equal(f16.logits(ids), f32.logits(ids))
+        assert not np.array_equal(f16.logits(ids, exact=False), f32.logits(ids, exact=False))
+        f16.logits(ids)
+        answer = f16.generate(ids, max_tokens=8, temperature=0, repeat_penalty=1.0)
+        want = fresh.generate(ids, max_tokens=8, temperature=0, repeat_penalty=1.0)
+        assert "".join(answer) == "".join(want)
+        assert answer.result.cached_tokens == 0 and answer.result.tokens == want.result.tokens

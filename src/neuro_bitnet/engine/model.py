@@ -133,12 +133,13 @@ class BitNetModel:
         """Logits for every position of ``ids`` in a fresh context: float32 (len(ids), vocab).
 
         A scoring call (perplexity, evaluation, ranking): by default every logit is computed
-        from the file's float head, whatever head generation uses. ``exact=False`` takes the
-        model's head (with "q4"/"q8" only the 128 best logits per position are exact).
+        from the file's float head, whatever head generation uses, with keys and values kept
+        in f32, whatever the KV cache type. ``exact=False`` takes the model's head (with
+        "q4"/"q8" only the 128 best logits per position are exact) and KV cache type.
         """
         ids = [int(t) for t in ids]
         self._check_ids(ids)
-        exact = exact and self.head != "exact"  # an exact model head is exact already
+        exact = exact and (self.head != "exact" or self.kv_cache != "f32")  # else exact already
         with self._exclusive():
             out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
             self._cached = []
@@ -146,7 +147,8 @@ class BitNetModel:
                 for lo in range(0, len(ids), PREFILL_CHUNK):
                     chunk = ids[lo : lo + PREFILL_CHUNK]
                     self._forward(chunk, lo, out[lo : lo + len(chunk)], True, exact)
-                    self._cached = ids[: lo + len(chunk)]
+                    # f32 positions in an f16 cache: generation must not reuse them
+                    self._cached = [] if exact and self.kv_cache != "f32" else ids[: lo + len(chunk)]
             finally:
                 if exact and self._head_fd is not None:  # the float head's pages were dropped
                     self._gguf.drop_pages(self._head_name)  # after the head build: again

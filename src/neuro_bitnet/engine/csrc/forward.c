@@ -18,6 +18,7 @@ typedef struct {
     int n;            /* tokens in the batch */
     const int *pos;   /* position of each token in its sequence */
     const int *slot;  /* KV slot (sequence) of each token */
+    int kv_type;      /* how this pass keeps keys and values: cfg.kv_type, or NB_F32 (exact passes) */
 } nb_step;
 
 /* Offset of the key (value) row of slot `slot`, layer il, KV head g, position pos in the cache:
@@ -148,12 +149,12 @@ static void rope(float *v, int nh, int hd, int neox, const float *c, const float
     }
 }
 
-static inline size_t kv_esz(const nb_config *c) { return c->kv_type == NB_F32 ? 4 : 2; }
+static inline size_t kv_esz(int kv_type) { return kv_type == NB_F32 ? 4 : 2; }
 
-/* Stores n floats as one KV cache row of the cache's type (f16: round to nearest even,
- * saturating; one conversion for every kernel set, so their caches are identical). */
-static void kv_store(const nb_config *c, void *cache, size_t off, const float *src, int n) {
-    if (c->kv_type == NB_F32) {
+/* Stores n floats as one KV cache row of type kv_type (f16: round to nearest even, saturating;
+ * one conversion for every kernel set, so their caches are identical). */
+static void kv_store(int kv_type, void *cache, size_t off, const float *src, int n) {
+    if (kv_type == NB_F32) {
         memcpy((float *)cache + off, src, sizeof(float) * (size_t)n);
         return;
     }
@@ -173,8 +174,8 @@ static void op_rope_store(const nb_step *s, const void *arg, int t) {
     rope(k, nkv, HD, cfg->rope_neox, c, sn);
     for (int g = 0; g < nkv; g++) {
         size_t off = kv_offset(cfg, s->slot[t], s->il, g, s->pos[t]);
-        kv_store(cfg, m->kcache, off, k + (size_t)g * HD, HD);
-        kv_store(cfg, m->vcache, off, m->vb + t * KV + (size_t)g * HD, HD);
+        kv_store(s->kv_type, m->kcache, off, k + (size_t)g * HD, HD);
+        kv_store(s->kv_type, m->vcache, off, m->vb + t * KV + (size_t)g * HD, HD);
     }
 }
 
@@ -192,6 +193,7 @@ static void op_rope_store(const nb_step *s, const void *arg, int t) {
 #define ATTN_TILE_Q 32   /* queries per prefill tile (tokens x G) */
 #define ATTN_SEGMENTS 16 /* at most this many segments per context: the split decode's pieces */
 #define ATTN_SPLIT_TOK 4 /* batches of at most this many tokens split long caches by segments */
+#define ATTN_RUNS 4      /* split decode: work items per thread */
 
 static int attn_tile_tokens(const nb_config *c) {
     const int G = c->n_head / c->n_head_kv;
@@ -247,9 +249,10 @@ size_t nb_attn_split_floats(const nb_config *c) {
 typedef struct {
     float *q, *sc;
     attn_state blk, seg, acc;
+    int dt; /* the pass's KV element type */
 } attn_scratch;
 
-static attn_scratch scratch_for(nb_model *m, int ith) {
+static attn_scratch scratch_for(nb_model *m, int ith, int dt) {
     const nb_config *c = &m->cfg;
     const int hd = c->head_dim, nq = attn_tile_tokens(c) * (c->n_head / c->n_head_kv);
     float *p = m->attn_scratch + (size_t)ith * nb_attn_scratch_floats(c);
@@ -260,7 +263,20 @@ static attn_scratch scratch_for(nb_model *m, int ith) {
     w.blk = state_at(p, nq, hd);
     w.seg = state_at(p + (size_t)nq * (hd + 2), nq, hd);
     w.acc = state_at(p + 2 * (size_t)nq * (hd + 2), nq, hd);
+    w.dt = dt;
     return w;
+}
+
+/* Asks for n bytes at p to be brought towards the core (to L2), ahead of their use: a block's
+ * values are read in several passes of a few dimensions each, which the hardware prefetcher
+ * does not foresee, and the next block's keys follow. */
+static void prefetch_bytes(const char *p, size_t n) {
+#if defined(__GNUC__)
+    for (size_t i = 0; i < n; i += 64) __builtin_prefetch(p + i, 0, 2);
+#else
+    (void)p;
+    (void)n;
+#endif
 }
 
 /* Block state of queries [q0, q0 + nq) over the n positions at K, V (their first row). */
@@ -269,7 +285,7 @@ static void attend_block(nb_model *m, const char *K, const char *V, int n, const
     const nb_config *c = &m->cfg;
     const int hd = c->head_dim;
     float *sc = w->sc + (size_t)q0 * ATTN_BLOCK, *ob = w->blk.o + (size_t)q0 * hd;
-    m->k->attn_scores(K, c->kv_type, n, hd, q + (size_t)q0 * hd, nq, 1.0f / sqrtf((float)hd), sc, ATTN_BLOCK);
+    m->k->attn_scores(K, w->dt, n, hd, q + (size_t)q0 * hd, nq, 1.0f / sqrtf((float)hd), sc, ATTN_BLOCK);
     for (int h = 0; h < nq; h++) {
         float *sh = sc + (size_t)h * ATTN_BLOCK, mx = -INFINITY;
         for (int j = 0; j < n; j++) mx = max_f(mx, sh[j]);
@@ -277,7 +293,7 @@ static void attend_block(nb_model *m, const char *K, const char *V, int n, const
         w->blk.l[q0 + h] = m->k->exp_sum(sh, n, mx);
     }
     memset(ob, 0, sizeof(float) * (size_t)nq * hd);
-    m->k->attn_values(V, c->kv_type, n, hd, sc, nq, ATTN_BLOCK, ob);
+    m->k->attn_values(V, w->dt, n, hd, sc, nq, ATTN_BLOCK, ob);
 }
 
 /* Segment seg of the KV head at K, V (row 0) for the T tokens of a tile at positions
@@ -287,12 +303,22 @@ static void attend_segment(nb_model *m, const char *K, const char *V, int seg, i
                            attn_scratch *w) {
     const nb_config *c = &m->cfg;
     const int G = c->n_head / c->n_head_kv, hd = c->head_dim, S = attn_seg_blocks(c);
-    const size_t row = (size_t)hd * kv_esz(c);
+    const size_t row = (size_t)hd * kv_esz(w->dt);
     const int last = pos0 + T - 1, b1 = (seg + 1) * S < last / ATTN_BLOCK + 1 ? (seg + 1) * S : last / ATTN_BLOCK + 1;
     state_init(w->seg, T * G, hd);
+    {
+        const int j0 = seg * S * ATTN_BLOCK, n = last - j0 + 1 < ATTN_BLOCK ? last - j0 + 1 : ATTN_BLOCK;
+        prefetch_bytes(K + (size_t)j0 * row, (size_t)n * row);
+    }
     for (int b = seg * S; b < b1; b++) {
         const int j0 = b * ATTN_BLOCK;
         const char *Kb = K + (size_t)j0 * row, *Vb = V + (size_t)j0 * row;
+        const int nrows = last - j0 + 1 < ATTN_BLOCK ? last - j0 + 1 : ATTN_BLOCK;
+        prefetch_bytes(Vb, (size_t)nrows * row);
+        if (b + 1 < b1) {
+            const int next = last - j0 - ATTN_BLOCK + 1;
+            prefetch_bytes(Kb + ATTN_BLOCK * row, (size_t)(next < ATTN_BLOCK ? next : ATTN_BLOCK) * row);
+        }
         const int ta = j0 > pos0 ? j0 - pos0 : 0; /* the first token that sees this block */
         int tf = j0 + ATTN_BLOCK - 1 - pos0;       /* the first that sees all of it */
         tf = tf < ta ? ta : tf > T ? T : tf;
@@ -317,6 +343,7 @@ typedef struct {
     const nb_step *s;
     int split, ntiles, total;
     int tile0[NB_UBATCH + 1]; /* tile i: batch tokens tile0[i] .. tile0[i + 1] - 1 */
+    int seg_run;                   /* split: segments per item (a run of them, for long streams) */
     int item0[ATTN_SPLIT_TOK + 1]; /* split: items of token t start at item0[t] * n_head_kv */
     atomic_int next;
 } attn_job;
@@ -329,7 +356,7 @@ static void attend_tile(const attn_job *job, int tile, int g, attn_scratch *w) {
     const nb_config *c = &m->cfg;
     const int G = c->n_head / c->n_head_kv, hd = c->head_dim, S = attn_seg_blocks(c);
     const int t0 = job->tile0[tile], T = job->tile0[tile + 1] - t0, pos0 = s->pos[t0];
-    const size_t D = (size_t)c->n_head * hd, esz = kv_esz(c), base = kv_head_base(s, t0, g) * esz;
+    const size_t D = (size_t)c->n_head * hd, esz = kv_esz(s->kv_type), base = kv_head_base(s, t0, g) * esz;
     const char *K = (const char *)m->kcache + base, *V = (const char *)m->vcache + base;
     for (int t = 0; t < T; t++)
         memcpy(w->q + (size_t)t * G * hd, m->qb + (t0 + t) * D + (size_t)g * G * hd, sizeof(float) * G * hd);
@@ -350,6 +377,8 @@ static float *split_state(nb_model *m, int t, int g, int seg) {
     return m->attn_split + (((size_t)t * c->n_head_kv + g) * ATTN_SEGMENTS + seg) * one;
 }
 
+/* Split decode item: segments [c * seg_run, (c + 1) * seg_run) of one token and KV head, each
+ * segment's state kept for merge_split. */
 static void attend_split(const attn_job *job, int item, attn_scratch *w) {
     const nb_step *s = job->s;
     nb_model *m = s->m;
@@ -357,20 +386,25 @@ static void attend_split(const attn_job *job, int item, attn_scratch *w) {
     const int nkv = c->n_head_kv, G = c->n_head / nkv, hd = c->head_dim;
     int t = 0;
     while (item >= job->item0[t + 1] * nkv) t++;
-    const int rel = item - job->item0[t] * nkv, g = rel % nkv, seg = rel / nkv;
-    const size_t D = (size_t)c->n_head * hd, base = kv_head_base(s, t, g) * kv_esz(c);
-    attend_segment(m, (const char *)m->kcache + base, (const char *)m->vcache + base, seg, 1, s->pos[t],
-                   m->qb + t * D + (size_t)g * G * hd, w);
-    float *dst = split_state(m, t, g, seg);
-    memcpy(dst, w->seg.m, sizeof(float) * G);
-    memcpy(dst + G, w->seg.l, sizeof(float) * G);
-    memcpy(dst + 2 * G, w->seg.o, sizeof(float) * G * hd);
+    /* a token's runs of one KV head come one after the other: contiguous memory */
+    const int nruns = job->item0[t + 1] - job->item0[t], rel = item - job->item0[t] * nkv, g = rel / nruns;
+    const int nseg = s->pos[t] / (attn_seg_blocks(c) * ATTN_BLOCK) + 1, seg0 = (rel % nruns) * job->seg_run;
+    const int seg1 = seg0 + job->seg_run < nseg ? seg0 + job->seg_run : nseg;
+    const size_t D = (size_t)c->n_head * hd, base = kv_head_base(s, t, g) * kv_esz(s->kv_type);
+    for (int seg = seg0; seg < seg1; seg++) {
+        attend_segment(m, (const char *)m->kcache + base, (const char *)m->vcache + base, seg, 1, s->pos[t],
+                       m->qb + t * D + (size_t)g * G * hd, w);
+        float *dst = split_state(m, t, g, seg);
+        memcpy(dst, w->seg.m, sizeof(float) * G);
+        memcpy(dst + G, w->seg.l, sizeof(float) * G);
+        memcpy(dst + 2 * G, w->seg.o, sizeof(float) * G * hd);
+    }
 }
 
 static void attn_task(void *arg, int ith, int nth) {
     (void)nth;
     attn_job *job = arg;
-    attn_scratch w = scratch_for(job->s->m, ith);
+    attn_scratch w = scratch_for(job->s->m, ith, job->s->kv_type);
     const int nkv = job->s->m->cfg.n_head_kv;
     for (int c; (c = nb_claim(&job->next, 1)) < job->total;) {
         if (job->split) attend_split(job, c, &w);
@@ -385,11 +419,11 @@ static void merge_split(const attn_job *job) {
     const nb_config *c = &m->cfg;
     const int nkv = c->n_head_kv, G = c->n_head / nkv, hd = c->head_dim;
     const size_t D = (size_t)c->n_head * hd;
-    attn_scratch w = scratch_for(m, 0);
+    attn_scratch w = scratch_for(m, 0, s->kv_type);
     for (int t = 0; t < s->n; t++)
         for (int g = 0; g < nkv; g++) {
             state_init(w.acc, G, hd);
-            for (int seg = 0; seg < job->item0[t + 1] - job->item0[t]; seg++) {
+            for (int seg = 0; seg <= s->pos[t] / (attn_seg_blocks(c) * ATTN_BLOCK); seg++) {
                 const float *p = split_state(m, t, g, seg);
                 state_merge(w.acc, p, p + G, p + 2 * G, 0, G, hd);
             }
@@ -403,9 +437,14 @@ static void attention(const nb_step *s) {
     attn_job job = {.s = s, .split = s->n <= ATTN_SPLIT_TOK};
     atomic_init(&job.next, 0);
     if (job.split) {
-        const int span = attn_seg_blocks(c) * ATTN_BLOCK;
+        /* about ATTN_RUNS items per thread, each a run of consecutive segments */
+        const int span = attn_seg_blocks(c) * ATTN_BLOCK, want = ATTN_RUNS * nb_pool_size(m->pool);
+        int segs = 0;
+        for (int t = 0; t < s->n; t++) segs += (s->pos[t] / span + 1) * c->n_head_kv;
+        job.seg_run = segs <= want ? 1 : (segs + want - 1) / want;
         job.item0[0] = 0;
-        for (int t = 0; t < s->n; t++) job.item0[t + 1] = job.item0[t] + s->pos[t] / span + 1;
+        for (int t = 0; t < s->n; t++)
+            job.item0[t + 1] = job.item0[t] + (s->pos[t] / span + job.seg_run) / job.seg_run;
         job.total = job.item0[s->n] * c->n_head_kv;
     } else { /* tiles: runs of tokens of one slot at consecutive positions */
         const int cap = attn_tile_tokens(c);
@@ -666,7 +705,8 @@ static void run_batch(nb_model *m, const int32_t *tokens, const int *slot, const
     embed(m, tokens, nb);
     rope_tables(m, pos, nb);
     for (int il = 0; il < m->cfg.n_layer; il++) {
-        const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos, .slot = slot};
+        const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos, .slot = slot,
+                           .kv_type = exact_head ? NB_F32 : m->cfg.kv_type};
         layer(&s);
     }
     if (nrows > 0) head(m, rows, nrows, logits, exact_head);

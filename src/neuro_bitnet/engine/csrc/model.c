@@ -186,9 +186,10 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->cfg.layers = m->layers;
 
     size_t kv_elems = (size_t)cfg->n_seq * cfg->n_layer * KV * (size_t)cfg->ctx_size;
-    const size_t kv_esz = cfg->kv_type == NB_F32 ? 4 : 2;
-    m->kcache = calloc(kv_elems, kv_esz);
-    m->vcache = calloc(kv_elems, kv_esz);
+    /* f32-sized whatever cfg.kv_type: exact passes keep keys and values in f32 (forward.c);
+     * an f16 cache uses the first half, and pages never touched take no memory */
+    m->kcache = calloc(kv_elems, sizeof(float));
+    m->vcache = calloc(kv_elems, sizeof(float));
     m->rope_freq = malloc(sizeof(double) * (HD / 2));
     m->x = alloc_aligned(UB * E * 4);
     m->qb = alloc_aligned(UB * D * 4);

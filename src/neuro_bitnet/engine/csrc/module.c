@@ -272,7 +272,7 @@ static PyMethodDef model_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(tokens, n_past, logits, all_logits=False, exact_head=False): run int32 tokens at "
      "positions n_past.., write float32 logits (last token, or every token when all_logits); "
-     "exact_head: every logit from the head's float rows, whatever the model's head."},
+     "exact_head: every logit from the head's float rows, whatever the model's head, and the pass's keys/values kept in f32, whatever kv_cache (a sequence must not mix exact and other passes)."},
     {"forward_batch", (PyCFunction)(void (*)(void))model_forward_batch, METH_VARARGS | METH_KEYWORDS,
      "forward_batch(tokens, slots, positions, logit_rows, logits, exact_head=False): run int32 tokens "
      "of several sequences together, token i at positions[i] of KV slot slots[i] (a slot's tokens at "
