@@ -338,7 +338,7 @@ static void state_finish(attn_state st, int nq, int hd, float *out, size_t strid
 }
 
 /* The attention of one step: work items are (tile, KV head) pairs, or with few tokens
- * (token, KV head, segment) triples whose partial states are merged afterwards. */
+ * (token, KV head, run of segments) whose segment states are merged afterwards. */
 typedef struct {
     const nb_step *s;
     int split, ntiles, total;

@@ -293,7 +293,7 @@ static PyTypeObject ModelType = {
               "'portable' (plain C); one this CPU cannot run raises ValueError.\n\n"
               "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
               "n_threads (optional n_seq: KV slots, 1 by default); floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
-              "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
+              "head 'exact'|'q8'|'q4'; optional kv_cache 'f32' (default)|'f16'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
               "optional output + output_type (untied head); optional release_head_pages (the head is a\n"
               "read-only file mapping whose pages the core may drop) and head_fd + head_offset (where\n"
               "its rows can be read with pread); optional head_codes + head_scales (a quantized head\n"
