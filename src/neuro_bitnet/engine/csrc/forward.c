@@ -437,11 +437,13 @@ static void attention(const nb_step *s) {
     attn_job job = {.s = s, .split = s->n <= ATTN_SPLIT_TOK};
     atomic_init(&job.next, 0);
     if (job.split) {
-        /* about ATTN_RUNS items per thread, each a run of consecutive segments */
+        /* about ATTN_RUNS items per thread, each a run of consecutive segments, the runs of a
+         * token and KV head of equal length (so that the items are too) */
         const int span = attn_seg_blocks(c) * ATTN_BLOCK, want = ATTN_RUNS * nb_pool_size(m->pool);
-        int segs = 0;
-        for (int t = 0; t < s->n; t++) segs += (s->pos[t] / span + 1) * c->n_head_kv;
-        job.seg_run = segs <= want ? 1 : (segs + want - 1) / want;
+        const int heads = s->n * c->n_head_kv, runs = (want + heads - 1) / heads;
+        int most = 0; /* segments of the longest token */
+        for (int t = 0; t < s->n; t++) most = s->pos[t] / span + 1 > most ? s->pos[t] / span + 1 : most;
+        job.seg_run = (most + runs - 1) / runs;
         job.item0[0] = 0;
         for (int t = 0; t < s->n; t++)
             job.item0[t + 1] = job.item0[t] + (s->pos[t] / span + job.seg_run) / job.seg_run;
