@@ -21,6 +21,10 @@ DEFAULT_RETRIES = 3
 ISA_CHOICES = ("auto", "avx2", "portable")
 TOKENIZER_CHOICES = ("auto", "tokenizers")  # auto: tiktoken for Llama-3 style vocabularies
 DEFAULT_ISA = "auto"
+# Element type of the KV cache (keys and values of every position): f16 halves its memory and
+# the bytes attention reads per token (README: effect on the logits, measured).
+KV_CACHE_CHOICES = ("f16", "f32")
+DEFAULT_KV_CACHE = "f16"
 # Where the daemon listens, and where clients look for it.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
@@ -48,6 +52,7 @@ ENV_VARS: dict[str, str] = {
     "debug": "NEURO_BITNET_DEBUG",
     "tokenizer": "NEURO_BITNET_TOKENIZER",
     "head_cache": "NEURO_BITNET_HEAD_CACHE",
+    "kv_cache": "NEURO_BITNET_KV_CACHE",
 }
 
 
@@ -89,6 +94,7 @@ class Settings:
     debug: bool = False  # tracebacks on errors, as --verbose
     tokenizer: str = "auto"  # the BPE encoder: "auto" (tiktoken where it applies) or "tokenizers"
     head_cache: bool = True  # keep quantized heads in the cache dir between loads
+    kv_cache: str = DEFAULT_KV_CACHE  # the KV cache's element type: "f16" or "f32"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> str:
@@ -138,6 +144,13 @@ def _isa(value: str, name: str) -> str:
     if isa not in ISA_CHOICES:
         raise ConfigError(f"{name} must be one of {', '.join(ISA_CHOICES)}, got {value!r}")
     return isa
+
+
+def _kv_cache(value: str, name: str) -> str:
+    kind = value.strip().lower()
+    if kind not in KV_CACHE_CHOICES:
+        raise ConfigError(f"{name} must be one of {', '.join(KV_CACHE_CHOICES)}, got {value!r}")
+    return kind
 
 
 def _text(value: str, name: str) -> str:
@@ -209,6 +222,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "debug": _flag,
     "tokenizer": _tokenizer,
     "head_cache": _on_off,
+    "kv_cache": _kv_cache,
 }
 
 
@@ -233,6 +247,7 @@ def _defaults() -> dict[str, Any]:
         "debug": False,
         "tokenizer": "auto",
         "head_cache": True,
+        "kv_cache": DEFAULT_KV_CACHE,
     }
 
 

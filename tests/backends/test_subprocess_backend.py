@@ -148,8 +148,9 @@ def test_ask_equals_binary_run_by_hand(llama_cli: Path, tiny_bitnet_tq2: Path, h
 def greedy_margins(model_path: Path, question: str, max_tokens: int,
                    repeat_penalty: float = 1.1) -> tuple[str, list[float]]:
     """Our engine's greedy answer (exact head) and, at each step, the top-1 minus top-2 logit
-    after the repeat penalty: how far each choice is from being a near tie."""
-    model = load_model(model_path, threads=1, ctx_size=512, head="exact")
+    after the repeat penalty: how far each choice is from being a near tie. An f32 KV cache, as
+    the scoring call's, so the answer is the one its logits rank first."""
+    model = load_model(model_path, threads=1, ctx_size=512, head="exact", kv_cache="f32")
     try:
         prompt = model.render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
         ids = model.tokenize(prompt, add_bos=False)

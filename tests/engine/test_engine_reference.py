@@ -91,8 +91,8 @@ def test_quantized_heads_keep_the_exact_top_candidates(path, head, tail_error):
     Measured on these fixtures (n_embd 128, a single 4-bit group per row, the worst case): tail
     error 0.5-0.7% of the logit range for q8 and 5.4-7.4% for q4; top-1 and the 10 best logits
     exact at every position for both."""
-    exact = load_model(path, threads=2, ctx_size=128, head="exact")
-    fast = load_model(path, threads=2, ctx_size=128, head=head)
+    exact = load_model(path, threads=2, ctx_size=128, head="exact", kv_cache="f32")
+    fast = load_model(path, threads=2, ctx_size=128, head=head, kv_cache="f32")  # only the head differs
     for ids, want, _ in _prompts(path):
         a, b = exact.logits(ids), fast.logits(ids, exact=False)
         spread = float(want.max() - want.min())

@@ -85,7 +85,9 @@ RESCORE = 128  # the core recomputes this many best candidates of a quantized he
 
 
 class NumpyModel:
-    """The reference model over a `_core.Model` spec dict, with its own f32 KV cache."""
+    """The reference model over a `_core.Model` spec dict, with its own KV cache: f32, or with
+    spec["kv_cache"] == "f16" every stored key and value rounded to half precision (saturating
+    at +-65504, as the core stores them)."""
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
@@ -143,6 +145,13 @@ class NumpyModel:
             out[h] = (e @ v) * (F32(1.0) / np.sum(e, dtype=F32))
         return out.reshape(-1)
 
+    def _stored(self, rows: np.ndarray) -> np.ndarray:
+        """Key or value rows as the KV cache keeps them."""
+        rows = rows.astype(F32)
+        if self.spec.get("kv_cache", "f32") == "f16":
+            rows = np.clip(rows, -65504, 65504).astype(np.float16).astype(F32)
+        return rows
+
     def _ffn_act(self, g: np.ndarray, u: np.ndarray) -> np.ndarray:
         if self.spec["ffn_act"] == "relu2":
             r = np.maximum(g, F32(0.0))
@@ -156,8 +165,8 @@ class NumpyModel:
             kv = ternary_matmul(*L["attn_k"], q8, s)
             vv = ternary_matmul(*L["attn_v"], q8, s)
             qv = self._rope(qv, pos)
-            self.kcache[il, :, pos] = self._rope(kv, pos).astype(F32)
-            self.vcache[il, :, pos] = vv.reshape(self.n_kv, self.hd).astype(F32)
+            self.kcache[il, :, pos] = self._stored(self._rope(kv, pos))
+            self.vcache[il, :, pos] = self._stored(vv.reshape(self.n_kv, self.hd))
             a = self._attention(il, qv, pos)
             if self.spec["sub_norms"]:
                 a = rmsnorm(a, L["attn_sub_norm"], self.eps)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from neuro_bitnet.cli import console
-from neuro_bitnet.config import load_settings
+from neuro_bitnet.config import KV_CACHE_CHOICES, load_settings
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 
 
@@ -23,9 +23,11 @@ from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 @click.option("--head", type=click.Choice(HEADS), default=DEFAULT_HEAD, show_default=True,
               help="Output layer: 4-bit or int8 copy with the best candidates recomputed exactly, "
                    "or the file's own values only.")
+@click.option("--kv-cache", type=click.Choice(KV_CACHE_CHOICES), default=None,
+              help="KV cache elements (default: NEURO_BITNET_KV_CACHE, else f16).")
 @click.option("--yes", "-y", is_flag=True, help="Download a missing model without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, yes, as_json) -> None:
+def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, kv_cache, yes, as_json) -> None:
     """Measure the engine on a model (default: --synthetic 2b when no model is given)."""
     from neuro_bitnet.engine.bench import run_bench
 
@@ -36,14 +38,14 @@ def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, 
     settings = load_settings()
     path = _model_path(model, synthetic or ("2b" if model is None else None), settings, yes, as_json)
     result = run_bench(path, threads=threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
-                       repeat=repeat, head=head)
+                       repeat=repeat, head=head, kv_cache=kv_cache)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"neuro bench · {path.name} · {result.threads} threads · {result.isa} · head {head}")
+    table = Table(title=f"neuro bench · {path.name} · {result.threads} threads · {result.isa} · head {head} · KV cache {result.kv_cache}")
     for col in ("prefill tok/s", "decode tok/s", "load s", "peak RSS MB"):
         table.add_column(col, justify="right")
     table.add_row(f"{result.prefill_tokens_per_second:.1f}", f"{result.decode_tokens_per_second:.2f}",

@@ -47,6 +47,7 @@ def _settings_report(settings: Settings) -> dict[str, Any]:
         "debug": settings.debug,
         "tokenizer": settings.tokenizer,
         "head_cache": "on" if settings.head_cache else "off",
+        "kv_cache": settings.kv_cache,
     }
     return {
         name: {"value": value, "source": settings.source(name), "env": ENV_VARS[name]}

@@ -14,6 +14,7 @@ def load_model(
     path: str | Path, threads: int | None = None, ctx_size: int = DEFAULT_CTX_SIZE, head: str | None = None,
     isa: str | None = None,
     parallel: int | None = 1,
+    kv_cache: str | None = None,
 ):
     """Load a BitNet GGUF file. ``threads=None`` uses one thread per physical core.
 
@@ -30,6 +31,10 @@ def load_model(
     Slots take memory only once used. ``None`` picks a number for this machine
     (``engine.parallel.default_parallel``: two per physical core, at most four, as many as half
     the available memory holds at full context).
+
+    ``kv_cache`` is the element type of the KV cache: "f16" (the default: half the memory and
+    the bytes attention reads per token) or "f32"; ``None`` takes the ``kv_cache`` setting
+    (``NEURO_BITNET_KV_CACHE``, else the default).
     """
     from neuro_bitnet.config import load_settings, setting
     from neuro_bitnet.engine.heads import DEFAULT_HEAD
@@ -41,5 +46,6 @@ def load_model(
     if threads < 1:
         raise EngineError("threads must be >= 1")
     head = head or setting("head") or DEFAULT_HEAD
-    isa = load_settings(isa=isa).isa
-    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head, isa=isa, parallel=parallel)
+    settings = load_settings(isa=isa, kv_cache=kv_cache)
+    return BitNetModel(path, threads=threads, ctx_size=ctx_size, head=head, isa=settings.isa, parallel=parallel,
+                       kv_cache=settings.kv_cache)

@@ -20,6 +20,7 @@ class BenchResult:
     threads: int
     isa: str
     head: str
+    kv_cache: str
     prompt_tokens: int
     gen_tokens: int
     load_seconds: float
@@ -40,13 +41,14 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(path: Path, *, threads: int | None, prompt_tokens: int, gen_tokens: int, repeat: int,
-              ctx_size: int | None = None, head: str | None = None, seed: int = 0) -> BenchResult:
+              ctx_size: int | None = None, head: str | None = None, kv_cache: str | None = None,
+              seed: int = 0) -> BenchResult:
     """Load the model once, then time ``repeat`` runs of prefill + greedy decode on random tokens."""
     from neuro_bitnet.engine import load_model
 
     ctx = ctx_size or max(prompt_tokens + gen_tokens + 8, 512)
     start = time.perf_counter()
-    model = load_model(path, threads=threads, ctx_size=ctx, head=head)
+    model = load_model(path, threads=threads, ctx_size=ctx, head=head, kv_cache=kv_cache)
     load_seconds = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     high = min(model.n_vocab, 100_000)  # ordinary tokens, away from the special ones at the end
@@ -70,6 +72,7 @@ def run_bench(path: Path, *, threads: int | None, prompt_tokens: int, gen_tokens
         threads=model.threads,
         isa=model.isa,
         head=model.head,
+        kv_cache=model.kv_cache,
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
         load_seconds=load_seconds,

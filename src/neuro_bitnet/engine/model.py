@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from neuro_bitnet.config import DEFAULT_ISA
+from neuro_bitnet.config import DEFAULT_ISA, DEFAULT_KV_CACHE, KV_CACHE_CHOICES
 from neuro_bitnet.engine import _core, heads
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
@@ -36,7 +36,7 @@ class BitNetModel:
 
     def __init__(
         self, path: str | Path, *, threads: int, ctx_size: int, head: str = DEFAULT_HEAD, isa: str = DEFAULT_ISA,
-        parallel: int | None = 1,
+        parallel: int | None = 1, kv_cache: str = DEFAULT_KV_CACHE,
     ) -> None:
         start = time.perf_counter()
         self.path = Path(path)
@@ -59,14 +59,18 @@ class BitNetModel:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
         if parallel is None:
             parallel = default_parallel(self.hparams, ctx_size)
+        if kv_cache not in KV_CACHE_CHOICES:
+            raise EngineError(f"kv_cache must be one of {', '.join(KV_CACHE_CHOICES)}, not {kv_cache!r}")
         if not 1 <= parallel <= MAX_PARALLEL:
             raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
         self.ctx_size = ctx_size  # per KV slot
         self.parallel = parallel  # KV slots: sequences a BatchScheduler runs together (slot 0: generate)
         self.threads = threads
         self.head = head
+        self.kv_cache = kv_cache  # the KV cache's element type
         spec = build_core_spec(self._gguf, self.hparams, ctx_size=ctx_size, threads=threads, head=head)
         spec["n_seq"] = parallel
+        spec["kv_cache"] = kv_cache
         self._head_fd: weakref.finalize | None = None
         self._head_name = "output.weight" if "output" in spec else "token_embd.weight"
         if head != "exact" and isinstance(spec.get("output", spec["tok_embd"]), memoryview):
@@ -132,12 +136,13 @@ class BitNetModel:
         """Logits for every position of ``ids`` in a fresh context: float32 (len(ids), vocab).
 
         A scoring call (perplexity, evaluation, ranking): by default every logit is computed
-        from the file's float head, whatever head generation uses. ``exact=False`` takes the
-        model's head (with "q4"/"q8" only the 128 best logits per position are exact).
+        from the file's float head, whatever head generation uses, with keys and values kept
+        in f32, whatever the KV cache type. ``exact=False`` takes the model's head (with
+        "q4"/"q8" only the 128 best logits per position are exact) and KV cache type.
         """
         ids = [int(t) for t in ids]
         self._check_ids(ids)
-        exact = exact and self.head != "exact"  # an exact model head is exact already
+        exact = exact and (self.head != "exact" or self.kv_cache != "f32")  # else exact already
         with self._exclusive():
             out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
             self._cached = []
@@ -145,7 +150,8 @@ class BitNetModel:
                 for lo in range(0, len(ids), PREFILL_CHUNK):
                     chunk = ids[lo : lo + PREFILL_CHUNK]
                     self._forward(chunk, lo, out[lo : lo + len(chunk)], True, exact)
-                    self._cached = ids[: lo + len(chunk)]
+                    # f32 positions in an f16 cache: generation must not reuse them
+                    self._cached = [] if exact and self.kv_cache != "f32" else ids[: lo + len(chunk)]
             finally:
                 if exact and self._head_fd is not None:  # the float head's pages were dropped
                     self._gguf.drop_pages(self._head_name)  # after the head build: again

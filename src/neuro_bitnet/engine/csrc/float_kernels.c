@@ -44,19 +44,33 @@ void nb_dot_q4_rows_portable(const uint8_t *w, const float *s, const int8_t *a, 
     for (int t = 0; t < ntok; t++) out[t] = nb_dot_q4_portable(w, s, a + (size_t)t * n, gsum + (size_t)t * (n / 128), n);
 }
 
-void nb_attn_scores_portable(const float *K, int npos, int hd, const float *q, int nq, float scale,
+/* Element size of a KV cache row type (f32, f16 or bf16). */
+static inline size_t kv_esz(int dtype) { return dtype == NB_F32 ? 4 : 2; }
+
+void nb_attn_scores_portable(const void *K, int dtype, int npos, int hd, const float *q, int nq, float scale,
                              float *s, int ss) {
+    const size_t row = (size_t)hd * kv_esz(dtype);
     for (int h = 0; h < nq; h++)
-        for (int j = 0; j < npos; j++) s[(size_t)h * ss + j] = nb_dot_row_portable(q + (size_t)h * hd, K + (size_t)j * hd, NB_F32, hd) * scale;
+        for (int j = 0; j < npos; j++)
+            s[(size_t)h * ss + j] =
+                nb_dot_row_portable(q + (size_t)h * hd, (const char *)K + (size_t)j * row, dtype, hd) * scale;
 }
 
-void nb_attn_values_portable(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out) {
+void nb_attn_values_portable(const void *V, int dtype, int npos, int hd, const float *p, int nq, int ss,
+                             float *out) {
+    const uint16_t *v16 = V;
+    const float *v32 = V;
     for (int h = 0; h < nq; h++) {
         float *o = out + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = 0.0f;
         for (int j = 0; j < npos; j++) {
-            const float a = p[(size_t)h * ss + j], *v = V + (size_t)j * hd;
-            for (int i = 0; i < hd; i++) o[i] += a * v[i];
+            const float a = p[(size_t)h * ss + j];
+            const size_t r = (size_t)j * hd;
+            if (dtype == NB_F32)
+                for (int i = 0; i < hd; i++) o[i] += a * v32[r + i];
+            else if (dtype == NB_F16)
+                for (int i = 0; i < hd; i++) o[i] += a * nb_f16_to_f32(v16[r + i]);
+            else
+                for (int i = 0; i < hd; i++) o[i] += a * nb_bf16_to_f32(v16[r + i]);
         }
     }
 }
@@ -237,53 +251,106 @@ NB_AVX2 void nb_dot_q4_rows_avx2(const uint8_t *w, const float *s, const int8_t 
     }
 }
 
-/* Scores of every query head against each key row while the row is in L1. */
-NB_AVX2 void nb_attn_scores_avx2(const float *K, int npos, int hd, const float *q, int nq, float scale,
-                                 float *s, int ss) {
-    if (hd % 16 != 0) {
-        nb_attn_scores_portable(K, npos, hd, q, nq, scale, s, ss);
-        return;
-    }
-    for (int j = 0; j < npos; j++) {
-        const float *k = K + (size_t)j * hd;
-        for (int h = 0; h < nq; h++) {
-            const float *qh = q + (size_t)h * hd;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            for (int i = 0; i < hd; i += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + i), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 8), _mm256_loadu_ps(k + i + 8), a1);
-            }
-            s[(size_t)h * ss + j] = hsum_ps(_mm256_add_ps(a0, a1)) * scale;
+/* Scores of four queries against two key rows (eight independent sums); every (query, row)
+ * sum runs over i in steps of 8 with one accumulator, as in scores_1x1, so a query's scores do
+ * not depend on how the queries are grouped. */
+NB_AVX2_INLINE void scores_4x2(const char *k0, const char *k1, int dt, int hd, const float *q, float scale,
+                               float *s, int ss) {
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8) {
+        const __m256 x0 = load_row8(k0, dt, i), x1 = load_row8(k1, dt, i);
+        for (int h = 0; h < 4; h++) {
+            const __m256 qh = _mm256_loadu_ps(q + (size_t)h * hd + i);
+            a[2 * h] = _mm256_fmadd_ps(qh, x0, a[2 * h]);
+            a[2 * h + 1] = _mm256_fmadd_ps(qh, x1, a[2 * h + 1]);
         }
+    }
+    for (int h = 0; h < 4; h++) {
+        s[(size_t)h * ss] = hsum_ps(a[2 * h]) * scale;
+        s[(size_t)h * ss + 1] = hsum_ps(a[2 * h + 1]) * scale;
     }
 }
 
-/* Weighted sums of the value rows, 32 output dimensions at a time kept in registers. */
-NB_AVX2 void nb_attn_values_avx2(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out) {
-    if (hd % 32 != 0) {
-        nb_attn_values_portable(V, npos, hd, p, nq, ss, out);
+NB_AVX2_INLINE void scores_1x1(const char *k, int dt, int hd, const float *q, float scale, float *s) {
+    __m256 a = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_row8(k, dt, i), a);
+    *s = hsum_ps(a) * scale;
+}
+
+NB_AVX2_INLINE void attn_scores_dt(const void *K, int dt, int npos, int hd, const float *q, int nq, float scale,
+                                   float *s, int ss) {
+    const size_t row = (size_t)hd * (dt == NB_F32 ? 4 : 2);
+    const char *k = K;
+    int j = 0;
+    for (; j + 2 <= npos; j += 2) {
+        int h = 0;
+        for (; h + 4 <= nq; h += 4)
+            scores_4x2(k + j * row, k + (j + 1) * row, dt, hd, q + (size_t)h * hd, scale, s + (size_t)h * ss + j, ss);
+        for (; h < nq; h++)
+            for (int jj = j; jj < j + 2; jj++)
+                scores_1x1(k + jj * row, dt, hd, q + (size_t)h * hd, scale, s + (size_t)h * ss + jj);
+    }
+    for (; j < npos; j++)
+        for (int h = 0; h < nq; h++) scores_1x1(k + j * row, dt, hd, q + (size_t)h * hd, scale, s + (size_t)h * ss + j);
+}
+
+NB_AVX2 void nb_attn_scores_avx2(const void *K, int dtype, int npos, int hd, const float *q, int nq, float scale,
+                                 float *s, int ss) {
+    if (hd % 8 != 0) {
+        nb_attn_scores_portable(K, dtype, npos, hd, q, nq, scale, s, ss);
         return;
     }
-    for (int h = 0; h < nq; h++) {
-        const float *ph = p + (size_t)h * ss;
-        for (int i = 0; i < hd; i += 32) {
-            __m256 o0 = _mm256_setzero_ps(), o1 = _mm256_setzero_ps();
-            __m256 o2 = _mm256_setzero_ps(), o3 = _mm256_setzero_ps();
-            for (int j = 0; j < npos; j++) {
-                const float *v = V + (size_t)j * hd + i;
-                const __m256 a = _mm256_broadcast_ss(ph + j);
-                o0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v), o0);
-                o1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 8), o1);
-                o2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 16), o2);
-                o3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 24), o3);
-            }
-            float *o = out + (size_t)h * hd + i;
-            _mm256_storeu_ps(o, o0);
-            _mm256_storeu_ps(o + 8, o1);
-            _mm256_storeu_ps(o + 16, o2);
-            _mm256_storeu_ps(o + 24, o3);
+    /* one copy per row type, so load_row8 is branch-free in the loops */
+    if (dtype == NB_F32) attn_scores_dt(K, NB_F32, npos, hd, q, nq, scale, s, ss);
+    else if (dtype == NB_F16) attn_scores_dt(K, NB_F16, npos, hd, q, nq, scale, s, ss);
+    else attn_scores_dt(K, NB_BF16, npos, hd, q, nq, scale, s, ss);
+}
+
+/* Weighted sums of the value rows for Q (4 or 1) queries and 16 output dimensions, kept in
+ * registers over all rows; each (query, 8 dimensions) sum runs over the rows in order. */
+NB_AVX2_INLINE void values_q16(const char *V, int dt, size_t row, int npos, const float *p, int Q, int ss,
+                               float *o, int hd) {
+    __m256 a[8];
+    for (int h = 0; h < Q; h++) {
+        a[2 * h] = _mm256_loadu_ps(o + (size_t)h * hd);
+        a[2 * h + 1] = _mm256_loadu_ps(o + (size_t)h * hd + 8);
+    }
+    for (int j = 0; j < npos; j++) {
+        const char *v = V + (size_t)j * row;
+        const __m256 v0 = load_row8(v, dt, 0), v1 = load_row8(v, dt, 8);
+        for (int h = 0; h < Q; h++) {
+            const __m256 w = _mm256_broadcast_ss(p + (size_t)h * ss + j);
+            a[2 * h] = _mm256_fmadd_ps(w, v0, a[2 * h]);
+            a[2 * h + 1] = _mm256_fmadd_ps(w, v1, a[2 * h + 1]);
         }
     }
+    for (int h = 0; h < Q; h++) {
+        _mm256_storeu_ps(o + (size_t)h * hd, a[2 * h]);
+        _mm256_storeu_ps(o + (size_t)h * hd + 8, a[2 * h + 1]);
+    }
+}
+
+NB_AVX2_INLINE void attn_values_dt(const void *V, int dt, int npos, int hd, const float *p, int nq, int ss,
+                                   float *out) {
+    const size_t esz = dt == NB_F32 ? 4 : 2, row = (size_t)hd * esz;
+    for (int i = 0; i < hd; i += 16) {
+        const char *v = (const char *)V + (size_t)i * esz;
+        int h = 0;
+        for (; h + 4 <= nq; h += 4) values_q16(v, dt, row, npos, p + (size_t)h * ss, 4, ss, out + (size_t)h * hd + i, hd);
+        for (; h < nq; h++) values_q16(v, dt, row, npos, p + (size_t)h * ss, 1, ss, out + (size_t)h * hd + i, hd);
+    }
+}
+
+NB_AVX2 void nb_attn_values_avx2(const void *V, int dtype, int npos, int hd, const float *p, int nq, int ss,
+                                 float *out) {
+    if (hd % 16 != 0) {
+        nb_attn_values_portable(V, dtype, npos, hd, p, nq, ss, out);
+        return;
+    }
+    if (dtype == NB_F32) attn_values_dt(V, NB_F32, npos, hd, p, nq, ss, out);
+    else if (dtype == NB_F16) attn_values_dt(V, NB_F16, npos, hd, p, nq, ss, out);
+    else attn_values_dt(V, NB_BF16, npos, hd, p, nq, ss, out);
 }
 
 /* exp(x) for x <= 0, within ~2 ulp of expf (Cephes' polynomial): x = n ln2 + r with

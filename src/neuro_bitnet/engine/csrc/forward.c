@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fp16.h"
 #include "model_internal.h"
 #include "simd.h"
 
@@ -17,6 +18,7 @@ typedef struct {
     int n;            /* tokens in the batch */
     const int *pos;   /* position of each token in its sequence */
     const int *slot;  /* KV slot (sequence) of each token */
+    int kv_type;      /* how this pass keeps keys and values: cfg.kv_type, or NB_F32 (exact passes) */
 } nb_step;
 
 /* Offset of the key (value) row of slot `slot`, layer il, KV head g, position pos in the cache:
@@ -147,6 +149,19 @@ static void rope(float *v, int nh, int hd, int neox, const float *c, const float
     }
 }
 
+static inline size_t kv_esz(int kv_type) { return kv_type == NB_F32 ? 4 : 2; }
+
+/* Stores n floats as one KV cache row of type kv_type (f16: round to nearest even, saturating;
+ * one conversion for every kernel set, so their caches are identical). */
+static void kv_store(int kv_type, void *cache, size_t off, const float *src, int n) {
+    if (kv_type == NB_F32) {
+        memcpy((float *)cache + off, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    uint16_t *dst = (uint16_t *)cache + off;
+    for (int i = 0; i < n; i++) dst[i] = nb_f32_to_f16(src[i]);
+}
+
 static void op_rope_store(const nb_step *s, const void *arg, int t) {
     (void)arg;
     nb_model *m = s->m;
@@ -159,46 +174,291 @@ static void op_rope_store(const nb_step *s, const void *arg, int t) {
     rope(k, nkv, HD, cfg->rope_neox, c, sn);
     for (int g = 0; g < nkv; g++) {
         size_t off = kv_offset(cfg, s->slot[t], s->il, g, s->pos[t]);
-        memcpy(m->kcache + off, k + (size_t)g * HD, sizeof(float) * HD);
-        memcpy(m->vcache + off, m->vb + t * KV + (size_t)g * HD, sizeof(float) * HD);
+        kv_store(s->kv_type, m->kcache, off, k + (size_t)g * HD, HD);
+        kv_store(s->kv_type, m->vcache, off, m->vb + t * KV + (size_t)g * HD, HD);
     }
 }
 
+/* ---- attention ----
+ *
+ * Flash-style: the keys and values of a KV head are read in blocks of ATTN_BLOCK positions, and
+ * every query that attends to a block (the G query heads of a token, times the tokens of a
+ * prefill tile) is scored against it while it is in L1, keeping a running softmax state per
+ * query: its max m, sum l and unnormalized output o. Blocks fold into segments of
+ * attn_seg_blocks blocks, segments into the result, always in position order and with the same
+ * arithmetic per query, whatever the batch, the tile or the thread that computes them: a
+ * query's output does not depend on how the work was split (decode splits a long cache across
+ * the threads by segments; test_core and test_batch check the results bit for bit). */
+#define ATTN_BLOCK 64    /* positions per block: 64 x 128 f16 values = 16 KB of V */
+#define ATTN_TILE_Q 32   /* queries per prefill tile (tokens x G) */
+#define ATTN_SEGMENTS 16 /* at most this many segments per context: the split decode's pieces */
+#define ATTN_SPLIT_TOK 4 /* batches of at most this many tokens split long caches by segments */
+#define ATTN_RUNS 4      /* split decode: work items per thread */
+
+static int attn_tile_tokens(const nb_config *c) {
+    const int G = c->n_head / c->n_head_kv;
+    return G >= ATTN_TILE_Q ? 1 : ATTN_TILE_Q / G;
+}
+
+static int attn_seg_blocks(const nb_config *c) {
+    const int blocks = (c->ctx_size + ATTN_BLOCK - 1) / ATTN_BLOCK;
+    return (blocks + ATTN_SEGMENTS - 1) / ATTN_SEGMENTS;
+}
+
+/* Running softmax states of nq queries: m[nq], l[nq], o[nq x hd]. */
+typedef struct {
+    float *m, *l, *o;
+} attn_state;
+
+static attn_state state_at(float *p, int nq, int hd) {
+    return (attn_state){p, p + nq, p + 2 * nq};
+}
+
+static void state_init(attn_state st, int nq, int hd) {
+    for (int h = 0; h < nq; h++) {
+        st.m[h] = -INFINITY;
+        st.l[h] = 0.0f;
+    }
+    memset(st.o, 0, sizeof(float) * (size_t)nq * hd);
+}
+
+/* st (+)= (m2, l2, o2) for queries [q0, q1): the softmax of both position sets together. */
+static void state_merge(attn_state st, const float *m2, const float *l2, const float *o2, int q0, int q1, int hd) {
+    for (int h = q0; h < q1; h++) {
+        const float mx = max_f(st.m[h], m2[h]), a = expf(st.m[h] - mx), b = expf(m2[h] - mx);
+        float *o = st.o + (size_t)h * hd;
+        const float *o2h = o2 + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = a * o[i] + b * o2h[i];
+        st.l[h] = a * st.l[h] + b * l2[h];
+        st.m[h] = mx;
+    }
+}
+
+size_t nb_attn_scratch_floats(const nb_config *c) {
+    const size_t G = (size_t)(c->n_head / c->n_head_kv), nq = (size_t)attn_tile_tokens(c) * G, hd = c->head_dim;
+    /* tile queries, block scores, block state, segment state, result state */
+    return nq * hd + nq * ATTN_BLOCK + 3 * nq * (hd + 2);
+}
+
+size_t nb_attn_split_floats(const nb_config *c) {
+    const size_t G = (size_t)(c->n_head / c->n_head_kv), hd = c->head_dim;
+    return (size_t)ATTN_SPLIT_TOK * c->n_head_kv * ATTN_SEGMENTS * G * (hd + 2);
+}
+
+/* A thread's scratch for nq queries (the tile's queries are copied to q). */
+typedef struct {
+    float *q, *sc;
+    attn_state blk, seg, acc;
+    int dt; /* the pass's KV element type */
+} attn_scratch;
+
+static attn_scratch scratch_for(nb_model *m, int ith, int dt) {
+    const nb_config *c = &m->cfg;
+    const int hd = c->head_dim, nq = attn_tile_tokens(c) * (c->n_head / c->n_head_kv);
+    float *p = m->attn_scratch + (size_t)ith * nb_attn_scratch_floats(c);
+    attn_scratch w;
+    w.q = p;
+    w.sc = p + (size_t)nq * hd;
+    p = w.sc + (size_t)nq * ATTN_BLOCK;
+    w.blk = state_at(p, nq, hd);
+    w.seg = state_at(p + (size_t)nq * (hd + 2), nq, hd);
+    w.acc = state_at(p + 2 * (size_t)nq * (hd + 2), nq, hd);
+    w.dt = dt;
+    return w;
+}
+
+/* Asks for n bytes at p to be brought towards the core (to L2), ahead of their use: a block's
+ * values are read in several passes of a few dimensions each, which the hardware prefetcher
+ * does not foresee, and the next block's keys follow. */
+static void prefetch_bytes(const char *p, size_t n) {
+#if defined(__GNUC__)
+    for (size_t i = 0; i < n; i += 64) __builtin_prefetch(p + i, 0, 2);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* Block state of queries [q0, q0 + nq) over the n positions at K, V (their first row). */
+static void attend_block(nb_model *m, const char *K, const char *V, int n, const float *q, int q0, int nq,
+                         attn_scratch *w) {
+    const nb_config *c = &m->cfg;
+    const int hd = c->head_dim;
+    float *sc = w->sc + (size_t)q0 * ATTN_BLOCK, *ob = w->blk.o + (size_t)q0 * hd;
+    m->k->attn_scores(K, w->dt, n, hd, q + (size_t)q0 * hd, nq, 1.0f / sqrtf((float)hd), sc, ATTN_BLOCK);
+    for (int h = 0; h < nq; h++) {
+        float *sh = sc + (size_t)h * ATTN_BLOCK, mx = -INFINITY;
+        for (int j = 0; j < n; j++) mx = max_f(mx, sh[j]);
+        w->blk.m[q0 + h] = mx;
+        w->blk.l[q0 + h] = m->k->exp_sum(sh, n, mx);
+    }
+    memset(ob, 0, sizeof(float) * (size_t)nq * hd);
+    m->k->attn_values(V, w->dt, n, hd, sc, nq, ATTN_BLOCK, ob);
+}
+
+/* Segment seg of the KV head at K, V (row 0) for the T tokens of a tile at positions
+ * pos0 .. pos0 + T - 1 (their G queries each at q) into w->seg. Tokens before the segment's
+ * first position take no part (their states stay empty). */
+static void attend_segment(nb_model *m, const char *K, const char *V, int seg, int T, int pos0, const float *q,
+                           attn_scratch *w) {
+    const nb_config *c = &m->cfg;
+    const int G = c->n_head / c->n_head_kv, hd = c->head_dim, S = attn_seg_blocks(c);
+    const size_t row = (size_t)hd * kv_esz(w->dt);
+    const int last = pos0 + T - 1, b1 = (seg + 1) * S < last / ATTN_BLOCK + 1 ? (seg + 1) * S : last / ATTN_BLOCK + 1;
+    state_init(w->seg, T * G, hd);
+    {
+        const int j0 = seg * S * ATTN_BLOCK, n = last - j0 + 1 < ATTN_BLOCK ? last - j0 + 1 : ATTN_BLOCK;
+        prefetch_bytes(K + (size_t)j0 * row, (size_t)n * row);
+    }
+    for (int b = seg * S; b < b1; b++) {
+        const int j0 = b * ATTN_BLOCK;
+        const char *Kb = K + (size_t)j0 * row, *Vb = V + (size_t)j0 * row;
+        const int nrows = last - j0 + 1 < ATTN_BLOCK ? last - j0 + 1 : ATTN_BLOCK;
+        prefetch_bytes(Vb, (size_t)nrows * row);
+        if (b + 1 < b1) {
+            const int next = last - j0 - ATTN_BLOCK + 1;
+            prefetch_bytes(Kb + ATTN_BLOCK * row, (size_t)(next < ATTN_BLOCK ? next : ATTN_BLOCK) * row);
+        }
+        const int ta = j0 > pos0 ? j0 - pos0 : 0; /* the first token that sees this block */
+        int tf = j0 + ATTN_BLOCK - 1 - pos0;       /* the first that sees all of it */
+        tf = tf < ta ? ta : tf > T ? T : tf;
+        if (tf < T) attend_block(m, Kb, Vb, ATTN_BLOCK, q, tf * G, (T - tf) * G, w);
+        for (int t = ta; t < tf; t++) attend_block(m, Kb, Vb, pos0 + t - j0 + 1, q, t * G, G, w);
+        state_merge(w->seg, w->blk.m, w->blk.l, w->blk.o, ta * G, T * G, hd);
+    }
+}
+
+/* out[h] = o[h] / l[h] for queries [0, nq) of st. */
+static void state_finish(attn_state st, int nq, int hd, float *out, size_t stride_tok, int G) {
+    for (int h = 0; h < nq; h++) {
+        const float inv = 1.0f / st.l[h], *o = st.o + (size_t)h * hd;
+        float *dst = out + (size_t)(h / G) * stride_tok + (size_t)(h % G) * hd;
+        for (int i = 0; i < hd; i++) dst[i] = o[i] * inv;
+    }
+}
+
+/* The attention of one step: work items are (tile, KV head) pairs, or with few tokens
+ * (token, KV head, run of segments) whose segment states are merged afterwards. */
 typedef struct {
     const nb_step *s;
-    int total;
+    int split, ntiles, total;
+    int tile0[NB_UBATCH + 1]; /* tile i: batch tokens tile0[i] .. tile0[i + 1] - 1 */
+    int seg_run;                   /* split: segments per item (a run of them, for long streams) */
+    int item0[ATTN_SPLIT_TOK + 1]; /* split: items of token t start at item0[t] * n_head_kv */
     atomic_int next;
 } attn_job;
 
-/* One token and one KV head: causal softmax attention of the G query heads that share it
- * (GQA) over positions 0..pos of the cache; each key and value row is read once for all G. */
-static void attend(const nb_step *s, int t, int g, int ith) {
+static size_t kv_head_base(const nb_step *s, int t, int g) { return kv_offset(&s->m->cfg, s->slot[t], s->il, g, 0); }
+
+static void attend_tile(const attn_job *job, int tile, int g, attn_scratch *w) {
+    const nb_step *s = job->s;
     nb_model *m = s->m;
-    const nb_config *cfg = &m->cfg;
-    const int HD = cfg->head_dim, npos = s->pos[t] + 1, G = cfg->n_head / cfg->n_head_kv;
-    const size_t D = (size_t)cfg->n_head * HD;
-    const size_t base = kv_offset(cfg, s->slot[t], s->il, g, 0);
-    const float *q = m->qb + t * D + (size_t)g * G * HD;
-    float *out = m->attn + t * D + (size_t)g * G * HD;
-    float *sc = m->scores + (size_t)ith * G * cfg->ctx_size;
-    m->k->attn_scores(m->kcache + base, npos, HD, q, G, 1.0f / sqrtf((float)HD), sc, cfg->ctx_size);
-    float inv[NB_MAX_GQA];
-    for (int h = 0; h < G; h++) {
-        float *sh = sc + (size_t)h * cfg->ctx_size, mx = -INFINITY;
-        for (int j = 0; j < npos; j++) mx = max_f(mx, sh[j]);
-        inv[h] = 1.0f / m->k->exp_sum(sh, npos, mx);
+    const nb_config *c = &m->cfg;
+    const int G = c->n_head / c->n_head_kv, hd = c->head_dim, S = attn_seg_blocks(c);
+    const int t0 = job->tile0[tile], T = job->tile0[tile + 1] - t0, pos0 = s->pos[t0];
+    const size_t D = (size_t)c->n_head * hd, esz = kv_esz(s->kv_type), base = kv_head_base(s, t0, g) * esz;
+    const char *K = (const char *)m->kcache + base, *V = (const char *)m->vcache + base;
+    for (int t = 0; t < T; t++)
+        memcpy(w->q + (size_t)t * G * hd, m->qb + (t0 + t) * D + (size_t)g * G * hd, sizeof(float) * G * hd);
+    state_init(w->acc, T * G, hd);
+    const int nseg = (pos0 + T - 1) / ATTN_BLOCK / S + 1;
+    for (int seg = 0; seg < nseg; seg++) {
+        attend_segment(m, K, V, seg, T, pos0, w->q, w);
+        const int first = seg * S * ATTN_BLOCK - pos0; /* tokens before the segment sit it out */
+        state_merge(w->acc, w->seg.m, w->seg.l, w->seg.o, (first > 0 ? first : 0) * G, T * G, hd);
     }
-    m->k->attn_values(m->vcache + base, npos, HD, sc, G, cfg->ctx_size, out);
-    for (int h = 0; h < G; h++)
-        for (int i = 0; i < HD; i++) out[(size_t)h * HD + i] *= inv[h];
+    state_finish(w->acc, T * G, hd, m->attn + t0 * D + (size_t)g * G * hd, D, G);
+}
+
+/* Where the split decode keeps segment seg of token t, KV head g: m[G], l[G], o[G x hd]. */
+static float *split_state(nb_model *m, int t, int g, int seg) {
+    const nb_config *c = &m->cfg;
+    const size_t G = (size_t)(c->n_head / c->n_head_kv), one = G * (c->head_dim + 2);
+    return m->attn_split + (((size_t)t * c->n_head_kv + g) * ATTN_SEGMENTS + seg) * one;
+}
+
+/* Split decode item: segments [c * seg_run, (c + 1) * seg_run) of one token and KV head, each
+ * segment's state kept for merge_split. */
+static void attend_split(const attn_job *job, int item, attn_scratch *w) {
+    const nb_step *s = job->s;
+    nb_model *m = s->m;
+    const nb_config *c = &m->cfg;
+    const int nkv = c->n_head_kv, G = c->n_head / nkv, hd = c->head_dim;
+    int t = 0;
+    while (item >= job->item0[t + 1] * nkv) t++;
+    /* a token's runs of one KV head come one after the other: contiguous memory */
+    const int nruns = job->item0[t + 1] - job->item0[t], rel = item - job->item0[t] * nkv, g = rel / nruns;
+    const int nseg = s->pos[t] / (attn_seg_blocks(c) * ATTN_BLOCK) + 1, seg0 = (rel % nruns) * job->seg_run;
+    const int seg1 = seg0 + job->seg_run < nseg ? seg0 + job->seg_run : nseg;
+    const size_t D = (size_t)c->n_head * hd, base = kv_head_base(s, t, g) * kv_esz(s->kv_type);
+    for (int seg = seg0; seg < seg1; seg++) {
+        attend_segment(m, (const char *)m->kcache + base, (const char *)m->vcache + base, seg, 1, s->pos[t],
+                       m->qb + t * D + (size_t)g * G * hd, w);
+        float *dst = split_state(m, t, g, seg);
+        memcpy(dst, w->seg.m, sizeof(float) * G);
+        memcpy(dst + G, w->seg.l, sizeof(float) * G);
+        memcpy(dst + 2 * G, w->seg.o, sizeof(float) * G * hd);
+    }
 }
 
 static void attn_task(void *arg, int ith, int nth) {
     (void)nth;
     attn_job *job = arg;
+    attn_scratch w = scratch_for(job->s->m, ith, job->s->kv_type);
     const int nkv = job->s->m->cfg.n_head_kv;
-    for (int c; (c = nb_claim(&job->next, 1)) < job->total;)
-        attend(job->s, c / nkv, c % nkv, ith);
+    for (int c; (c = nb_claim(&job->next, 1)) < job->total;) {
+        if (job->split) attend_split(job, c, &w);
+        else attend_tile(job, c / nkv, c % nkv, &w);
+    }
+}
+
+/* The split decode's second half: each token's segments merged in order (as attend_tile). */
+static void merge_split(const attn_job *job) {
+    const nb_step *s = job->s;
+    nb_model *m = s->m;
+    const nb_config *c = &m->cfg;
+    const int nkv = c->n_head_kv, G = c->n_head / nkv, hd = c->head_dim;
+    const size_t D = (size_t)c->n_head * hd;
+    attn_scratch w = scratch_for(m, 0, s->kv_type);
+    for (int t = 0; t < s->n; t++)
+        for (int g = 0; g < nkv; g++) {
+            state_init(w.acc, G, hd);
+            for (int seg = 0; seg <= s->pos[t] / (attn_seg_blocks(c) * ATTN_BLOCK); seg++) {
+                const float *p = split_state(m, t, g, seg);
+                state_merge(w.acc, p, p + G, p + 2 * G, 0, G, hd);
+            }
+            state_finish(w.acc, G, hd, m->attn + t * D + (size_t)g * G * hd, D, G);
+        }
+}
+
+static void attention(const nb_step *s) {
+    nb_model *m = s->m;
+    const nb_config *c = &m->cfg;
+    attn_job job = {.s = s, .split = s->n <= ATTN_SPLIT_TOK};
+    atomic_init(&job.next, 0);
+    if (job.split) {
+        /* about ATTN_RUNS items per thread, each a run of consecutive segments, the runs of a
+         * token and KV head of equal length (so that the items are too) */
+        const int span = attn_seg_blocks(c) * ATTN_BLOCK, want = ATTN_RUNS * nb_pool_size(m->pool);
+        const int heads = s->n * c->n_head_kv, runs = (want + heads - 1) / heads;
+        int most = 0; /* segments of the longest token */
+        for (int t = 0; t < s->n; t++) most = s->pos[t] / span + 1 > most ? s->pos[t] / span + 1 : most;
+        job.seg_run = (most + runs - 1) / runs;
+        job.item0[0] = 0;
+        for (int t = 0; t < s->n; t++)
+            job.item0[t + 1] = job.item0[t] + (s->pos[t] / span + job.seg_run) / job.seg_run;
+        job.total = job.item0[s->n] * c->n_head_kv;
+    } else { /* tiles: runs of tokens of one slot at consecutive positions */
+        const int cap = attn_tile_tokens(c);
+        job.tile0[0] = 0;
+        for (int t = 1; t <= s->n; t++)
+            if (t == s->n || s->slot[t] != s->slot[t - 1] || s->pos[t] != s->pos[t - 1] + 1 ||
+                t - job.tile0[job.ntiles] == cap)
+                job.tile0[++job.ntiles] = t;
+        job.total = job.ntiles * c->n_head_kv;
+    }
+    nb_pool_run(m->pool, attn_task, &job);
+    if (job.split) merge_split(&job);
 }
 
 static void op_ffn_act(const nb_step *s, const void *arg, int t) {
@@ -233,9 +493,7 @@ static void layer(const nb_step *s) {
     float *qkv_out[3] = {m->qb, m->kb, m->vb};
     matmul(m, n, 3, qkv, qkv_out, 0);
     run_tokens(s, op_rope_store, NULL);
-    attn_job aj = {.s = s, .total = n * cfg->n_head_kv};
-    atomic_init(&aj.next, 0);
-    nb_pool_run(m->pool, attn_task, &aj);
+    attention(s);
     const norm_quantize_arg attn_out = {m->attn, m->attn, cfg->sub_norms ? L->attn_sub_norm : NULL, D};
     run_tokens(s, op_norm_quantize, &attn_out);
     const nb_tmat *o[1] = {&L->o};
@@ -449,7 +707,8 @@ static void run_batch(nb_model *m, const int32_t *tokens, const int *slot, const
     embed(m, tokens, nb);
     rope_tables(m, pos, nb);
     for (int il = 0; il < m->cfg.n_layer; il++) {
-        const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos, .slot = slot};
+        const nb_step s = {.m = m, .L = &m->layers[il], .il = il, .n = nb, .pos = pos, .slot = slot,
+                           .kv_type = exact_head ? NB_F32 : m->cfg.kv_type};
         layer(&s);
     }
     if (nrows > 0) head(m, rows, nrows, logits, exact_head);

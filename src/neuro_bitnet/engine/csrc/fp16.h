@@ -1,4 +1,4 @@
-/* Portable IEEE half / bfloat16 -> float conversions (exact). */
+/* Portable IEEE half / bfloat16 <-> float conversions (to float: exact). */
 #ifndef NB_FP16_H
 #define NB_FP16_H
 
@@ -26,6 +26,25 @@ static inline float nb_f16_to_f32(uint16_t h) {
     }
     if (exp == 31) return nb_bits_f32(sign | 0x7f800000u | (man << 13));
     return nb_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+/* float -> IEEE half, rounded to nearest even (as F16C and numpy round), except that values
+ * beyond the half range saturate to +-65504 instead of becoming infinite (a KV cache row must
+ * stay finite: an infinity times a zero weight would be NaN). NaN stays NaN. */
+static inline uint16_t nb_f32_to_f16(float f) {
+    const uint32_t x = nb_f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (ax >= 0x477fe000u) return (uint16_t)(sign | 0x7bffu); /* >= 65504 (and infinity) */
+    if (ax >= 0x38800000u) {                                  /* normal: >= 2^-14 */
+        uint32_t e = ax - (112u << 23);                       /* rebias the exponent, 127 -> 15 */
+        e += 0xfffu + ((e >> 13) & 1u);                       /* round half to even on 13 bits */
+        return (uint16_t)(sign | (e >> 13));
+    }
+    /* subnormal (or zero): round(|f| * 2^24) in units of 2^-24; the scaling is exact and a
+     * result of 1024 is the smallest normal's encoding */
+    float a = nb_bits_f32(ax) * 16777216.0f;
+    a = (a + 12582912.0f) - 12582912.0f; /* round half to even, |a| <= 1024 */
+    return (uint16_t)(sign | (uint32_t)a);
 }
 
 static inline float nb_bf16_to_f32(uint16_t h) { return nb_bits_f32((uint32_t)h << 16); }

@@ -27,12 +27,14 @@ typedef struct {
      * bit for bit dot_q4 of token t; the row's codes are unpacked once for all tokens. */
     void (*dot_q4_rows)(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
                         int ntok, float *out);
-    /* Attention of nq query heads (q: nq x hd) over the npos rows of one KV head (K, V:
-     * npos x hd, f32). scores: s[h * ss + j] = (q_h . K_j) * scale. values:
-     * out[h * hd + i] = sum_j p[h * ss + j] * V[j * hd + i]. */
-    void (*attn_scores)(const float *K, int npos, int hd, const float *q, int nq, float scale,
+    /* Attention of nq query heads (q: nq x hd, f32) over npos rows of one KV head (K, V:
+     * npos x hd, dtype f32 or f16). scores: s[h * ss + j] = (q_h . K_j) * scale. values
+     * (accumulates): out[h * hd + i] += sum_j p[h * ss + j] * V[j * hd + i]. Each result is
+     * computed the same way whatever nq (a query's values do not depend on its neighbours). */
+    void (*attn_scores)(const void *K, int dtype, int npos, int hd, const float *q, int nq, float scale,
                         float *s, int ss);
-    void (*attn_values)(const float *V, int npos, int hd, const float *p, int nq, int ss, float *out);
+    void (*attn_values)(const void *V, int dtype, int npos, int hd, const float *p, int nq, int ss,
+                        float *out);
     /* out[i] = (x[i] * r) * w[i], r = 1 / sqrt(mean(x^2) + eps) with the sum of squares in
      * double (so its order does not matter); out may be x. */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
@@ -62,10 +64,10 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
                           int n);                                                              \
     void nb_dot_q4_rows_##sfx(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, \
                               int n, int ntok, float *out);                                    \
-    void nb_attn_scores_##sfx(const float *K, int npos, int hd, const float *q, int nq,        \
+    void nb_attn_scores_##sfx(const void *K, int dtype, int npos, int hd, const float *q, int nq, \
                               float scale, float *s, int ss);                                  \
-    void nb_attn_values_##sfx(const float *V, int npos, int hd, const float *p, int nq, int ss, \
-                              float *out);                                                     \
+    void nb_attn_values_##sfx(const void *V, int dtype, int npos, int hd, const float *p, int nq, \
+                              int ss, float *out);                                             \
     void nb_rmsnorm_##sfx(float *out, const float *x, const float *w, int n, float eps);       \
     void nb_quantize_##sfx(const float *v, int n, int8_t *q, int32_t *qsum, float *s);         \
     float nb_exp_sum_##sfx(float *s, int n, float mx);                                         \

@@ -120,7 +120,8 @@ void nb_model_free(nb_model *m) {
     free(m->qs);
     free(m->rope_cos);
     free(m->rope_sin);
-    free(m->scores);
+    free(m->attn_scratch);
+    free(m->attn_split);
     free(m);
 }
 
@@ -185,6 +186,8 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->cfg.layers = m->layers;
 
     size_t kv_elems = (size_t)cfg->n_seq * cfg->n_layer * KV * (size_t)cfg->ctx_size;
+    /* f32-sized whatever cfg.kv_type: exact passes keep keys and values in f32 (forward.c);
+     * an f16 cache uses the first half, and pages never touched take no memory */
     m->kcache = calloc(kv_elems, sizeof(float));
     m->vcache = calloc(kv_elems, sizeof(float));
     m->rope_freq = malloc(sizeof(double) * (HD / 2));
@@ -203,10 +206,11 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->rope_cos = alloc_aligned(UB * (HD / 2) * 4);
     m->rope_sin = alloc_aligned(UB * (HD / 2) * 4);
     m->row_buf = alloc_aligned(E * 4);
-    m->scores = alloc_aligned((size_t)cfg->n_threads * (size_t)(cfg->n_head / cfg->n_head_kv) * (size_t)cfg->ctx_size * 4);
+    m->attn_scratch = alloc_aligned((size_t)cfg->n_threads * nb_attn_scratch_floats(cfg) * 4);
+    m->attn_split = alloc_aligned(nb_attn_split_floats(cfg) * 4);
     if (!m->kcache || !m->vcache || !m->rope_freq || !m->x || !m->qb || !m->kb || !m->vb ||
         !m->attn || !m->g || !m->u || !m->hn || !m->qa || !m->qsum || !m->qs || !m->rope_cos ||
-        !m->rope_sin || !m->scores || !m->row_buf)
+        !m->rope_sin || !m->attn_scratch || !m->attn_split || !m->row_buf)
         goto oom;
     for (size_t i = 0; i < HD / 2; i++)
         m->rope_freq[i] = pow((double)cfg->rope_theta, -2.0 * (double)i / (double)HD);

@@ -45,6 +45,7 @@ typedef struct {
     int n_seq; /* KV slots: sequences that can run together, ctx_size positions each */
     float rms_eps, rope_theta;
     int rope_neox, sub_norms, act, head; /* head: enum nb_head */
+    int kv_type; /* the KV cache's elements: NB_F32 or NB_F16 (enum nb_dtype); exact passes: f32 */
     const void *tok_embd;
     int tok_embd_type;
     const void *output; /* the head's rows: tok_embd when tied */
@@ -88,7 +89,9 @@ static inline size_t nb_head_bytes(const nb_config *c) {
 
 /* Runs tokens[0..n) at positions n_past.. and writes logits (n_vocab floats, or n * n_vocab
  * when all_logits); exact_head computes every logit from the float rows, whatever cfg.head
- * (scoring; with released head pages they fault back in, the caller may drop them again).
+ * (scoring; with released head pages they fault back in, the caller may drop them again), and
+ * keeps the pass's keys and values in f32, whatever cfg.kv_type: a sequence's positions must
+ * all come from exact passes or all from the others (positions of the other kind read wrong).
  * Arguments must already be validated. Returns 0, or -1 if the model is busy in another thread. */
 int nb_model_forward(nb_model *m, const int32_t *tokens, int n, int n_past, float *logits,
                      int all_logits, int exact_head);

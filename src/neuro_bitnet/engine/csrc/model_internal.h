@@ -10,10 +10,10 @@ struct nb_model {
     const nb_kernels *k;
     nb_pool *pool;
     atomic_int busy;
-    /* KV cache, f32 (as the reference computes; f16 here moved logits by ~1% of their range),
+    /* KV cache, cfg.kv_type elements (f32, or f16 at half the memory and bandwidth),
      * [slot][layer][kv_head][ctx_size][head_dim] (kv_offset, forward.c); calloc'd so untouched
      * pages (slots not used yet) stay free. */
-    float *kcache, *vcache;
+    void *kcache, *vcache;
     /* Quantized head copies (NULL for the exact head):
      *   q8: head_q, n_vocab x n_embd int8, one head_scale per row;
      *   q4: head_q4, n_vocab x n_embd/2 bytes, one head_scale per 128-weight group (layout in
@@ -31,8 +31,13 @@ struct nb_model {
     int32_t *qsum;
     float *qs;
     float *rope_cos, *rope_sin;
-    float *scores; /* n_threads x (n_head / n_head_kv) x ctx_size */
+    float *attn_scratch; /* n_threads x nb_attn_scratch_floats: each thread's attention state */
+    float *attn_split;   /* nb_attn_split_floats: partial results of a decode split by positions */
 };
+
+/* Floats of attention scratch per thread, and of the split decode's partial results (forward.c). */
+size_t nb_attn_scratch_floats(const nb_config *c);
+size_t nb_attn_split_floats(const nb_config *c);
 
 /* Row r of the head (the file's float values): read from head_fd when there is one, else
  * through the mapping. Caller's thread only (the result may be m->row_buf). */

@@ -272,7 +272,7 @@ static PyMethodDef model_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(tokens, n_past, logits, all_logits=False, exact_head=False): run int32 tokens at "
      "positions n_past.., write float32 logits (last token, or every token when all_logits); "
-     "exact_head: every logit from the head's float rows, whatever the model's head."},
+     "exact_head: every logit from the head's float rows, whatever the model's head, and the pass's keys/values kept in f32, whatever kv_cache (a sequence must not mix exact and other passes)."},
     {"forward_batch", (PyCFunction)(void (*)(void))model_forward_batch, METH_VARARGS | METH_KEYWORDS,
      "forward_batch(tokens, slots, positions, logit_rows, logits, exact_head=False): run int32 tokens "
      "of several sequences together, token i at positions[i] of KV slot slots[i] (a slot's tokens at "
@@ -293,7 +293,7 @@ static PyTypeObject ModelType = {
               "'portable' (plain C); one this CPU cannot run raises ValueError.\n\n"
               "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
               "n_threads (optional n_seq: KV slots, 1 by default); floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
-              "head 'exact'|'q8'|'q4'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
+              "head 'exact'|'q8'|'q4'; optional kv_cache 'f32' (default)|'f16'; tok_embd (n_vocab x n_embd) with tok_embd_type 'f32'|'f16'|'bf16';\n"
               "optional output + output_type (untied head); optional release_head_pages (the head is a\n"
               "read-only file mapping whose pages the core may drop) and head_fd + head_offset (where\n"
               "its rows can be read with pread); optional head_codes + head_scales (a quantized head\n"

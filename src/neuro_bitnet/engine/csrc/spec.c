@@ -203,6 +203,10 @@ int parse_spec(PyObject *spec, buffer_list *bl, nb_config *c, nb_layer **layers_
     if ((c->act = get_choice(spec, "ffn_act", w, ACTS)) < 0) return -1;
     if ((c->head = get_choice(spec, "head", w, HEADS)) < 0) return -1;
     if ((c->tok_embd_type = get_choice(spec, "tok_embd_type", w, DTYPES)) < 0) return -1;
+    static const char *const KV_TYPES[] = {"f32", "f16", NULL}; /* enum nb_dtype order */
+    c->kv_type = NB_F32; /* optional: the KV cache's element type */
+    if (PyDict_GetItemString(spec, "kv_cache") && (c->kv_type = get_choice(spec, "kv_cache", w, KV_TYPES)) < 0)
+        return -1;
     size_t embd_bytes = (size_t)c->n_vocab * (size_t)c->n_embd * DTYPE_SIZE[c->tok_embd_type];
     PyObject *obj = get_item(spec, "tok_embd", w);
     if (!obj || !(c->tok_embd = take_buffer(bl, obj, "tok_embd", embd_bytes, embd_bytes))) return -1;
