@@ -3,8 +3,8 @@
 Two measurements, both with the exact head (so only the cache differs):
 
 - the test fixtures (tests/fixtures/*/model.gguf): every position of their reference prompts
-  (`logits(exact=False)`: an exact scoring call keeps f32 whatever the cache), f16 against f32, and whether greedy decoding still gives the reference's
-  tokens;
+  (`logits(exact=False)`: an exact scoring call keeps f32 whatever the cache), f16 against f32,
+  and whether greedy decoding still gives the reference's tokens;
 - a long context on the synthetic 2B-4T (or --model): a prompt of --prompt random tokens, then
   --steps teacher-forced tokens (the f32 model's greedy choices), comparing the logits of each
   step, at positions prompt .. prompt + steps.
@@ -56,7 +56,8 @@ def show(name: str, r: dict) -> None:
 def fixtures(threads: int) -> None:
     for path in sorted(FIXTURES.glob("*/model.gguf")):
         ref = np.load(path.parent / "reference.npz")
-        models = {kv: load_model(path, threads=threads, ctx_size=128, head="exact", kv_cache=kv) for kv in ("f32", "f16")}
+        models = {kv: load_model(path, threads=threads, ctx_size=128, head="exact", kv_cache=kv)
+                  for kv in ("f32", "f16")}
         a, b, greedy_equal = [], [], True
         for i, n in enumerate(ref["lengths"]):
             ids = ref["tokens"][i, :n].tolist()

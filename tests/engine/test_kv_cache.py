@@ -13,8 +13,7 @@ from neuro_bitnet.engine import EngineError, _core, load_model
 from neuro_bitnet.errors import ConfigError
 
 from support import numpy_forward
-
-from test_core import HAS_AVX2, assert_close, make_spec, run
+from support.core_models import HAS_AVX2, assert_close, make_spec, run
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "bitnet-b1.58" / "model.gguf"
 

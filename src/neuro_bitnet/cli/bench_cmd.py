@@ -45,7 +45,8 @@ def command(model, synthetic, prompt_tokens, gen_tokens, threads, repeat, head, 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"neuro bench · {path.name} · {result.threads} threads · {result.isa} · head {head} · KV cache {result.kv_cache}")
+    table = Table(title=f"neuro bench · {path.name} · {result.threads} threads · {result.isa} · head {head}"
+                        f" · KV cache {result.kv_cache}")
     for col in ("prefill tok/s", "decode tok/s", "load s", "peak RSS MB"):
         table.add_column(col, justify="right")
     table.add_row(f"{result.prefill_tokens_per_second:.1f}", f"{result.decode_tokens_per_second:.2f}",
