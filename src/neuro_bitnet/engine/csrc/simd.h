@@ -15,6 +15,10 @@ static inline float max_f(float a, float b) { return b > a ? b : a; }
 /* AVX2 functions are compiled per function and chosen at run time (kernels.c). */
 #define NB_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define NB_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+/* The AVX-512 VNNI kernels (vpdpbusd on ymm registers, 32 of them): AVX2 plus these. */
+#define NB_VNNI_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+#define NB_VNNI __attribute__((target(NB_VNNI_TARGET)))
+#define NB_VNNI_INLINE __attribute__((target(NB_VNNI_TARGET), always_inline)) static inline
 
 NB_AVX2_INLINE int32_t hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
