@@ -138,6 +138,7 @@ def summarize(rounds: list[dict]) -> dict:
     result.update(
         prefill_tps=statistics.median(r["prefill_tps"] for r in runs),
         decode_tps=statistics.median(r["decode_tps"] for r in runs),
+        prefill_cpu_ms=statistics.median(1e3 * r["prefill_cpu_s"] / rounds[-1]["prompt"] for r in runs),
         load_s=statistics.median(rnd["load_s"] for rnd in rounds),
         peak_rss_mb=max(rnd["peak_rss_mb"] for rnd in rounds),
         loadavg_before=max(rnd["loadavg_before"] for rnd in rounds),
@@ -159,15 +160,15 @@ def add_ratios(results: dict[str, dict]) -> None:
 
 def format_table(by_prompt: dict[int, dict[str, dict]], args: argparse.Namespace) -> str:
     """One row per prompt length and engine; ratios compare rows of the same prompt length."""
-    head = ("prompt", "engine", "format", "prefill tok/s", "decode tok/s", "load s", "peak RSS MiB",
-            "prefill vs best peer", "decode vs best peer", "load avg")
+    head = ("prompt", "engine", "format", "prefill tok/s", "decode tok/s", "prefill CPU ms/tok", "load s",
+            "peak RSS MiB", "prefill vs best peer", "decode vs best peer", "load avg")
     rows = [head]
     for prompt, results in by_prompt.items():
         for name, r in results.items():
             ratio = lambda v: f"{v:.2f}x" if v is not None else "-"  # noqa: E731
             rows.append((
                 str(prompt), name, r["format"], f"{r['prefill_tps']:.1f}", f"{r['decode_tps']:.1f}",
-                f"{r['load_s']:.2f}", f"{r['peak_rss_mb']:.0f}", ratio(r.get("prefill_vs_best_peer")),
+                f"{r['prefill_cpu_ms']:.1f}", f"{r['load_s']:.2f}", f"{r['peak_rss_mb']:.0f}", ratio(r.get("prefill_vs_best_peer")),
                 ratio(r.get("decode_vs_best_peer")), f"{r['loadavg_before']:.1f}/{r['loadavg_after']:.1f}",
             ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -179,6 +180,7 @@ def format_table(by_prompt: dict[int, dict[str, dict]], args: argparse.Namespace
         f"\n{args.threads} threads, prompt {prompts} tokens, {args.gen} generated, ctx {args.ctx}; "
         f"{args.rounds} round(s), engines interleaved, each a fresh process: {args.warmup} warm-up then "
         f"{args.repeats} measured runs; medians over all measured runs. "
+        "Prefill CPU = process CPU time per prompt token (all threads, spin-waits included). "
         "Load avg = highest 1-minute load before/after an engine (others on the machine add noise)."
     )
     return "\n".join(lines)

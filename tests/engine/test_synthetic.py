@@ -375,7 +375,8 @@ def test_compare_peers_sweeps_prompt_lengths(tiny: Path, tmp_path: Path) -> None
     for n, results in by_prompt.items():
         r = results["neuro-bitnet"]
         assert r["prompt"] == int(n) and r["rounds"] == 2 and len(r["runs"]) == 2
-        assert all(run["prefill_tps"] > 0 for run in r["runs"])
+        assert all(run["prefill_tps"] > 0 and run["prefill_cpu_s"] > 0 for run in r["runs"])
+        assert r["prefill_cpu_ms"] > 0
 
 
 @pytest.mark.parametrize("argv, message", [
