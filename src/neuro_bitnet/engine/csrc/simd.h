@@ -3,11 +3,23 @@
 #define NB_SIMD_H
 
 #include <stdint.h>
+#include <string.h>
 
 static inline float round_even(float x) { return (x + 12582912.0f) - 12582912.0f; } /* |x| < 2^22 */
 
 /* fmaxf is a libm call at the baseline ISA; NaN handling does not matter here. */
 static inline float max_f(float a, float b) { return b > a ? b : a; }
+
+/* x > 0 ? x : +0 (NaN too) without a branch: the compiler vectorizes a loop of these, where the
+ * comparison stays a branch that random signs mispredict half the time (ReLU² over ffn_gate
+ * took 8% of a prefill). */
+static inline float relu_f(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits &= -(uint32_t)(x > 0.0f);
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
