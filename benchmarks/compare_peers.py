@@ -11,11 +11,14 @@ Engines, each on the format it runs best:
 
 Every engine runs in its own subprocess (``peers/run_engine.py``) with the same thread count,
 context size, prompt length and number of generated tokens: one warm-up run, then ``--repeats``
-measured runs, for ``--rounds`` rounds with the engines interleaved. The table shows medians and
-each engine's ratio to the best peer. Without
+measured runs, for ``--rounds`` rounds with the engines interleaved. ``--prompt-tokens 128,1536``
+sweeps prompt lengths: every round runs every length on every engine (one row per length and
+engine). The table shows medians and each engine's ratio to the best peer at the same prompt
+length. Without
 ``--model`` the synthetic 2B model (random weights, official layout) is built once and cached.
 
     python benchmarks/compare_peers.py --threads 2 --json results.json
+    python benchmarks/compare_peers.py --prompt-tokens 128,512,1536,3072 --rounds 3
 """
 
 from __future__ import annotations
@@ -107,11 +110,11 @@ def warm_page_cache(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- running
-def run_engine(engine: str, model: Path, args: argparse.Namespace) -> dict:
+def run_engine(engine: str, model: Path, args: argparse.Namespace, prompt: int) -> dict:
     python = sys.executable if engine == OURS else str(args.peers_python)
     cmd = [
         python, str(RUNNER), engine, str(model),
-        "--threads", str(args.threads), "--ctx", str(args.ctx), "--prompt", str(args.prompt),
+        "--threads", str(args.threads), "--ctx", str(args.ctx), "--prompt", str(prompt),
         "--gen", str(args.gen), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -122,7 +125,7 @@ def run_engine(engine: str, model: Path, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         raise BenchError(f"{engine} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(model=str(model), format=FORMATS[engine], wall_s=wall, loadavg_before=load_before,
+    result.update(model=str(model), format=FORMATS[engine], prompt=prompt, wall_s=wall, loadavg_before=load_before,
                   loadavg_after=os.getloadavg()[0])
     return result
 
@@ -135,6 +138,7 @@ def summarize(rounds: list[dict]) -> dict:
     result.update(
         prefill_tps=statistics.median(r["prefill_tps"] for r in runs),
         decode_tps=statistics.median(r["decode_tps"] for r in runs),
+        prefill_cpu_ms=statistics.median(1e3 * r["prefill_cpu_s"] / rounds[-1]["prompt"] for r in runs),
         load_s=statistics.median(rnd["load_s"] for rnd in rounds),
         peak_rss_mb=max(rnd["peak_rss_mb"] for rnd in rounds),
         loadavg_before=max(rnd["loadavg_before"] for rnd in rounds),
@@ -154,25 +158,30 @@ def add_ratios(results: dict[str, dict]) -> None:
         r["decode_vs_best_peer"] = r["decode_tps"] / best["decode_tps"] if best["decode_tps"] else None
 
 
-def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
-    head = ("engine", "format", "prefill tok/s", "decode tok/s", "load s", "peak RSS MiB",
-            "prefill vs best peer", "decode vs best peer", "load avg")
+def format_table(by_prompt: dict[int, dict[str, dict]], args: argparse.Namespace) -> str:
+    """One row per prompt length and engine; ratios compare rows of the same prompt length."""
+    head = ("prompt", "engine", "format", "prefill tok/s", "decode tok/s", "prefill CPU ms/tok", "load s",
+            "peak RSS MiB", "prefill vs best peer", "decode vs best peer", "load avg")
     rows = [head]
-    for name, r in results.items():
-        ratio = lambda v: f"{v:.2f}x" if v is not None else "-"  # noqa: E731
-        rows.append((
-            name, r["format"], f"{r['prefill_tps']:.1f}", f"{r['decode_tps']:.1f}", f"{r['load_s']:.2f}",
-            f"{r['peak_rss_mb']:.0f}", ratio(r.get("prefill_vs_best_peer")), ratio(r.get("decode_vs_best_peer")),
-            f"{r['loadavg_before']:.1f}/{r['loadavg_after']:.1f}",
-        ))
+    for prompt, results in by_prompt.items():
+        for name, r in results.items():
+            ratio = lambda v: f"{v:.2f}x" if v is not None else "-"  # noqa: E731
+            rows.append((
+                str(prompt), name, r["format"], f"{r['prefill_tps']:.1f}", f"{r['decode_tps']:.1f}",
+                f"{r['prefill_cpu_ms']:.1f}", f"{r['load_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+                ratio(r.get("prefill_vs_best_peer")),
+                ratio(r.get("decode_vs_best_peer")), f"{r['loadavg_before']:.1f}/{r['loadavg_after']:.1f}",
+            ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(c.ljust(w) if 1 <= i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    prompts = ", ".join(str(p) for p in args.prompt_tokens)
     lines.append(
-        f"\n{args.threads} threads, prompt {args.prompt} tokens, {args.gen} generated, ctx {args.ctx}; "
+        f"\n{args.threads} threads, prompt {prompts} tokens, {args.gen} generated, ctx {args.ctx}; "
         f"{args.rounds} round(s), engines interleaved, each a fresh process: {args.warmup} warm-up then "
         f"{args.repeats} measured runs; medians over all measured runs. "
+        "Prefill CPU = process CPU time per prompt token (all threads, spin-waits included). "
         "Load avg = highest 1-minute load before/after an engine (others on the machine add noise)."
     )
     return "\n".join(lines)
@@ -198,7 +207,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ctx", type=int, default=4096)
-    p.add_argument("--prompt", type=int, default=128)
+    p.add_argument("--prompt", type=int, help="prompt length in tokens (default 128)")
+    p.add_argument("--prompt-tokens", type=prompt_lengths, metavar="N,N,...",
+                   help="sweep these prompt lengths (e.g. 128,512,1536,3072): rows per length, "
+                        "every round runs every length")
     p.add_argument("--gen", type=int, default=64)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
@@ -213,9 +225,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
     # Peers first, ours last, whatever order was given.
     args.engines = [e for e in ENGINES if e in engines]
-    if args.prompt + args.gen > args.ctx:
-        p.error("--prompt + --gen must fit in --ctx")
+    if args.prompt is not None and args.prompt_tokens is not None:
+        p.error("give --prompt or --prompt-tokens, not both")
+    args.prompt_tokens = args.prompt_tokens or [args.prompt if args.prompt is not None else 128]
+    if max(args.prompt_tokens) + args.gen > args.ctx:
+        p.error("the longest prompt + --gen must fit in --ctx")
     return args
+
+
+def prompt_lengths(text: str) -> list[int]:
+    """'128,1536' -> [128, 1536]: distinct positive lengths, in the order given."""
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts, got {text!r}") from None
+    if not lengths or min(lengths) < 1 or len(set(lengths)) != len(lengths):
+        raise argparse.ArgumentTypeError(f"expected distinct positive token counts, got {text!r}")
+    return lengths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,25 +255,31 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 continue
             models[engine] = model_for(engine, src, args)
-        rounds: dict[str, list[dict]] = {engine: [] for engine in models}
+        rounds: dict[tuple[int, str], list[dict]] = {(n, e): [] for n in args.prompt_tokens for e in models}
         for i in range(args.rounds):
-            for engine, model in models.items():
-                warm_page_cache(model)
-                print(f"round {i + 1}/{args.rounds}: running {engine} on {model.name} ...", file=sys.stderr)
-                rounds[engine].append(run_engine(engine, model, args))
-        results = {engine: summarize(r) for engine, r in rounds.items()}
+            for prompt in args.prompt_tokens:
+                for engine, model in models.items():
+                    warm_page_cache(model)
+                    print(f"round {i + 1}/{args.rounds}: running {engine} on {model.name}, prompt {prompt} ...",
+                          file=sys.stderr)
+                    rounds[prompt, engine].append(run_engine(engine, model, args, prompt))
+        by_prompt = {n: {e: summarize(rounds[n, e]) for e in models} for n in args.prompt_tokens}
     except (BenchError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    add_ratios(results)
-    print(format_table(results, args))
+    for results in by_prompt.values():
+        add_ratios(results)
+    print(format_table(by_prompt, args))
     if args.json:
         payload = {
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "source_model": str(src),
             "machine": machine_info(),
-            "results": results,
+            # keyed by prompt length (a JSON object key: its decimal string)
+            "results_by_prompt": {str(n): results for n, results in by_prompt.items()},
         }
+        if len(by_prompt) == 1:  # one prompt length (the default): also the flat shape of before
+            payload["results"] = next(iter(by_prompt.values()))
         text = json.dumps(payload, indent=2)
         if str(args.json) == "-":
             print(text)

@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--heads", default="exact,q8")
-    ap.add_argument("--isa", default="auto", choices=["auto", "avx2", "portable"])
+    ap.add_argument("--isa", default="auto", choices=["auto", "avx512vnni", "avx2", "portable"])
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()

@@ -60,7 +60,7 @@ def spec(n_layer: int, head: str, ctx: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--isa", default="auto", choices=["auto", "avx2", "portable"])
+    ap.add_argument("--isa", default="auto", choices=["auto", "avx512vnni", "avx2", "portable"])
     ap.add_argument("--layers", type=int, default=2)
     args = ap.parse_args()
     n_prefill, n_decode = 70, 4

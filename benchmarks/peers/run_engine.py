@@ -7,7 +7,9 @@ the engine it measures, numpy and the standard library.
 Every engine does the same work: load the model, then ``warmup + repeats`` runs of
 "prefill ``prompt`` token ids in one call, then ``gen`` greedy single-token decode steps".
 Each run uses a different prompt (its own first token) so no engine can reuse a KV-cache prefix.
-Times are wall-clock around the engine calls, the greedy argmax included.
+Times are wall-clock around the engine calls, the greedy argmax included; each run also
+reports the process CPU time of its prefill and decode (``time.process_time``: every thread of
+the process, spin-waits included), which a busy machine distorts less than the wall clock.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ def prompt_ids(run: int, length: int, n_vocab: int) -> list[int]:
     return ids
 
 
-# A runner takes (prompt ids, decode steps) and returns (prefill seconds, decode seconds, steps).
-Runner = Callable[[list[int], int], tuple[float, float, int]]
+# A runner takes (prompt ids, decode steps) and returns the stamps (stamp()) before the prefill,
+# after it and after the decode, and the decode steps taken.
+Stamp = tuple[float, float]  # (wall seconds, process CPU seconds)
+Runner = Callable[[list[int], int], tuple[Stamp, Stamp, Stamp, int]]
+
+
+def stamp() -> Stamp:
+    return time.perf_counter(), time.process_time()
 
 
 def llama_cpp_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
@@ -55,16 +63,16 @@ def llama_cpp_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
         return int(np.argmax(logits))
 
-    def run(ids: list[int], steps: int) -> tuple[float, float, int]:
+    def run(ids: list[int], steps: int) -> tuple[Stamp, Stamp, Stamp, int]:
         llm.reset()  # eval() then drops the KV cache from position 0
-        t0 = time.perf_counter()
+        t0 = stamp()
         llm.eval(ids)
         token = argmax_last()
-        t1 = time.perf_counter()
+        t1 = stamp()
         for _ in range(steps):
             llm.eval([token])
             token = argmax_last()
-        return t1 - t0, time.perf_counter() - t1, steps
+        return t0, t1, stamp(), steps
 
     info = {"version": getattr(llama_cpp, "__version__", "?"), "n_vocab": n_vocab,
             "system": llama_cpp.llama_print_system_info().decode()}
@@ -94,16 +102,16 @@ def ik_llama_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
         if ret != 0:
             raise RuntimeError(f"llama_decode failed: {ret}")
 
-    def run(ids: list[int], steps: int) -> tuple[float, float, int]:
+    def run(ids: list[int], steps: int) -> tuple[Stamp, Stamp, Stamp, int]:
         ik_ctx.kv_cache_clear()
-        t0 = time.perf_counter()
+        t0 = stamp()
         decode(make_batch_range(ids, pos_start=0, logits_last=True))
         token = argmax_last()
-        t1 = time.perf_counter()
+        t1 = stamp()
         for i in range(steps):
             decode(make_batch_single(token, len(ids) + i))
             token = argmax_last()
-        return t1 - t0, time.perf_counter() - t1, steps
+        return t0, t1, stamp(), steps
 
     return run, {"version": ik_llama_cpp.__version__, "n_vocab": n_vocab, "model": ik_model.desc}
 
@@ -114,13 +122,19 @@ def neuro_runner(model: str, threads: int, ctx: int) -> tuple[Runner, dict]:
 
     m = load_model(model, threads=threads, ctx_size=ctx)
 
-    def run(ids: list[int], steps: int) -> tuple[float, float, int]:
+    def run(ids: list[int], steps: int) -> tuple[Stamp, Stamp, Stamp, int]:
         # steps + 1 tokens: the first comes from the prefill logits, each later one costs a step.
         answer = m.generate(ids, max_tokens=steps + 1, temperature=0.0, repeat_penalty=1.0)
+        c0 = time.process_time()  # the generator is lazy: its prefill runs at the first next()
+        c1 = None
         for _ in answer:
-            pass
-        s = answer.result
-        return s.prefill_seconds, s.decode_seconds, max(s.generated_tokens - 1, 0)
+            if c1 is None:  # the first text arrives right after the prefill (CPU split there)
+                c1 = time.process_time()
+        c2 = time.process_time()
+        s = answer.result  # wall times from the engine's own clock, split exactly at the prefill
+        prefill_end = s.prefill_seconds
+        return (0.0, c0), (prefill_end, c2 if c1 is None else c1), (prefill_end + s.decode_seconds, c2), \
+            max(s.generated_tokens - 1, 0)
 
     return run, {"n_vocab": m.n_vocab, "isa": m.isa, "head": m.head}
 
@@ -156,12 +170,15 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     for i in range(args.warmup + args.repeats):
-        prefill_s, decode_s, steps = run(prompt_ids(i, args.prompt, info["n_vocab"]), args.gen)
+        t0, t1, t2, steps = run(prompt_ids(i, args.prompt, info["n_vocab"]), args.gen)
         if i < args.warmup:
             continue
+        prefill_s, decode_s = t1[0] - t0[0], t2[0] - t1[0]
         runs.append({
             "prefill_s": prefill_s,
             "decode_s": decode_s,
+            "prefill_cpu_s": t1[1] - t0[1],
+            "decode_cpu_s": t2[1] - t1[1],
             "decode_steps": steps,
             "prefill_tps": args.prompt / prefill_s,
             "decode_tps": steps / decode_s if decode_s > 0 else 0.0,

@@ -13,7 +13,7 @@ from neuro_bitnet.config import ISA_CHOICES
 from neuro_bitnet.engine import _core
 
 from support import numpy_forward
-from support.core_models import HAS_AVX2, assert_close, make_spec, run
+from support.core_models import BEST_ISA, SIMD_SETS, assert_close, make_spec, run
 
 
 def model_for(spec: dict, isa: str = "auto") -> _core.Model:
@@ -40,7 +40,7 @@ CASES = [
 def test_prefill_matches_numpy(case: dict, isa: str) -> None:
     spec = make_spec(seed=len(str(case)), **case)
     model = model_for(spec, isa)
-    assert model.isa == ("avx2" if HAS_AVX2 and isa == "auto" else "portable")
+    assert model.isa == (BEST_ISA if isa == "auto" else "portable")
     want = numpy_forward.NumpyModel(spec).forward(TOKENS, 0)
     assert_close(run(model, TOKENS, 0), want)
 
@@ -130,24 +130,26 @@ def test_long_prompt_spans_several_batches() -> None:
     assert_close(got, want)
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("isa", SIMD_SETS)
 @pytest.mark.parametrize("head", ["exact", "q8", "q4"])
-def test_portable_and_avx2_agree(head: str) -> None:
+def test_portable_and_simd_sets_agree(head: str, isa: str) -> None:
     spec = make_spec(seed=5, head=head, n_embd=256, head_dim=64)
-    fast, slow = model_for(spec, "auto"), model_for(spec, "portable")
-    assert (fast.isa, slow.isa) == ("avx2", "portable")
+    fast, slow = model_for(spec, isa), model_for(spec, "portable")
+    assert (fast.isa, slow.isa) == (isa, "portable")
     assert_close(run(fast, TOKENS, 0), run(slow, TOKENS, 0), rel=1e-4)
     assert_close(run(fast, [1], len(TOKENS)), run(slow, [1], len(TOKENS)), rel=1e-4)
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU")
-@pytest.mark.parametrize("n_tokens", [1, 2, 3, 4, 5, 6, 7, 8, 11, 64, 70])
-def test_avx2_tiles_agree_with_portable_on_odd_rows(n_tokens: int) -> None:
-    """n_ff = 333: gate/up have an odd row count (the 2-row prefill tile leaves one row over) and
-    ffn_down's padded columns; token counts cover whole and partial 4-token tiles."""
+@pytest.mark.parametrize("isa", SIMD_SETS)
+@pytest.mark.parametrize("n_tokens", [*range(1, 18), 64, 70])
+def test_simd_tiles_agree_with_portable_on_odd_rows(n_tokens: int, isa: str) -> None:
+    """n_ff = 333: gate/up have a row count that is neither a multiple of 2 nor of 4 (the 2- and
+    4-row prefill tiles leave rows over) and ffn_down's padded columns; token counts cover whole
+    and partial 4-token tiles."""
     spec = make_spec(seed=9, n_ff=333, n_layer=1, ctx_size=80)
     tokens = list(np.random.default_rng(n_tokens).integers(0, 300, size=n_tokens))
-    fast, slow = model_for(spec, "auto"), model_for(spec, "portable")
+    fast, slow = model_for(spec, isa), model_for(spec, "portable")
+    assert fast.isa == isa
     assert_close(run(fast, tokens, 0), run(slow, tokens, 0))
 
 
@@ -173,7 +175,7 @@ def test_threads_agree_and_two_models_run_concurrently() -> None:
 
 def test_attributes_and_features() -> None:
     feats = _core.cpu_features()
-    assert set(feats) == {"avx2", "fma", "f16c"}
+    assert set(feats) == {"avx2", "fma", "f16c", "avx512vnni"}
     model = _core.Model(make_spec(ctx_size=20))
     assert (model.n_vocab, model.ctx_size, model.n_threads) == (300, 20, 2)
     with pytest.raises(AttributeError):
@@ -185,11 +187,11 @@ def test_attributes_and_features() -> None:
 @pytest.mark.parametrize("isa", ISA_CHOICES)
 def test_every_isa_setting_is_a_kernel_set(isa: str) -> None:
     """The settings' choices are exactly what the core takes; 'auto' is the best one there is."""
-    if isa == "avx2" and not HAS_AVX2:
+    if isa not in ("auto", "portable", *SIMD_SETS):
         with pytest.raises(ValueError, match="cannot run"):
             _core.Model(make_spec(n_layer=1), isa=isa)
         return
-    want = {"auto": "avx2" if HAS_AVX2 else "portable"}.get(isa, isa)
+    want = {"auto": BEST_ISA}.get(isa, isa)
     assert _core.Model(make_spec(n_layer=1), isa=isa).isa == want
 
 
@@ -202,7 +204,7 @@ def test_env_forces_portable(monkeypatch: pytest.MonkeyPatch) -> None:
     with load_model(fixture, threads=1, ctx_size=16) as model:
         assert model.isa == "portable"
     with load_model(fixture, threads=1, ctx_size=16, isa="auto") as model:  # the argument wins
-        assert model.isa == ("avx2" if HAS_AVX2 else "portable")
+        assert model.isa == BEST_ISA
 
 
 def test_forward_errors() -> None:

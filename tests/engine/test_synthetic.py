@@ -354,6 +354,45 @@ def test_compare_peers_measures_our_engine(tiny: Path, tmp_path: Path) -> None:
     assert result["peak_rss_mb"] > 10 and result["load_s"] > 0
 
 
+def test_compare_peers_sweeps_prompt_lengths(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--model", str(tiny),
+         "--engines", "neuro-bitnet", "--threads", "1", "--ctx", "64", "--prompt-tokens", "8,24",
+         "--gen", "2", "--warmup", "0", "--repeats", "1", "--rounds", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if "neuro-bitnet" in line]
+    assert [row[0] for row in rows] == ["8", "24"]  # one row per prompt length
+    # interleaved: round 1 runs both lengths before round 2 starts
+    order = [line.rsplit("prompt ", 1)[1].rstrip(" .") for line in proc.stderr.splitlines() if "running" in line]
+    assert order == ["8", "24", "8", "24"]
+    payload = json.loads(out.read_text())
+    assert "results" not in payload  # the flat shape is only for a single prompt length
+    by_prompt = payload["results_by_prompt"]
+    assert set(by_prompt) == {"8", "24"}
+    for n, results in by_prompt.items():
+        r = results["neuro-bitnet"]
+        assert r["prompt"] == int(n) and r["rounds"] == 2 and len(r["runs"]) == 2
+        assert all(run["prefill_tps"] > 0 and run["prefill_cpu_s"] > 0 for run in r["runs"])
+        assert r["prefill_cpu_ms"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prompt-tokens", "128,x"], "comma-separated token counts"),
+    (["--prompt-tokens", "128,128"], "distinct positive"),
+    (["--prompt-tokens", "0"], "distinct positive"),
+    (["--prompt", "64", "--prompt-tokens", "128"], "not both"),
+    (["--prompt-tokens", "128,4096"], "must fit in --ctx"),
+])
+def test_compare_peers_rejects_bad_prompt_lengths(argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "compare_peers.py"), *argv],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
 def test_compare_peers_rejects_unknown_engine() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--engines", "vllm"],

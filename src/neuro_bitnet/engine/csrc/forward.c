@@ -469,7 +469,7 @@ static void op_ffn_act(const nb_step *s, const void *arg, int t) {
     const float *u = m->u + (size_t)t * F;
     if (m->cfg.act == NB_RELU2) {
         for (int i = 0; i < F; i++) {
-            float r = g[i] > 0.0f ? g[i] : 0.0f;
+            const float r = relu_f(g[i]);
             g[i] = (r * r) * u[i];
         }
     } else {

@@ -1,4 +1,5 @@
-/* The kernel tables: portable C, and AVX2 when the running CPU has AVX2, FMA and F16C. */
+/* The kernel tables: portable C; AVX2 when the running CPU has AVX2, FMA and F16C; AVX2 with the
+ * AVX-512 VNNI ternary kernel when it also has AVX-512 VNNI (F, BW, VL). */
 #include <string.h>
 
 #include "cpu.h"
@@ -9,11 +10,18 @@ static const nb_kernels portable = NB_KERNEL_TABLE(portable);
 #if defined(__x86_64__) || defined(__i386__)
 static const nb_kernels avx2 = NB_KERNEL_TABLE(avx2);
 
+static const nb_kernels avx512vnni = NB_KERNEL_TABLE_TERNARY("avx512vnni", avx2, avx512vnni);
+
 static const nb_kernels *avx2_if_supported(void) {
     return cpu_has_avx2() && cpu_has_fma() && cpu_has_f16c() ? &avx2 : 0;
 }
+
+static const nb_kernels *avx512vnni_if_supported(void) {
+    return avx2_if_supported() && cpu_has_avx512vnni() ? &avx512vnni : 0;
+}
 #else
 static const nb_kernels *avx2_if_supported(void) { return 0; }
+static const nb_kernels *avx512vnni_if_supported(void) { return 0; }
 #endif
 
 static const nb_kernels *portable_always(void) { return &portable; }
@@ -23,6 +31,7 @@ static const struct {
     const char *name;
     const nb_kernels *(*get)(void); /* NULL when this build or CPU cannot run the set */
 } SETS[] = {
+    {"avx512vnni", avx512vnni_if_supported},
     {"avx2", avx2_if_supported},
     {"portable", portable_always},
 };
@@ -40,6 +49,6 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err) {
             return 0;
         }
     }
-    *err = "unknown kernel set: expected 'auto', 'avx2' or 'portable'";
+    *err = "unknown kernel set: expected 'auto', 'avx512vnni', 'avx2' or 'portable'";
     return 0;
 }

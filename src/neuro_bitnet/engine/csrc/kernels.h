@@ -47,7 +47,8 @@ typedef struct {
     void (*to_f32)(float *dst, const void *row, int dtype, int n);
 } nb_kernels;
 
-/* The kernel set named isa: "auto" (the best one this CPU runs), "avx2" or "portable". NULL
+/* The kernel set named isa: "auto" (the best one this CPU runs), "avx512vnni", "avx2" or
+ * "portable". NULL
  * with *err set (a static message) when the name is unknown or the CPU cannot run that set. */
 const nb_kernels *nb_kernels_select(const char *isa, const char **err);
 
@@ -73,15 +74,18 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
     float nb_exp_sum_##sfx(float *s, int n, float mx);                                         \
     void nb_to_f32_##sfx(float *dst, const void *row, int dtype, int n);
 
-/* The table of one set, for kernels.c. */
-#define NB_KERNEL_TABLE(sfx)                                                                    \
-    {#sfx, nb_ternary_##sfx, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##sfx, \
+/* The table of one set, for kernels.c: every kernel of set sfx, the ternary one from set tern. */
+#define NB_KERNEL_TABLE_TERNARY(name, sfx, tern)                                                \
+    {name, nb_ternary_##tern, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##sfx, \
      nb_attn_scores_##sfx, nb_attn_values_##sfx, nb_rmsnorm_##sfx, nb_quantize_##sfx,          \
      nb_exp_sum_##sfx, nb_to_f32_##sfx}
+#define NB_KERNEL_TABLE(sfx) NB_KERNEL_TABLE_TERNARY(#sfx, sfx, sfx)
 
 NB_DECLARE_KERNELS(portable)
 #if defined(__x86_64__) || defined(__i386__)
 NB_DECLARE_KERNELS(avx2)
+/* The avx512vnni set is the avx2 set with this ternary kernel (ternary_kernels.c). */
+void nb_ternary_avx512vnni(NB_TERNARY_ARGS);
 #endif
 
 #endif
