@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from support.daemon_proc import API_KEY, CTX_SIZE, FIXTURE_MODEL, DaemonProcess
+from support.waiting import wait_for
 
 PROMPTS = ["Hello", "Once upon a time", "abc def ghi", "The list:"]
 N_CLIENTS = 32
@@ -59,15 +59,6 @@ def _health(daemon, auth) -> dict:
     return httpx.get(daemon.url + "/health", headers=auth, timeout=30).json()
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _hangups(daemon, auth) -> float:
     """How many completion requests ended because their client went away (status 499)."""
     for line in httpx.get(daemon.url + "/metrics", headers=auth, timeout=30).text.splitlines():
@@ -96,9 +87,9 @@ def _hang_up_while_queued(daemon, auth, body: dict) -> None:
         daemon.pauses.wait_reached("generation")
         with socket.create_connection((address.hostname, address.port)) as sock:
             sock.sendall(head + payload)
-            assert _wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 2, timeout=60)
+            assert wait_for(lambda: _health(daemon, auth)["submitted"] == submitted + 2, timeout=60)
             assert _health(daemon, auth)["queue"]["waiting"] == 1  # ours has not started
-        assert _wait_for(lambda: _hangups(daemon, auth) > hangups)  # the server saw the hang-up
+        assert wait_for(lambda: _hangups(daemon, auth) > hangups)  # the server saw the hang-up
         daemon.pauses.release("generation")
         assert ahead.result() == 200
 
@@ -130,10 +121,10 @@ def test_a_client_that_disconnects_cancels_its_generation(one_slot_daemon, auth,
                         if line.startswith("data: "):
                             daemon.pauses.wait_reached("generation")
                             break  # got the first chunk and the generation is held; now hang up
-            assert _wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
+            assert wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
     else:  # queued: dropped without running
         _hang_up_while_queued(daemon, auth, body)
-    assert _wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
-    assert _wait_for(lambda: not _health(daemon, auth)["queue"]["busy"])
+    assert wait_for(lambda: _health(daemon, auth)["cancelled"] > before)
+    assert wait_for(lambda: not _health(daemon, auth)["queue"]["busy"])
     ok = httpx.post(daemon.url + "/v1/completions", headers=auth, json={"prompt": "Hi", "max_tokens": 2})
     assert ok.status_code == 200

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from support.daemon_proc import API_KEY, FIXTURE_MODEL, DaemonProcess  # noqa: E402
+from support.waiting import wait_for  # noqa: E402
 
 SLOTS = 3
 CTX = 32768  # ~30000 decode steps of the fixture model: a long answer outlives every test step
@@ -58,15 +58,6 @@ def _health(daemon) -> dict:
     return httpx.get(daemon.url + "/health", headers=AUTH, timeout=60).json()
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 class RawRequest:
     """A completion request on its own socket, so that the test decides when its client goes."""
 
@@ -103,7 +94,7 @@ def _fill_slots(daemon, n: int) -> list[RawRequest]:
 def _hang_up_all(daemon, requests: list[RawRequest]) -> None:
     for r in requests:
         r.hang_up()
-    assert _wait_for(lambda: _health(daemon)["queue"]["running"] == 0 and _health(daemon)["queue"]["waiting"] == 0)
+    assert wait_for(lambda: _health(daemon)["queue"]["running"] == 0 and _health(daemon)["queue"]["waiting"] == 0)
 
 
 # -- the answers --------------------------------------------------------------------------------
@@ -162,11 +153,11 @@ def test_a_request_joins_the_running_batch_and_a_client_that_goes_frees_its_slot
     running = _fill_slots(batching, SLOTS)  # every slot busy with an answer that does not end by itself
     assert _health(batching)["queue"]["running"] == SLOTS
     running[0].hang_up()  # frees its slot at the next step
-    assert _wait_for(lambda: _health(batching)["cancelled"] == before["cancelled"] + 1)
+    assert wait_for(lambda: _health(batching)["cancelled"] == before["cancelled"] + 1)
     short = client.completions.create(model="default", prompt="Hi", max_tokens=3, temperature=0)
     assert short.choices[0].text is not None and short.usage.completion_tokens >= 1
     # answered beside the two long ones, which still run once the short one's job has ended
-    assert _wait_for(lambda: _health(batching)["completed"] == before["completed"] + 2)  # + the cancelled
+    assert wait_for(lambda: _health(batching)["completed"] == before["completed"] + 2)  # + the cancelled
     assert _health(batching)["queue"]["running"] == SLOTS - 1
     _hang_up_all(batching, running[1:])
 
@@ -174,14 +165,14 @@ def test_a_request_joins_the_running_batch_and_a_client_that_goes_frees_its_slot
 def test_requests_beyond_the_slots_wait_and_past_max_queue_get_503(batching) -> None:
     running = _fill_slots(batching, SLOTS)
     waiting = [RawRequest(batching, LONG) for _ in range(MAX_QUEUE)]
-    assert _wait_for(lambda: _health(batching)["queue"]["waiting"] == MAX_QUEUE)
+    assert wait_for(lambda: _health(batching)["queue"]["waiting"] == MAX_QUEUE)
     refused = httpx.post(batching.url + "/v1/completions", headers=AUTH, json={"prompt": "Hi", "max_tokens": 2},
                          timeout=60)
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["code"] == "server_overloaded"
     waiting[0].hang_up()  # a queued request whose client goes is dropped before it runs
-    assert _wait_for(lambda: _health(batching)["queue"]["waiting"] == MAX_QUEUE - 1)
+    assert wait_for(lambda: _health(batching)["queue"]["waiting"] == MAX_QUEUE - 1)
     running[0].hang_up()  # its slot goes to the next in line
     waiting[1].first_chunk()
     _hang_up_all(batching, running[1:] + waiting[1:])
