@@ -12,7 +12,7 @@ import os
 
 from neuro_bitnet.engine.architecture import HParams
 
-KV_VALUE_BYTES = 4  # the core keeps keys and values as float32 (csrc/model.c)
+KV_VALUE_BYTES = 4  # the cache is reserved at float32 size even when f16: exact scoring writes f32
 SLOTS_PER_CORE = 2
 MAX_DEFAULT_SLOTS = 4
 MEMORY_SHARE = 0.5  # of the available memory that full slots may take
