@@ -36,12 +36,14 @@ import numpy as np
 from neuro_bitnet.retrieval.errors import StorageError
 from neuro_bitnet.retrieval.lexical import fold_accents, query_terms, selective_terms
 from neuro_bitnet.retrieval.store import (
+    EMBEDDER_META_KEYS,
     ChunkRecord,
     DocumentInfo,
     EmbedderInfo,
     StoredChunk,
     check_embedder,
     describe,
+    embedder_stats,
 )
 
 try:
@@ -281,13 +283,10 @@ class PostgresStore:
 
     def embedder(self) -> EmbedderInfo | None:
         with self._errors():
-            rows: dict[str, str] = dict(self.conn.execute(
-                "SELECT key, value FROM neuro_meta WHERE key IN ('embedder', 'embedder_fingerprint', 'embedder_dim')"
+            meta: dict[str, str | None] = dict(self.conn.execute(
+                "SELECT key, value FROM neuro_meta WHERE key = ANY(%s)", (list(EMBEDDER_META_KEYS),)
             ).fetchall())
-        name, fp, dim = rows.get("embedder"), rows.get("embedder_fingerprint"), rows.get("embedder_dim")
-        if not name or not fp or not dim:
-            return None
-        return EmbedderInfo(name, fp, int(dim))
+        return EmbedderInfo.from_meta(meta)
 
     def set_embedder(self, info: EmbedderInfo) -> None:
         check_embedder(self.embedder(), info)
@@ -301,9 +300,8 @@ class PostgresStore:
             # (by optimize(), once the first run has filled the table).
             self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
             self.conn.execute(f"ALTER TABLE neuro_chunks ALTER COLUMN embedding TYPE vector({int(info.dim)})")
-            self._set_meta("embedder", info.name)
-            self._set_meta("embedder_fingerprint", info.fingerprint)
-            self._set_meta("embedder_dim", str(info.dim))
+            for key, value in info.meta().items():
+                self._set_meta(key, value)
 
     def documents(self) -> dict[str, DocumentInfo]:
         with self._errors():
@@ -473,9 +471,7 @@ class PostgresStore:
             "source_bytes": int(docs[1]),
             "chunks": chunks,
             "size_bytes": int(size),
-            "embedder": info.name if info else None,
-            "embedder_dim": info.dim if info else None,
-            "embedder_fingerprint": info.fingerprint if info else None,
+            **embedder_stats(info),
             "last_indexed_at": docs[2],
             "vector_index": "hnsw" if has_index else "none yet (exact scan; built at the end of `neuro index`)",
         }

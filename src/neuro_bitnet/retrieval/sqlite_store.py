@@ -25,7 +25,15 @@ import numpy as np
 
 from neuro_bitnet.retrieval.errors import StorageError
 from neuro_bitnet.retrieval.lexical import query_terms, selective_terms
-from neuro_bitnet.retrieval.store import ChunkRecord, DocumentInfo, EmbedderInfo, StoredChunk, check_embedder
+from neuro_bitnet.retrieval.store import (
+    EMBEDDER_META_KEYS,
+    ChunkRecord,
+    DocumentInfo,
+    EmbedderInfo,
+    StoredChunk,
+    check_embedder,
+    embedder_stats,
+)
 
 DB_NAME = "index.sqlite3"
 SCHEMA_VERSION = 2  # 2: chunk ids AUTOINCREMENT (never reused)
@@ -240,10 +248,8 @@ class SQLiteStore:
 
     def embedder(self) -> EmbedderInfo | None:
         with self._errors():
-            name, fp, dim = self._meta("embedder"), self._meta("embedder_fingerprint"), self._meta("embedder_dim")
-        if not name or not fp or not dim:
-            return None
-        return EmbedderInfo(name, fp, int(dim))
+            meta = {key: self._meta(key) for key in EMBEDDER_META_KEYS}
+        return EmbedderInfo.from_meta(meta)
 
     def set_embedder(self, info: EmbedderInfo) -> None:
         current = self.embedder()
@@ -251,9 +257,8 @@ class SQLiteStore:
         if current is not None:
             return
         with self._errors(), self._transaction():
-            self._set_meta("embedder", info.name)
-            self._set_meta("embedder_fingerprint", info.fingerprint)
-            self._set_meta("embedder_dim", str(info.dim))
+            for key, value in info.meta().items():
+                self._set_meta(key, value)
 
     def documents(self) -> dict[str, DocumentInfo]:
         with self._errors():
@@ -438,9 +443,7 @@ class SQLiteStore:
             "source_bytes": docs[1],
             "chunks": chunks,
             "size_bytes": size,
-            "embedder": info.name if info else None,
-            "embedder_dim": info.dim if info else None,
-            "embedder_fingerprint": info.fingerprint if info else None,
+            **embedder_stats(info),
             "last_indexed_at": docs[2],
         }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence, Union
+from typing import Iterator, Mapping, Protocol, Sequence, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -58,6 +58,30 @@ class EmbedderInfo:
     name: str
     fingerprint: str
     dim: int
+
+    def meta(self) -> dict[str, str]:
+        """How a store records it: its values under EMBEDDER_META_KEYS."""
+        return {"embedder": self.name, "embedder_fingerprint": self.fingerprint, "embedder_dim": str(self.dim)}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str | None]) -> EmbedderInfo | None:
+        """The embedder a store recorded with ``meta()``; None if none (or only part of one) is."""
+        name, fingerprint, dim = (meta.get(key) for key in EMBEDDER_META_KEYS)
+        if not name or not fingerprint or not dim:
+            return None
+        return cls(name, fingerprint, int(dim))
+
+
+EMBEDDER_META_KEYS = ("embedder", "embedder_fingerprint", "embedder_dim")
+
+
+def embedder_stats(info: EmbedderInfo | None) -> dict[str, str | int | None]:
+    """The embedder's entries of a store's ``stats()``."""
+    return {
+        "embedder": info.name if info else None,
+        "embedder_dim": info.dim if info else None,
+        "embedder_fingerprint": info.fingerprint if info else None,
+    }
 
 
 class Store(Protocol):
