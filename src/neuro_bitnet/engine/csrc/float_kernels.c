@@ -442,4 +442,50 @@ NB_AVX2 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n) {
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_row8(row, dtype, i));
     nb_to_f32_portable(dst + i, (const char *)row + (size_t)i * (dtype == NB_F32 ? 4 : 2), dtype, n - i);
 }
+
+/* ---- AVX-512 VNNI: the q4 head for several tokens (sequences decoded together). vpdpbusd adds
+ * the products of bytes 4j..4j+3 into lane j, the lanes maddubs + madd fill in dot_q4_tokens: the
+ * integer sums, and so every result, are bit for bit the AVX2 ones. One token stays on the AVX2
+ * kernel (it is bound by memory; VNNI measured no faster there). With 4 tokens the head took
+ * ~9 ms instead of ~11, with 8 ~16 instead of ~20 (synthetic 2B shapes, 2 threads). */
+NB_VNNI_INLINE void vnni_q4_tokens(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                                   int T, float *out) {
+    const __m256i low = _mm256_set1_epi8(15);
+    const int G = n / 128;
+    __m256 acc[4];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < G; g++, w += 64) {
+        _mm_prefetch((const char *)w + 8192, _MM_HINT_T1); /* as the VNNI ternary tiles */
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+        const __m256i c0 = _mm256_and_si256(v0, low), c1 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
+        const __m256i c2 = _mm256_and_si256(v1, low), c3 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+        const __m256 sg = _mm256_set1_ps(s[g]);
+        for (int t = 0; t < T; t++) {
+            const int8_t *at = a + (size_t)t * n + (size_t)g * 128;
+            __m256i d = _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, -8 * gsum[(size_t)t * G + g]);
+            d = _mm256_dpbusd_epi32(d, c0, _mm256_loadu_si256((const __m256i *)at));
+            d = _mm256_dpbusd_epi32(d, c1, _mm256_loadu_si256((const __m256i *)(at + 32)));
+            d = _mm256_dpbusd_epi32(d, c2, _mm256_loadu_si256((const __m256i *)(at + 64)));
+            d = _mm256_dpbusd_epi32(d, c3, _mm256_loadu_si256((const __m256i *)(at + 96)));
+            acc[t] = _mm256_fmadd_ps(sg, _mm256_cvtepi32_ps(d), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = hsum_ps(acc[t]);
+}
+
+NB_VNNI void nb_dot_q4_rows_avx512vnni(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum,
+                                       int n, int ntok, float *out) {
+    const int G = n / 128;
+    for (int t0 = 0; t0 < ntok; t0 += 4) {
+        const int8_t *at = a + (size_t)t0 * n;
+        const int32_t *gt = gsum + (size_t)t0 * G;
+        switch (ntok - t0 < 4 ? ntok - t0 : 4) {
+        case 1: vnni_q4_tokens(w, s, at, gt, n, 1, out + t0); break;
+        case 2: vnni_q4_tokens(w, s, at, gt, n, 2, out + t0); break;
+        case 3: vnni_q4_tokens(w, s, at, gt, n, 3, out + t0); break;
+        default: vnni_q4_tokens(w, s, at, gt, n, 4, out + t0); break;
+        }
+    }
+}
 #endif

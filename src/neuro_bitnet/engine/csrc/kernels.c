@@ -1,5 +1,5 @@
 /* The kernel tables: portable C; AVX2 when the running CPU has AVX2, FMA and F16C; AVX2 with the
- * AVX-512 VNNI ternary kernel when it also has AVX-512 VNNI (F, BW, VL). */
+ * AVX-512 VNNI matrix kernels when it also has AVX-512 VNNI (F, BW, VL). */
 #include <string.h>
 
 #include "cpu.h"
@@ -10,7 +10,7 @@ static const nb_kernels portable = NB_KERNEL_TABLE(portable);
 #if defined(__x86_64__) || defined(__i386__)
 static const nb_kernels avx2 = NB_KERNEL_TABLE(avx2);
 
-static const nb_kernels avx512vnni = NB_KERNEL_TABLE_TERNARY("avx512vnni", avx2, avx512vnni);
+static const nb_kernels avx512vnni = NB_KERNEL_TABLE_MATRIX("avx512vnni", avx2, avx512vnni);
 
 static const nb_kernels *avx2_if_supported(void) {
     return cpu_has_avx2() && cpu_has_fma() && cpu_has_f16c() ? &avx2 : 0;

@@ -74,18 +74,22 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
     float nb_exp_sum_##sfx(float *s, int n, float mx);                                         \
     void nb_to_f32_##sfx(float *dst, const void *row, int dtype, int n);
 
-/* The table of one set, for kernels.c: every kernel of set sfx, the ternary one from set tern. */
-#define NB_KERNEL_TABLE_TERNARY(name, sfx, tern)                                                \
-    {name, nb_ternary_##tern, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##sfx, \
+/* The table of one set, for kernels.c: every kernel of set sfx, the ternary and multi-token head
+ * ones from set mm (the sets that only add matrix kernels, as avx512vnni). */
+#define NB_KERNEL_TABLE_MATRIX(name, sfx, mm)                                                   \
+    {name, nb_ternary_##mm, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##mm, \
      nb_attn_scores_##sfx, nb_attn_values_##sfx, nb_rmsnorm_##sfx, nb_quantize_##sfx,          \
      nb_exp_sum_##sfx, nb_to_f32_##sfx}
-#define NB_KERNEL_TABLE(sfx) NB_KERNEL_TABLE_TERNARY(#sfx, sfx, sfx)
+#define NB_KERNEL_TABLE(sfx) NB_KERNEL_TABLE_MATRIX(#sfx, sfx, sfx)
 
 NB_DECLARE_KERNELS(portable)
 #if defined(__x86_64__) || defined(__i386__)
 NB_DECLARE_KERNELS(avx2)
-/* The avx512vnni set is the avx2 set with this ternary kernel (ternary_kernels.c). */
+/* The avx512vnni set is the avx2 set with these matrix kernels (ternary_kernels.c and
+ * float_kernels.c). */
 void nb_ternary_avx512vnni(NB_TERNARY_ARGS);
+void nb_dot_q4_rows_avx512vnni(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                               int ntok, float *out);
 #endif
 
 #endif
