@@ -37,7 +37,12 @@ void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_
 
 #if defined(__x86_64__) || defined(__i386__)
 /* 4 KB ahead: at 1 KB a decode thread stalls on DRAM latency (measured ~8% slower). */
+#ifndef NB_PREFETCH
 #define NB_PREFETCH 4096
+#endif
+#ifndef NB_PREFETCH_HINT
+#define NB_PREFETCH_HINT _MM_HINT_T0
+#endif
 
 /* maddubs results are summed as int16 over up to NB_GROUP blocks before one widening madd: per
  * lane a block adds at most 4 * 2 * 3 * 128 = 3072 (even for the invalid code 3), so 8 blocks
@@ -85,7 +90,7 @@ NB_AVX2_INLINE void tile_dots(const uint8_t *w, size_t row_bytes, int nblk, cons
             __m256i v[NB_TILE_R];
             for (int i = 0; i < R; i++) {
                 const uint8_t *wb = w + (size_t)i * row_bytes + (size_t)b * 32;
-                if (PF) _mm_prefetch((const char *)wb + NB_PREFETCH, _MM_HINT_T0);
+                if (PF) _mm_prefetch((const char *)wb + NB_PREFETCH, NB_PREFETCH_HINT);
                 v[i] = _mm256_loadu_si256((const __m256i *)wb);
             }
             const int8_t *a = q + (size_t)b * 128;
@@ -196,9 +201,15 @@ NB_AVX2 void nb_ternary_avx2(const uint8_t *w, int cols, int r0, int r1, const i
 #define NB_VNNI_T 4
 
 /* The streaming tiles prefetch into L2, 8 KB ahead: with T0 at 4 KB (the AVX2 tiles' setting)
- * a 4-row tile is bound by memory latency, 1.8x slower for one token and 1.3x for four; L2
- * prefetches let the four row streams run at DRAM bandwidth (benchmarks/ternary_tiles.py). */
+ * a 4-row tile is bound by memory latency, ~1.5x slower for one token and ~1.3x for four; L2
+ * prefetches let the four row streams run at DRAM bandwidth (benchmarks/ternary_stream.py,
+ * which overrides these two to compare). */
+#ifndef NB_VNNI_PREFETCH
 #define NB_VNNI_PREFETCH 8192
+#endif
+#ifndef NB_VNNI_PREFETCH_HINT
+#define NB_VNNI_PREFETCH_HINT _MM_HINT_T1
+#endif
 
 /* The dots of an R x T tile, as tile_dots (same arguments and order of work). */
 NB_VNNI_INLINE void vnni_tile_dots(const uint8_t *w, size_t row_bytes, int nblk, const int8_t *q,
@@ -210,7 +221,7 @@ NB_VNNI_INLINE void vnni_tile_dots(const uint8_t *w, size_t row_bytes, int nblk,
         __m256i v[NB_VNNI_R];
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + (size_t)b * 32;
-            if (PF) _mm_prefetch((const char *)wb + NB_VNNI_PREFETCH, _MM_HINT_T1);
+            if (PF) _mm_prefetch((const char *)wb + NB_VNNI_PREFETCH, NB_VNNI_PREFETCH_HINT);
             v[i] = _mm256_loadu_si256((const __m256i *)wb);
         }
         const int8_t *a = q + (size_t)b * 128;
