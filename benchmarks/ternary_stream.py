@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--tokens", default="1,2,4,8", help="activation rows per matmul (sequences in a step)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--file", help="map the weights from this file (at least 521 MB)")
+    ap.add_argument("--offset", type=int, default=0, help="from this byte of --file (e.g. a GGUF's first ternary tensor)")
     ap.add_argument("--variant", action="append",
                     help="NAME=[@ISA,]-DFLAG=VALUE,...: gcc flags, and the kernel set (default avx512vnni)")
     args = ap.parse_args()
@@ -64,7 +65,7 @@ def main() -> None:
         for rnd in range(args.rounds):
             for n in tokens:
                 for name, isa, exe in variants:
-                    cmd = [str(exe), isa, str(n), *([args.file] if args.file else [])]
+                    cmd = [str(exe), isa, str(n), *([args.file, str(args.offset)] if args.file else [])]
                     median_ms = float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[0])
                     times.setdefault((name, n), []).append(median_ms)
             print(f"round {rnd + 1}/{args.rounds} done", flush=True)

@@ -1,11 +1,11 @@
 /* Driver of benchmarks/ternary_stream.py: the ternary matmuls of one decode step (or a few
  * tokens) of a BitNet b1.58 2B-4T shaped model, on the engine's own kernels and thread pool.
  *
- *   ternary_stream ISA NTOK [FILE]
+ *   ternary_stream ISA NTOK [FILE [OFFSET]]
  *
  * Streams 30 layers of I2_S weights (q/k/v, o, gate/up, down: 521 MB, well past the caches)
- * from anonymous memory, or from a read-only mapping of FILE (page-cache pages, as the engine
- * maps a GGUF file), through the kernel set ISA with NTOK activation rows, split across two
+ * from anonymous memory, or from a read-only mapping of FILE from byte OFFSET (page-cache pages,
+ * as the engine maps a GGUF file), through the kernel set ISA with NTOK activation rows, split across two
  * threads in chunks as forward.c does. Prints the median and minimum ms of 9 passes. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -77,13 +77,15 @@ int main(int argc, char **argv) {
     const uint8_t *w;
     if (argc > 3) {
         const int fd = open(argv[3], O_RDONLY);
+        const size_t offset = argc > 4 ? strtoull(argv[4], NULL, 10) : 0, page = offset / 4096 * 4096;
         struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0 || (size_t)st.st_size < bytes) {
-            fprintf(stderr, "%s: cannot open, or smaller than %zu bytes\n", argv[3], bytes);
+        if (fd < 0 || fstat(fd, &st) != 0 || (size_t)st.st_size < offset + bytes) {
+            fprintf(stderr, "%s: cannot open, or smaller than %zu + %zu bytes\n", argv[3], offset, bytes);
             return 2;
         }
-        w = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
-        if (w == MAP_FAILED) return 2;
+        const uint8_t *map = mmap(NULL, offset - page + bytes, PROT_READ, MAP_SHARED, fd, (off_t)page);
+        if (map == MAP_FAILED) return 2;
+        w = map + (offset - page);
         volatile uint8_t sink = 0;
         for (size_t i = 0; i < bytes; i += 4096) sink ^= w[i]; /* fault the pages in */
         (void)sink;

@@ -140,19 +140,20 @@ void nb_model_head_copy(const nb_model *m, const void **codes, size_t *codes_byt
     *scales = m->head_scale;
 }
 
-const void *nb_head_row(nb_model *m, int r) {
+const void *nb_head_row(const nb_model *m, int r, int ith) {
     const size_t bytes = (size_t)m->cfg.n_embd * (m->cfg.output_type == NB_F32 ? 4 : 2);
     const char *mapped = (const char *)m->cfg.output + (size_t)r * bytes;
 #if defined(__unix__) || defined(__APPLE__)
     if (m->cfg.head_fd >= 0) {
+        char *buf = (char *)m->row_buf + (size_t)ith * m->cfg.n_embd * 4;
         size_t got = 0;
         const off_t at = (off_t)m->cfg.head_offset + (off_t)r * (off_t)bytes;
         while (got < bytes) {
-            ssize_t k = pread(m->cfg.head_fd, (char *)m->row_buf + got, bytes - got, at + (off_t)got);
+            ssize_t k = pread(m->cfg.head_fd, buf + got, bytes - got, at + (off_t)got);
             if (k <= 0 && !(k < 0 && errno == EINTR)) break;
             if (k > 0) got += (size_t)k;
         }
-        if (got == bytes) return m->row_buf;
+        if (got == bytes) return buf;
     }
 #endif
     return mapped; /* no file, or it failed: the mapping holds the same bytes */
@@ -205,7 +206,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     m->qs = alloc_aligned(UB * 4);
     m->rope_cos = alloc_aligned(UB * (HD / 2) * 4);
     m->rope_sin = alloc_aligned(UB * (HD / 2) * 4);
-    m->row_buf = alloc_aligned(E * 4);
+    m->row_buf = alloc_aligned((size_t)cfg->n_threads * E * 4);
     m->attn_scratch = alloc_aligned((size_t)cfg->n_threads * nb_attn_scratch_floats(cfg) * 4);
     m->attn_split = alloc_aligned(nb_attn_split_floats(cfg) * 4);
     if (!m->kcache || !m->vcache || !m->rope_freq || !m->x || !m->qb || !m->kb || !m->vb ||

@@ -23,7 +23,7 @@ struct nb_model {
     float *head_scale;
     int head_borrowed; /* head_q/head_q4/head_scale point into the caller's buffers (cfg.head_codes) */
     int32_t *head_gsum; /* q4: per token, the sums of its int8 activations per 128-group */
-    void *row_buf;      /* one head row read with pread (head_fd) */
+    void *row_buf;      /* per thread: one head row read with pread (head_fd) */
     double *rope_freq; /* head_dim / 2 */
     /* Scratch for NB_UBATCH tokens. */
     float *x, *qb, *kb, *vb, *attn, *g, *u, *hn;
@@ -40,7 +40,7 @@ size_t nb_attn_scratch_floats(const nb_config *c);
 size_t nb_attn_split_floats(const nb_config *c);
 
 /* Row r of the head (the file's float values): read from head_fd when there is one, else
- * through the mapping. Caller's thread only (the result may be m->row_buf). */
-const void *nb_head_row(nb_model *m, int r);
+ * through the mapping. Pool thread ith's (the result may be its part of m->row_buf). */
+const void *nb_head_row(const nb_model *m, int r, int ith);
 
 #endif
