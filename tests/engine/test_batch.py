@@ -223,6 +223,23 @@ def test_clear_errors(model8) -> None:
     list(m.generate([1, 2], max_tokens=2))  # handed back once idle
 
 
+BAD_SAMPLING = [dict(temperature=-1), dict(top_p=2), dict(top_p=0), dict(min_p=1.0), dict(top_k=-1),
+                dict(repeat_penalty=0)]
+
+
+@pytest.mark.parametrize("bad", BAD_SAMPLING, ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()))
+def test_bad_sampling_is_the_same_error_alone_and_batched(bad) -> None:
+    """``generate`` and ``BatchScheduler.submit`` refuse the same values with the same EngineError
+    (the engine's one rule, ``SamplingParams``), before anything runs."""
+    m = _load("bitnet-b1.58", "auto", 2)
+    with pytest.raises(EngineError) as alone:
+        m.generate([1, 2], max_tokens=2, **bad)
+    with pytest.raises(EngineError) as batched:
+        BatchScheduler(m).submit([1, 2], max_tokens=2, **bad)
+    assert str(alone.value) == str(batched.value) and next(iter(bad)) in str(alone.value)
+    m.close()
+
+
 def test_cancel_while_waiting_and_abort(model8) -> None:
     m = model8
     prompts = _prompts(m.n_vocab, [4] * 9, seed=13)

@@ -119,10 +119,7 @@ class BatchScheduler:
         options as ``BitNetModel.generate`` (grammar-constrained output included), and the same
         errors before anything runs (a prompt that cannot fit a slot raises EngineError).
         ``cancel``: an event of the caller's that cancels the request once set (as ``cancel()``)."""
-        try:
-            params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
-        except ValueError as exc:
-            raise EngineError(str(exc)) from None
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         req = BatchRequest(self.model.decoding(prompt_or_ids, max_tokens, params, stop, json_schema, grammar), cancel)
         with self._lock:
             self._pending.append(req)
