@@ -240,6 +240,44 @@ def test_bad_sampling_is_the_same_error_alone_and_batched(bad) -> None:
     m.close()
 
 
+@pytest.mark.parametrize("path", ["generate", "scheduler", "by-hand"])
+def test_every_path_remembers_a_chat_answer_once(path: str) -> None:
+    """The ids of an answer go to the chat format's memory once, at the end of its Decoding,
+    whoever runs it (``generate``, the scheduler, a caller pushing logits itself): a next turn
+    holding the answer's text then gets these ids, the ones its KV cache holds."""
+    from neuro_bitnet.engine.sampling import SamplingParams
+
+    m = _load("bitnet-b1.58", "auto", 2)
+    calls: list[list[int]] = []
+    real = m.chat_prompt.remember
+    m.chat_prompt.remember = lambda ids: (calls.append(list(ids)), real(ids))
+    turn_1 = [{"role": "user", "content": "Where?"}]
+    prompt = m.chat_prompt_ids(turn_1)
+    if path == "generate":
+        answer = m.generate(prompt, max_tokens=6, temperature=0)
+        "".join(answer)
+        ids = answer.result.tokens
+    elif path == "scheduler":
+        sched = BatchScheduler(m)
+        req = sched.submit(prompt, max_tokens=6, temperature=0)
+        list(sched.run())
+        ids = req.tokens
+    else:  # an answer of one token per letter: not how its text tokenizes
+        text = "the city of Paris"
+        forced = [m.tokenize(c, add_bos=False)[0] for c in text]
+        assert m.detokenize(forced) == text and forced != m.tokenize(text, add_bos=False)
+        decoding = m.decoding(prompt, len(forced), SamplingParams(temperature=0))
+        for token in forced:
+            decoding.push(np.eye(m.n_vocab, dtype=np.float32)[token])
+        assert decoding.done and decoding.result.finish_reason == "length"
+        decoding.finish()
+        ids = decoding.result.tokens
+        turn_2 = [*turn_1, {"role": "assistant", "content": text}, {"role": "user", "content": "Sure?"}]
+        assert m.chat_prompt_ids(turn_2)[: len(prompt) + len(forced)] == prompt + forced
+    assert ids and calls == [list(ids)]
+    m.close()
+
+
 def test_cancel_while_waiting_and_abort(model8) -> None:
     m = model8
     prompts = _prompts(m.n_vocab, [4] * 9, seed=13)

@@ -269,7 +269,6 @@ class BatchScheduler:
         text += req._decoding.finish(reason)
         req.result.text += text
         req.done = True
-        self.model.chat_prompt.remember(req.tokens)  # a next chat turn holding this answer reuses a slot
         if req in self._active:
             self._active.remove(req)
             self._free.append(req._slot)

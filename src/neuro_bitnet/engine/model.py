@@ -235,7 +235,8 @@ class BitNetModel:
         constraint = GrammarConstraint(grammar, self.tokenizer, self.n_vocab) if grammar is not None else None
         result = AnswerResult(load_seconds=self.load_seconds, prompt_tokens=len(ids))
         return Decoding(ids, max_tokens=max_tokens, ctx_size=self.ctx_size, sampler=Sampler(params), stops=stops,
-                        tokenizer=self.tokenizer, result=result, constraint=constraint)
+                        tokenizer=self.tokenizer, result=result, constraint=constraint,
+                        remember=self.chat_prompt.remember)
 
     def _generate(self, decoding: Decoding) -> Iterator[str]:
         stats = decoding.result
@@ -247,8 +248,7 @@ class BitNetModel:
             decode_start = time.perf_counter()
             while not decoding.done:
                 if self._cancel.is_set():
-                    decoding.finish("cancelled")
-                    break
+                    break  # finish() below ends it as "cancelled"
                 piece = decoding.push(logits)
                 if piece:
                     yield piece
@@ -258,7 +258,6 @@ class BitNetModel:
                 self._forward([history[-1]], len(history) - 1, logits, False)
                 self._cached = history[:]
             stats.decode_seconds = time.perf_counter() - decode_start
-            self.chat_prompt.remember(decoding.result.tokens)  # a next chat turn holding it reuses the KV cache
             tail = decoding.finish()
             if tail:
                 yield tail
