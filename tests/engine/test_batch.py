@@ -337,3 +337,23 @@ def test_default_parallel_follows_cores_and_memory() -> None:
     auto = load_model(FIXTURES / "bitnet-b1.58" / "model.gguf", threads=1, ctx_size=CTX, parallel=None)
     assert auto.parallel == default_parallel(auto.hparams, CTX) and auto._core.n_seq == auto.parallel
     auto.close()
+
+
+def test_an_explicit_parallel_must_fit_the_memory_the_default_uses() -> None:
+    """The default's rule (full slots within half the available memory) refuses an explicit
+    number past it, naming the memory needed and there; one slot always loads."""
+    from neuro_bitnet.engine.parallel import check_parallel, default_parallel, kv_bytes_per_token
+
+    m = _load("bitnet-b1.58", "auto", 1)
+    hp, full_slot = m.hparams, kv_bytes_per_token(m.hparams) * 1000
+    m.close()
+    available = 6 * full_slot  # 3 full slots in half of it
+    assert default_parallel(hp, 1000, cores=8, available=available) == 3
+    check_parallel(hp, 1000, 3, available=available)
+    check_parallel(hp, 1000, 1, available=0)
+    with pytest.raises(EngineError) as err:
+        check_parallel(hp, 1000, 4, available=available)
+    message = str(err.value)
+    assert "4 parallel slots of 1000 positions need" in message and "at most 3 fit" in message
+    assert f"{4 * full_slot / 2**30:.1f} GiB" in message and f"{available / 2**30:.1f} GiB available" in message
+    assert "\n" not in message

@@ -20,7 +20,7 @@ from neuro_bitnet.engine.decoding import NON_FINITE, Decoding
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
-from neuro_bitnet.engine.parallel import default_parallel
+from neuro_bitnet.engine.parallel import check_parallel, default_parallel
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult, Generation
 from neuro_bitnet.engine.tokenizer import Tokenizer
@@ -57,12 +57,14 @@ class BitNetModel:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
-        if parallel is None:
-            parallel = default_parallel(self.hparams, ctx_size)
         if kv_cache not in KV_CACHE_CHOICES:
             raise EngineError(f"kv_cache must be one of {', '.join(KV_CACHE_CHOICES)}, not {kv_cache!r}")
-        if not 1 <= parallel <= MAX_PARALLEL:
+        if parallel is None:
+            parallel = default_parallel(self.hparams, ctx_size)
+        elif not 1 <= parallel <= MAX_PARALLEL:
             raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
+        else:
+            check_parallel(self.hparams, ctx_size, parallel)  # the memory rule of the default
         self.ctx_size = ctx_size  # per KV slot
         self.parallel = parallel  # KV slots: sequences a BatchScheduler runs together (slot 0: generate)
         self.threads = threads
