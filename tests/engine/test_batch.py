@@ -278,6 +278,26 @@ def test_every_path_remembers_a_chat_answer_once(path: str) -> None:
     m.close()
 
 
+@pytest.mark.parametrize("path", ["generate", "scheduler"])
+def test_max_tokens_zero_runs_nothing(model8, path: str) -> None:
+    """An answer of no tokens does not read its prompt, alone or batched: the KV cache is left as
+    it was (the next request of that prompt finds nothing of it cached)."""
+    m = model8
+    (p,) = _prompts(m.n_vocab, [7], seed=21)
+    m.reset()
+    if path == "generate":
+        zero = m.generate(p, max_tokens=0)
+        assert "".join(zero) == "" and zero.result.finish_reason == "length"
+    else:
+        sched = BatchScheduler(m)
+        req = sched.submit(p, max_tokens=0)
+        list(sched.run())
+        assert req.done and req.finish_reason == "length"
+    again = m.generate(p, max_tokens=1, temperature=0)
+    "".join(again)
+    assert again.result.cached_tokens == 0
+
+
 def test_cancel_while_waiting_and_abort(model8) -> None:
     m = model8
     prompts = _prompts(m.n_vocab, [4] * 9, seed=13)

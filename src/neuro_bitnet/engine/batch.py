@@ -26,7 +26,7 @@ import numpy as np
 
 from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.engine.decoding import Decoding
-from neuro_bitnet.engine.model import BitNetModel, common_prefix
+from neuro_bitnet.engine.model import BitNetModel, common_prefix, reusable_prefix
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import SamplingParams
 from neuro_bitnet.errors import EngineError
@@ -192,7 +192,7 @@ class BatchScheduler:
                 continue
             slot = max(self._free, key=lambda s: (common_prefix(self._slot_tokens[s], req.prompt_ids), -s))
             self._free.remove(slot)
-            reuse = min(common_prefix(self._slot_tokens[slot], req.prompt_ids), len(req.prompt_ids) - 1)
+            reuse = reusable_prefix(self._slot_tokens[slot], req.prompt_ids)
             del self._slot_tokens[slot][reuse:]
             req._slot, req._fed = slot, reuse
             req.result.cached_tokens = reuse

@@ -162,7 +162,7 @@ class BitNetModel:
 
     def _prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Evaluate a prompt, reusing the cached prefix; returns last logits and reused count."""
-        reuse = min(common_prefix(self._cached, ids), len(ids) - 1)  # at least one token must run to produce logits
+        reuse = reusable_prefix(self._cached, ids)
         self._cached = self._cached[:reuse]
         last = np.empty(self.n_vocab, dtype=np.float32)
         for lo in range(reuse, len(ids), PREFILL_CHUNK):
@@ -241,6 +241,9 @@ class BitNetModel:
                         remember=self.chat_prompt.remember)
 
     def _generate(self, decoding: Decoding) -> Iterator[str]:
+        if decoding.done:  # max_tokens 0: nothing to run, as in a BatchScheduler
+            decoding.finish()
+            return
         stats = decoding.result
         with self._exclusive():
             self._cancel.clear()
@@ -318,6 +321,12 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def reusable_prefix(cached: Sequence[int], ids: Sequence[int]) -> int:
+    """How many tokens of ``ids`` a KV cache holding ``cached`` saves evaluating: their common
+    prefix, less the last token of ``ids`` at most (one token must run to give the next logits)."""
+    return min(common_prefix(cached, ids), len(ids) - 1)
 
 
 def _check_finite(logits: np.ndarray) -> None:
