@@ -64,6 +64,8 @@ def check_parallel(hparams: HParams, ctx_size: int, parallel: int, *, available:
     """EngineError when ``parallel`` slots, all full, do not fit :func:`slots_that_fit` (one
     slot always does, as for the default), naming the memory needed and the memory there is."""
     memory = available if available is not None else available_memory()
+    if memory is None:
+        return
     fit = slots_that_fit(hparams, ctx_size, memory)
     if fit is None or parallel <= fit:
         return
