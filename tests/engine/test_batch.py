@@ -223,6 +223,81 @@ def test_clear_errors(model8) -> None:
     list(m.generate([1, 2], max_tokens=2))  # handed back once idle
 
 
+BAD_SAMPLING = [dict(temperature=-1), dict(top_p=2), dict(top_p=0), dict(min_p=1.0), dict(top_k=-1),
+                dict(repeat_penalty=0)]
+
+
+@pytest.mark.parametrize("bad", BAD_SAMPLING, ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()))
+def test_bad_sampling_is_the_same_error_alone_and_batched(bad) -> None:
+    """``generate`` and ``BatchScheduler.submit`` refuse the same values with the same EngineError
+    (the engine's one rule, ``SamplingParams``), before anything runs."""
+    m = _load("bitnet-b1.58", "auto", 2)
+    with pytest.raises(EngineError) as alone:
+        m.generate([1, 2], max_tokens=2, **bad)
+    with pytest.raises(EngineError) as batched:
+        BatchScheduler(m).submit([1, 2], max_tokens=2, **bad)
+    assert str(alone.value) == str(batched.value) and next(iter(bad)) in str(alone.value)
+    m.close()
+
+
+@pytest.mark.parametrize("path", ["generate", "scheduler", "by-hand"])
+def test_every_path_remembers_a_chat_answer_once(path: str) -> None:
+    """The ids of an answer go to the chat format's memory once, at the end of its Decoding,
+    whoever runs it (``generate``, the scheduler, a caller pushing logits itself): a next turn
+    holding the answer's text then gets these ids, the ones its KV cache holds."""
+    from neuro_bitnet.engine.sampling import SamplingParams
+
+    m = _load("bitnet-b1.58", "auto", 2)
+    calls: list[list[int]] = []
+    real = m.chat_prompt.remember
+    m.chat_prompt.remember = lambda ids: (calls.append(list(ids)), real(ids))
+    turn_1 = [{"role": "user", "content": "Where?"}]
+    prompt = m.chat_prompt_ids(turn_1)
+    if path == "generate":
+        answer = m.generate(prompt, max_tokens=6, temperature=0)
+        "".join(answer)
+        ids = answer.result.tokens
+    elif path == "scheduler":
+        sched = BatchScheduler(m)
+        req = sched.submit(prompt, max_tokens=6, temperature=0)
+        list(sched.run())
+        ids = req.tokens
+    else:  # an answer of one token per letter: not how its text tokenizes
+        text = "the city of Paris"
+        forced = [m.tokenize(c, add_bos=False)[0] for c in text]
+        assert m.detokenize(forced) == text and forced != m.tokenize(text, add_bos=False)
+        decoding = m.decoding(prompt, len(forced), SamplingParams(temperature=0))
+        for token in forced:
+            decoding.push(np.eye(m.n_vocab, dtype=np.float32)[token])
+        assert decoding.done and decoding.result.finish_reason == "length"
+        decoding.finish()
+        ids = decoding.result.tokens
+        turn_2 = [*turn_1, {"role": "assistant", "content": text}, {"role": "user", "content": "Sure?"}]
+        assert m.chat_prompt_ids(turn_2)[: len(prompt) + len(forced)] == prompt + forced
+    assert ids and calls == [list(ids)]
+    m.close()
+
+
+@pytest.mark.parametrize("path", ["generate", "scheduler"])
+def test_max_tokens_zero_runs_nothing(model8, path: str) -> None:
+    """An answer of no tokens does not read its prompt, alone or batched: the KV cache is left as
+    it was (the next request of that prompt finds nothing of it cached)."""
+    m = model8
+    (p,) = _prompts(m.n_vocab, [7], seed=21)
+    m.reset()
+    if path == "generate":
+        zero = m.generate(p, max_tokens=0)
+        assert "".join(zero) == "" and zero.result.finish_reason == "length"
+    else:
+        sched = BatchScheduler(m)
+        req = sched.submit(p, max_tokens=0)
+        list(sched.run())
+        assert req.done and req.finish_reason == "length"
+    again = m.generate(p, max_tokens=1, temperature=0)
+    "".join(again)
+    assert again.result.cached_tokens == 0
+
+
 def test_cancel_while_waiting_and_abort(model8) -> None:
     m = model8
     prompts = _prompts(m.n_vocab, [4] * 9, seed=13)
@@ -282,3 +357,23 @@ def test_default_parallel_follows_cores_and_memory() -> None:
     auto = load_model(FIXTURES / "bitnet-b1.58" / "model.gguf", threads=1, ctx_size=CTX, parallel=None)
     assert auto.parallel == default_parallel(auto.hparams, CTX) and auto._core.n_seq == auto.parallel
     auto.close()
+
+
+def test_an_explicit_parallel_must_fit_the_memory_the_default_uses() -> None:
+    """The default's rule (full slots within half the available memory) refuses an explicit
+    number past it, naming the memory needed and there; one slot always loads."""
+    from neuro_bitnet.engine.parallel import check_parallel, default_parallel, kv_bytes_per_token
+
+    m = _load("bitnet-b1.58", "auto", 1)
+    hp, full_slot = m.hparams, kv_bytes_per_token(m.hparams) * 1000
+    m.close()
+    available = 6 * full_slot  # 3 full slots in half of it
+    assert default_parallel(hp, 1000, cores=8, available=available) == 3
+    check_parallel(hp, 1000, 3, available=available)
+    check_parallel(hp, 1000, 1, available=0)
+    with pytest.raises(EngineError) as err:
+        check_parallel(hp, 1000, 4, available=available)
+    message = str(err.value)
+    assert "4 parallel slots of 1000 positions need" in message and "at most 3 fit" in message
+    assert f"{4 * full_slot / 2**30:.1f} GiB" in message and f"{available / 2**30:.1f} GiB available" in message
+    assert "\n" not in message

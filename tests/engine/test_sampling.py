@@ -5,6 +5,7 @@ import pytest
 
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stop_strings import StopStringFilter
+from neuro_bitnet.errors import EngineError
 
 
 def test_temperature_zero_is_argmax():
@@ -53,7 +54,7 @@ def test_top_p_and_min_p_cut_the_tail():
 
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(min_p=1.0), dict(top_k=-1)])
 def test_invalid_params_rejected(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(EngineError, match=next(iter(bad))):
         SamplingParams(**bad)
 
 

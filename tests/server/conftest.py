@@ -27,6 +27,18 @@ def daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
     assert code == 0, proc.output()
 
 
+@pytest.fixture(scope="session", params=[1, 4], ids=lambda n: f"parallel{n}")
+def slots_daemon(request, tmp_path_factory) -> Iterator[DaemonProcess]:
+    """A daemon with ``--parallel`` 1, then one with 4 (no retrieval): for what must hold in both."""
+    if not FIXTURE_MODEL.is_file():
+        pytest.skip(f"fixture model missing: {FIXTURE_MODEL}")
+    args = ["--api-key", API_KEY, "--ctx-size", str(CTX_SIZE), "--max-tokens", "16", "--parallel", str(request.param)]
+    proc = DaemonProcess(args, tmp_path_factory.mktemp(f"daemon-parallel{request.param}")).wait_ready()
+    yield proc
+    code = proc.stop()
+    assert code == 0, proc.output()
+
+
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}"}

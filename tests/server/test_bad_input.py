@@ -51,6 +51,27 @@ def test_wrong_types_and_values_are_400_naming_the_field(post, body, param) -> N
     assert _error(post(CHAT, json=body), 400)["param"] == param
 
 
+@pytest.mark.parametrize("path, body", [
+    (CHAT, {"messages": USER, "temperature": -1}),
+    (CHAT, {"messages": USER, "top_p": 2}),
+    ("/v1/completions", {"prompt": "hi", "min_p": 1.0}),
+    ("/api/generate", {"prompt": "hi", "stream": False, "options": {"temperature": -1}}),
+    ("/api/generate", {"prompt": "hi", "stream": False, "options": {"top_p": 2}}),
+    ("/api/generate", {"prompt": "hi", "stream": False, "options": {"min_p": 1}}),  # past Ollama's own check
+], ids=["chat-temperature", "chat-top_p", "completion-min_p", "ollama-temperature", "ollama-top_p", "ollama-min_p"])
+def test_bad_sampling_is_400_with_one_slot_or_several(slots_daemon, auth, path, body) -> None:
+    """Sampling values out of range are the client's mistake in both modes of the daemon (one
+    slot, or a batch of four): a 400 with a JSON error naming the value, and the server goes on."""
+    name = next(k for k in ("temperature", "top_p", "min_p") if k in {**body, **body.get("options", {})})
+    response = httpx.post(slots_daemon.url + path, json=body, headers=auth, timeout=120)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert name in (error if isinstance(error, str) else error["message"])
+    ok = httpx.post(slots_daemon.url + CHAT, json={"messages": USER, "max_tokens": 1}, headers=auth, timeout=120)
+    assert ok.status_code == 200, ok.text
+
+
 def test_malformed_and_non_object_json(post) -> None:
     assert _error(post(CHAT, content=b"{not json", headers={"content-type": "application/json"}), 400)["code"] \
         == "invalid_json"

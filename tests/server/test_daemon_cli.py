@@ -104,6 +104,28 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_an_explicit_parallel_that_cannot_fit_the_memory_is_refused_at_start(tmp_path: Path) -> None:
+    """--parallel 256 slots of --ctx-size 131072 (the CLI's largest) need 64 GiB of KV memory for
+    the fixture model: past half the available memory here, a one-line error (exit code 5)."""
+    from neuro_bitnet.engine.architecture import HParams
+    from neuro_bitnet.engine.gguf import GGUFFile
+    from neuro_bitnet.engine.parallel import MEMORY_SHARE, available_memory, kv_bytes_per_token
+
+    with GGUFFile(FIXTURE_MODEL) as f:
+        need = 256 * 131072 * kv_bytes_per_token(HParams.from_metadata(f.metadata, n_vocab_fallback=1))
+    memory = available_memory()
+    if memory is None or memory * MEMORY_SHARE >= need / 2:
+        pytest.skip("this machine has the memory for the slots (or does not say)")
+    result = neuro("serve", "--model", str(FIXTURE_MODEL), "--threads", "1", "--port", "0",
+                   "--parallel", "256", "--ctx-size", "131072", env=isolated_env(tmp_path))
+    assert result.returncode == 5, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "256 parallel slots of 131072 positions need 64.0 GiB" in errors[0]
+    assert "GiB available" in errors[0] and "--parallel" in errors[0]
+    assert "Traceback" not in result.stderr and "serving" not in result.stdout
+
+
 def test_non_loopback_bind_without_key_warns() -> None:
     from neuro_bitnet.server.config import ServerConfig
     from neuro_bitnet.server.runner import insecure_bind_warning

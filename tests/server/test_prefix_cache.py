@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from neuro_bitnet.engine.model import common_prefix
 
@@ -19,6 +20,12 @@ from support.greedy import fixture_model
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 TURN_1 = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
 MAX_TOKENS = 8
+
+
+@pytest.fixture
+def daemon(slots_daemon):
+    """Every test here runs on a daemon with one slot (``--parallel 1``), then with four."""
+    return slots_daemon
 
 
 def _chat(daemon, messages: list[dict[str, str]], **extra) -> dict:

@@ -19,7 +19,7 @@ from neuro_bitnet.cli.render import AnswerRenderer, loading_spinner
 from neuro_bitnet.cli.timing import AnswerTimer, format_timing
 from neuro_bitnet.config import load_settings
 from neuro_bitnet.engine.options import DEFAULT_CTX_SIZE, DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, GenerationOptions
-from neuro_bitnet.errors import ConfigError
+from neuro_bitnet.errors import ConfigError, EngineError
 from neuro_bitnet.language.detect import SUPPORTED_LANGUAGES
 from neuro_bitnet.language.translate import check_language
 
@@ -52,7 +52,7 @@ def generation_options(max_tokens: int, temperature: float, top_p: float, seed: 
         raise click.BadParameter("must be >= 1", param_hint="--max-tokens")
     try:
         return GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    except ValueError as exc:  # the engine's own validation of the sampling settings
+    except EngineError as exc:  # the engine's own validation of the sampling settings
         raise click.UsageError(str(exc)) from None
 
 

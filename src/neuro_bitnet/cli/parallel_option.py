@@ -11,4 +11,4 @@ parallel_option = click.option(
     help="Requests answered at once, decoded together in each forward pass (continuous batching); "
          "each has its own --ctx-size positions of KV memory, taken as it fills. Further requests "
          "wait in order. Default: 2 per physical core, at most 4, no more than half the available "
-         "memory holds at full context.")
+         "memory holds at full context; an explicit N past that is refused.")

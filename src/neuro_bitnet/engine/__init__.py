@@ -30,7 +30,8 @@ def load_model(
     :class:`neuro_bitnet.engine.batch.BatchScheduler` runs together (``generate`` uses slot 0).
     Slots take memory only once used. ``None`` picks a number for this machine
     (``engine.parallel.default_parallel``: two per physical core, at most four, as many as half
-    the available memory holds at full context).
+    the available memory holds at full context); an explicit number more than that memory holds
+    at full context raises EngineError (one slot always loads).
 
     ``kv_cache`` is the element type of the KV cache: "f16" (the default: half the memory and
     the bytes attention reads per token) or "f32"; ``None`` takes the ``kv_cache`` setting

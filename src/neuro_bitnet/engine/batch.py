@@ -26,7 +26,7 @@ import numpy as np
 
 from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.engine.decoding import Decoding
-from neuro_bitnet.engine.model import BitNetModel, common_prefix
+from neuro_bitnet.engine.model import BitNetModel, common_prefix, reusable_prefix
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
 from neuro_bitnet.engine.sampling import SamplingParams
 from neuro_bitnet.errors import EngineError
@@ -119,10 +119,7 @@ class BatchScheduler:
         options as ``BitNetModel.generate`` (grammar-constrained output included), and the same
         errors before anything runs (a prompt that cannot fit a slot raises EngineError).
         ``cancel``: an event of the caller's that cancels the request once set (as ``cancel()``)."""
-        try:
-            params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
-        except ValueError as exc:
-            raise EngineError(str(exc)) from None
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         req = BatchRequest(self.model.decoding(prompt_or_ids, max_tokens, params, stop, json_schema, grammar), cancel)
         with self._lock:
             self._pending.append(req)
@@ -195,7 +192,7 @@ class BatchScheduler:
                 continue
             slot = max(self._free, key=lambda s: (common_prefix(self._slot_tokens[s], req.prompt_ids), -s))
             self._free.remove(slot)
-            reuse = min(common_prefix(self._slot_tokens[slot], req.prompt_ids), len(req.prompt_ids) - 1)
+            reuse = reusable_prefix(self._slot_tokens[slot], req.prompt_ids)
             del self._slot_tokens[slot][reuse:]
             req._slot, req._fed = slot, reuse
             req.result.cached_tokens = reuse
@@ -272,7 +269,6 @@ class BatchScheduler:
         text += req._decoding.finish(reason)
         req.result.text += text
         req.done = True
-        self.model.chat_prompt.remember(req.tokens)  # a next chat turn holding this answer reuses a slot
         if req in self._active:
             self._active.remove(req)
             self._free.append(req._slot)

@@ -4,10 +4,14 @@ One definition for every path that generates: ``BitNetModel.generate`` (one sequ
 ``BatchScheduler`` (several sequences per forward pass) both feed each row of logits to a
 :class:`Decoding`, which applies, in order: the grammar mask (constrained output), sampling,
 end-of-generation tokens, the grammar's completion, stop strings, the context's end and
-``max_tokens``. What it decides goes into the generation's :class:`AnswerResult`.
+``max_tokens``. What it decides goes into the generation's :class:`AnswerResult`; at its end the
+answer's token ids go to ``remember`` (the chat format's memory of answers, so that a chat's next
+turn holding this answer gets the very ids its KV cache holds).
 """
 
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,10 +29,12 @@ NON_FINITE = ("the model computed NaN or infinite logits: its weights are broken
 class Decoding:
     """One generation's state: the sequence so far (``history``: prompt then answer), its sampler,
     grammar, stop strings and text decoder. Feed it the logits after ``history[-1]`` with
-    :meth:`push` until ``done``; end with :meth:`finish`."""
+    :meth:`push` until ``done``; end with :meth:`finish`, which hands the answer's ids to
+    ``remember``."""
 
     def __init__(self, ids: list[int], *, max_tokens: int, ctx_size: int, sampler: Sampler, stops: list[str],
-                 tokenizer: Tokenizer, result: AnswerResult, constraint: GrammarConstraint | None = None) -> None:
+                 tokenizer: Tokenizer, result: AnswerResult, constraint: GrammarConstraint | None = None,
+                 remember: Callable[[Sequence[int]], None] | None = None) -> None:
         self.prompt_ids = ids
         self.history = list(ids)
         self.max_tokens = max_tokens
@@ -39,6 +45,7 @@ class Decoding:
         self._filter = StopStringFilter(stops)
         self._decoder = StreamDecoder(tokenizer)
         self._constraint = constraint
+        self._remember = remember
         self.done = max_tokens == 0
         self.result.finish_reason = "length" if self.done else ""
 
@@ -68,9 +75,12 @@ class Decoding:
 
     def finish(self, reason: str = "cancelled") -> str:
         """End the generation (with ``reason`` if it has not ended by itself: "cancelled" or
-        "error"); returns the text still held back (none after an error)."""
+        "error"); returns the text still held back (none after an error). The answer's ids go to
+        ``remember``, whoever ran the generation (``generate`` or a ``BatchScheduler``)."""
         if not self.done:
             self._end(reason)
+        if self._remember is not None:
+            self._remember(self.result.tokens)
         if self._constraint is not None:
             self.result.mask_seconds = self._constraint.mask_seconds
         if self.result.finish_reason == "error":

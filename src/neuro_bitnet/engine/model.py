@@ -20,7 +20,7 @@ from neuro_bitnet.engine.decoding import NON_FINITE, Decoding
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
-from neuro_bitnet.engine.parallel import default_parallel
+from neuro_bitnet.engine.parallel import check_parallel, default_parallel
 from neuro_bitnet.engine.sampling import Sampler, SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult, Generation
 from neuro_bitnet.engine.tokenizer import Tokenizer
@@ -57,12 +57,14 @@ class BitNetModel:
             raise EngineError(f"ctx_size {ctx_size} is too small")
         if head not in HEADS:
             raise EngineError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
-        if parallel is None:
-            parallel = default_parallel(self.hparams, ctx_size)
         if kv_cache not in KV_CACHE_CHOICES:
             raise EngineError(f"kv_cache must be one of {', '.join(KV_CACHE_CHOICES)}, not {kv_cache!r}")
-        if not 1 <= parallel <= MAX_PARALLEL:
+        if parallel is None:
+            parallel = default_parallel(self.hparams, ctx_size)
+        elif not 1 <= parallel <= MAX_PARALLEL:
             raise EngineError(f"parallel must be in 1..{MAX_PARALLEL}, not {parallel}")
+        else:
+            check_parallel(self.hparams, ctx_size, parallel)  # the memory rule of the default
         self.ctx_size = ctx_size  # per KV slot
         self.parallel = parallel  # KV slots: sequences a BatchScheduler runs together (slot 0: generate)
         self.threads = threads
@@ -160,7 +162,7 @@ class BitNetModel:
 
     def _prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Evaluate a prompt, reusing the cached prefix; returns last logits and reused count."""
-        reuse = min(common_prefix(self._cached, ids), len(ids) - 1)  # at least one token must run to produce logits
+        reuse = reusable_prefix(self._cached, ids)
         self._cached = self._cached[:reuse]
         last = np.empty(self.n_vocab, dtype=np.float32)
         for lo in range(reuse, len(ids), PREFILL_CHUNK):
@@ -235,9 +237,13 @@ class BitNetModel:
         constraint = GrammarConstraint(grammar, self.tokenizer, self.n_vocab) if grammar is not None else None
         result = AnswerResult(load_seconds=self.load_seconds, prompt_tokens=len(ids))
         return Decoding(ids, max_tokens=max_tokens, ctx_size=self.ctx_size, sampler=Sampler(params), stops=stops,
-                        tokenizer=self.tokenizer, result=result, constraint=constraint)
+                        tokenizer=self.tokenizer, result=result, constraint=constraint,
+                        remember=self.chat_prompt.remember)
 
     def _generate(self, decoding: Decoding) -> Iterator[str]:
+        if decoding.done:  # max_tokens 0: nothing to run, as in a BatchScheduler
+            decoding.finish()
+            return
         stats = decoding.result
         with self._exclusive():
             self._cancel.clear()
@@ -247,8 +253,7 @@ class BitNetModel:
             decode_start = time.perf_counter()
             while not decoding.done:
                 if self._cancel.is_set():
-                    decoding.finish("cancelled")
-                    break
+                    break  # finish() below ends it as "cancelled"
                 piece = decoding.push(logits)
                 if piece:
                     yield piece
@@ -258,7 +263,6 @@ class BitNetModel:
                 self._forward([history[-1]], len(history) - 1, logits, False)
                 self._cached = history[:]
             stats.decode_seconds = time.perf_counter() - decode_start
-            self.chat_prompt.remember(decoding.result.tokens)  # a next chat turn holding it reuses the KV cache
             tail = decoding.finish()
             if tail:
                 yield tail
@@ -317,6 +321,12 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def reusable_prefix(cached: Sequence[int], ids: Sequence[int]) -> int:
+    """How many tokens of ``ids`` a KV cache holding ``cached`` saves evaluating: their common
+    prefix, less the last token of ``ids`` at most (one token must run to give the next logits)."""
+    return min(common_prefix(cached, ids), len(ids) - 1)
 
 
 def _check_finite(logits: np.ndarray) -> None:

@@ -7,10 +7,14 @@ from typing import Sequence
 
 import numpy as np
 
+from neuro_bitnet.errors import EngineError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings; temperature 0 means greedy."""
+    """Sampling settings; temperature 0 means greedy. Out-of-range values raise EngineError
+    (the one check of every path that samples: ``generate``, ``BatchScheduler.submit``, the
+    backends' ``GenerationOptions`` and the daemon's requests)."""
 
     temperature: float = 0.7
     top_k: int = 40
@@ -22,15 +26,15 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+            raise EngineError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+            raise EngineError("top_p must be in (0, 1]")
         if not 0 <= self.min_p < 1:
-            raise ValueError("min_p must be in [0, 1)")
+            raise EngineError("min_p must be in [0, 1)")
         if self.top_k < 0:
-            raise ValueError("top_k must be >= 0 (0 disables it)")
+            raise EngineError("top_k must be >= 0 (0 disables it)")
         if self.repeat_penalty <= 0:
-            raise ValueError("repeat_penalty must be > 0")
+            raise EngineError("repeat_penalty must be > 0")
 
 
 class Sampler:

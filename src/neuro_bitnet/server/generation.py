@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from neuro_bitnet.config import pause_point
 from neuro_bitnet.engine.constrained import Grammar, GrammarError
+from neuro_bitnet.engine.sampling import SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.errors import EngineError
 from neuro_bitnet.server.errors import APIError
@@ -31,6 +32,14 @@ class GenerationSpec:
     stop: list[str] = field(default_factory=list)
     translate: bool = False
     grammar: Grammar | None = None  # constrained output (response_format, tools)
+
+    def __post_init__(self) -> None:
+        """The engine's own rule for the sampling values (whatever limits an API adds before it):
+        a value it refuses is the client's mistake, a 400, not a failure of the model."""
+        try:
+            SamplingParams(**self.sampling)
+        except EngineError as exc:
+            raise APIError(400, f"invalid sampling settings: {exc}", code="invalid_sampling") from None
 
 
 @dataclass
