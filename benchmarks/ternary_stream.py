@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--tokens", default="1,2,4,8", help="activation rows per matmul (sequences in a step)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--file", help="map the weights from this file (at least 521 MB)")
-    ap.add_argument("--offset", type=int, default=0, help="from this byte of --file (e.g. a GGUF's first ternary tensor)")
+    ap.add_argument("--offset", type=int, default=0,
+                    help="from this byte of --file (e.g. a GGUF's first ternary tensor)")
     ap.add_argument("--variant", action="append",
                     help="NAME=[@ISA,]-DFLAG=VALUE,...: gcc flags, and the kernel set (default avx512vnni)")
     args = ap.parse_args()
