@@ -13,12 +13,16 @@ about 20 tokens each, --max-tokens long). Per concurrency level it reports:
 - per-request decode tok/s (median): one answer's tokens after the first over its time after the
   first token;
 - p50 / p95 time to first token (from sending the request);
-- the daemon's peak RSS so far (VmHWM; the levels run in increasing order) and its growth over the
-  RSS after the warm-up, beside the KV memory the level's slots fill (float32 keys and values of
-  the longest prompt + answer, in each busy slot).
+- the daemon's peak RSS during the level (VmHWM, reset before each level through
+  /proc/PID/clear_refs; where that is refused, the peak so far) and its growth over the RSS after
+  the warm-up, beside the KV memory the level's slots fill (float32 keys and values of the
+  longest prompt + answer, in each busy slot).
 
-The ratio column is the aggregate decode over the 1-client level's. The machine's load average
-is printed before and after: on a shared machine only the ratios mean something.
+--repeats N runs the levels N times, in a rotated order each time (1,2,4,8 then 2,4,8,1, ...),
+so that a slow spell of a shared machine spreads over every level; the table shows the medians
+(TTFT percentiles over every request of the level). The ratio column is the aggregate decode
+over the 1-client level's. The machine's load average is printed before and after: on a shared
+machine only the ratios mean something.
 """
 
 from __future__ import annotations
@@ -81,8 +85,7 @@ async def run_level(url: str, headers: dict, clients: int, rounds: int, max_toke
         "aggregate": decode_tokens / decode_span if decode_span > 0 else 0.0,
         "end_to_end": sum(r["tokens"] for r in results) / wall,
         "per_request": statistics.median(per_request) if per_request else 0.0,
-        "ttft_p50": statistics.median(ttfts),
-        "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))],
+        "ttfts": ttfts,
         "wall": wall,
         "positions": max(r["positions"] for r in results),  # the most a slot holds
     }
@@ -111,6 +114,15 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def _reset_peak_rss(pid: int) -> bool:
+    """Resets the process' VmHWM to its current RSS (Linux: "5" into clear_refs)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _kv_bytes_per_token(path: str | None) -> int | None:
     """Keys and values of one position, from the served file's shapes (None when unknown)."""
     if not path:
@@ -132,6 +144,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8, help="slots of the daemon started here")
     parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels, run in this order")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client per level")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every level, interleaved (medians)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--api-key", default=None)
     args = parser.parse_args()
@@ -146,25 +159,45 @@ def main() -> None:
         pid = proc.pid if proc is not None else health.get("pid")
         kv_token = _kv_bytes_per_token(health.get("path"))
         print(f"daemon {url}  model {health['model']}  ctx {health['ctx_size']} per slot  "
-              f"parallel {health.get('parallel')}  max_tokens {args.max_tokens}  rounds {args.rounds}")
+              f"parallel {health.get('parallel')}  max_tokens {args.max_tokens}  rounds {args.rounds}  "
+              f"repeats {args.repeats}")
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         asyncio.run(run_level(url, headers, 1, 1, 4))  # warm-up: pages of the weights, the head cache
         base_rss = _status_kb(pid, "VmRSS") if pid else None
         print(f"RSS after warm-up: {base_rss / 1024:.0f} MiB" if base_rss else "RSS: not readable here")
         print(f"{'clients':>7} {'tok/req':>7} {'agg dec tok/s':>13} {'ratio':>5} {'e2e tok/s':>9} "
               f"{'req tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} {'peak RSS':>9} {'growth':>7} {'KV':>6}")
-        first = None
-        for level in (int(x) for x in args.levels.split(",")):
-            r = asyncio.run(run_level(url, headers, level, args.rounds, args.max_tokens))
-            first = first or r["aggregate"]
-            peak = _status_kb(pid, "VmHWM") if pid else None
+        levels = [int(x) for x in args.levels.split(",")]
+        runs: dict[int, list[dict]] = {level: [] for level in levels}
+        peaks: dict[int, list[int]] = {level: [] for level in levels}
+        for rep in range(args.repeats):
+            for level in levels[rep % len(levels):] + levels[: rep % len(levels)]:
+                reset = pid is not None and _reset_peak_rss(pid)
+                runs[level].append(asyncio.run(run_level(url, headers, level, args.rounds, args.max_tokens)))
+                peak = _status_kb(pid, "VmHWM") if pid else None
+                if peak:
+                    peaks[level].append(peak if reset else -peak)  # negative: the peak so far
+            print(f"repeat {rep + 1}/{args.repeats}: "
+                  + ", ".join(f"{lv}: {runs[lv][-1]['aggregate']:.1f}" for lv in levels), flush=True)
+        base = statistics.median(r["aggregate"] for r in runs[levels[0]])
+        for level in levels:
+            rs = runs[level]
+            agg = statistics.median(r["aggregate"] for r in rs)
+            ttfts = sorted(t for r in rs for t in r["ttfts"])
+            p50, p95 = statistics.median(ttfts), ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
             slots = min(level, health.get("parallel") or level)
-            kv = f"{slots * r['positions'] * kv_token / 2**20:>4.0f}M" if kv_token else "?"
-            rss = (f"{peak / 1024:>7.0f}M {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
+            positions = max(r["positions"] for r in rs)
+            kv = f"{slots * positions * kv_token / 2**20:>4.0f}M" if kv_token else "?"
+            peak = max(abs(p) for p in peaks[level]) if peaks[level] else None
+            so_far = "*" if any(p < 0 for p in peaks[level]) else " "
+            rss = (f"{peak / 1024:>6.0f}M{so_far} {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
                    else f"{'?':>8} {'?':>7}")
-            print(f"{r['clients']:>7} {r['tokens']:>7.1f} {r['aggregate']:>13.2f} {r['aggregate'] / first:>5.2f} "
-                  f"{r['end_to_end']:>9.2f} {r['per_request']:>9.2f} {r['ttft_p50'] * 1000:>7.0f}ms "
-                  f"{r['ttft_p95'] * 1000:>7.0f}ms {rss} {kv:>6}")
+            print(f"{level:>7} {statistics.median(r['tokens'] for r in rs):>7.1f} {agg:>13.2f} {agg / base:>5.2f} "
+                  f"{statistics.median(r['end_to_end'] for r in rs):>9.2f} "
+                  f"{statistics.median(r['per_request'] for r in rs):>9.2f} {p50 * 1000:>7.0f}ms "
+                  f"{p95 * 1000:>7.0f}ms {rss} {kv:>6}")
+        if any(p < 0 for ps in peaks.values() for p in ps):
+            print("* peak RSS of the whole run so far (resetting it was refused)")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if proc is not None:
