@@ -13,10 +13,10 @@ about 20 tokens each, --max-tokens long). Per concurrency level it reports:
 - per-request decode tok/s (median): one answer's tokens after the first over its time after the
   first token;
 - p50 / p95 time to first token (from sending the request);
-- the daemon's peak RSS during the level (VmHWM, reset before each level through
-  /proc/PID/clear_refs; where that is refused, the peak so far) and its growth over the RSS after
-  the warm-up, beside the KV memory the level's slots fill (float32 keys and values of the
-  longest prompt + answer, in each busy slot).
+- the daemon's peak RSS so far (VmHWM) and its growth over the RSS after the warm-up, beside the
+  KV memory the level's slots fill (float32 keys and values of the longest prompt + answer, in
+  each busy slot). A slot's pages stay resident once written, so this column is per level only
+  with --repeats 1 (levels in increasing order); with more repeats it is the run's peak.
 
 --repeats N runs the levels N times, in a rotated order each time (1,2,4,8 then 2,4,8,1, ...),
 so that a slow spell of a shared machine spreads over every level; the table shows the medians
@@ -114,15 +114,6 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def _reset_peak_rss(pid: int) -> bool:
-    """Resets the process' VmHWM to its current RSS (Linux: "5" into clear_refs)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _kv_bytes_per_token(path: str | None) -> int | None:
     """Keys and values of one position, from the served file's shapes (None when unknown)."""
     if not path:
@@ -169,14 +160,11 @@ def main() -> None:
               f"{'req tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} {'peak RSS':>9} {'growth':>7} {'KV':>6}")
         levels = [int(x) for x in args.levels.split(",")]
         runs: dict[int, list[dict]] = {level: [] for level in levels}
-        peaks: dict[int, list[int]] = {level: [] for level in levels}
+        # levels in increasing order first, then rotated: with --repeats 1, peak RSS is per level
         for rep in range(args.repeats):
             for level in levels[rep % len(levels):] + levels[: rep % len(levels)]:
-                reset = pid is not None and _reset_peak_rss(pid)
                 runs[level].append(asyncio.run(run_level(url, headers, level, args.rounds, args.max_tokens)))
-                peak = _status_kb(pid, "VmHWM") if pid else None
-                if peak:
-                    peaks[level].append(peak if reset else -peak)  # negative: the peak so far
+                runs[level][-1]["peak_kb"] = _status_kb(pid, "VmHWM") if pid else None
             print(f"repeat {rep + 1}/{args.repeats}: "
                   + ", ".join(f"{lv}: {runs[lv][-1]['aggregate']:.1f}" for lv in levels), flush=True)
         base = statistics.median(r["aggregate"] for r in runs[levels[0]])
@@ -188,9 +176,8 @@ def main() -> None:
             slots = min(level, health.get("parallel") or level)
             positions = max(r["positions"] for r in rs)
             kv = f"{slots * positions * kv_token / 2**20:>4.0f}M" if kv_token else "?"
-            peak = max(abs(p) for p in peaks[level]) if peaks[level] else None
-            so_far = "*" if any(p < 0 for p in peaks[level]) else " "
-            rss = (f"{peak / 1024:>6.0f}M{so_far} {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
+            peak = max((r["peak_kb"] for r in rs if r["peak_kb"]), default=None)
+            rss = (f"{peak / 1024:>7.0f}M {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
                    else f"{'?':>8} {'?':>7}")
             print(f"{level:>7} {statistics.median(r['tokens'] for r in rs):>7.1f} {agg:>13.2f} {agg / base:>5.2f} "
                   f"{statistics.median(r['end_to_end'] for r in rs):>9.2f} "
