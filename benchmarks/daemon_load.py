@@ -183,8 +183,6 @@ def main() -> None:
                   f"{statistics.median(r['end_to_end'] for r in rs):>9.2f} "
                   f"{statistics.median(r['per_request'] for r in rs):>9.2f} {p50 * 1000:>7.0f}ms "
                   f"{p95 * 1000:>7.0f}ms {rss} {kv:>6}")
-        if any(p < 0 for ps in peaks.values() for p in ps):
-            print("* peak RSS of the whole run so far (resetting it was refused)")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if proc is not None:
