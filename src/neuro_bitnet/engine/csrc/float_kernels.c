@@ -181,46 +181,32 @@ NB_AVX2 int32_t nb_dot_i8_avx2(const int8_t *a, const int8_t *b, int n) {
     return acc;
 }
 
-NB_AVX2 float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n) {
+/* The 128 4-bit codes of one head group (64 bytes at w) as four vectors of bytes, in the order of
+ * the group's activations (the layout is in kernels.h). */
+NB_AVX2_INLINE void q4_codes(const uint8_t *w, __m256i *c0, __m256i *c1, __m256i *c2, __m256i *c3) {
     const __m256i low = _mm256_set1_epi8(15);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc = _mm256_setzero_ps();
-    for (int g = 0; g < n / 128; g++, w += 64, a += 128) {
-        /* the head streams from DRAM: ask well ahead, as the ternary decode kernel does */
-        _mm_prefetch((const char *)w + 4096, _MM_HINT_T0);
-        const __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
-        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-        /* per int16 lane: 4 products pairs of at most 15 * 128 each: 15360, no overflow */
-        __m256i p = _mm256_maddubs_epi16(_mm256_and_si256(v0, low), _mm256_loadu_si256((const __m256i *)a));
-        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low),
-                                                      _mm256_loadu_si256((const __m256i *)(a + 32))));
-        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(v1, low),
-                                                      _mm256_loadu_si256((const __m256i *)(a + 64))));
-        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low),
-                                                      _mm256_loadu_si256((const __m256i *)(a + 96))));
-        /* the code offset, -8 * gsum, joins lane 0 in integers (exact) before the scaling */
-        const __m256i d = _mm256_sub_epi32(_mm256_madd_epi16(p, ones), _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 8 * gsum[g]));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(s[g]), _mm256_cvtepi32_ps(d), acc);
-    }
-    return hsum_ps(acc);
+    const __m256i v0 = _mm256_loadu_si256((const __m256i *)w), v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+    *c0 = _mm256_and_si256(v0, low);
+    *c1 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
+    *c2 = _mm256_and_si256(v1, low);
+    *c3 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
 }
 
-/* nb_dot_q4_avx2 for T tokens at once (T a constant where inlined): each group's codes are
- * unpacked once, then every token runs the single-token sequence of operations on them, so each
- * result is bit for bit the single-token one. */
+/* One q4 head row against T tokens (T a constant where inlined): each group's codes are unpacked
+ * once, then every token runs the same sequence of operations on them, so a token's result does
+ * not depend on T (nb_dot_q4_avx2 is T = 1). Per int16 lane, 4 product pairs of at most 15 * 128
+ * each: 15360, no overflow; the code offset, -8 * gsum, joins lane 0 in integers (exact) before
+ * the scaling. */
 NB_AVX2_INLINE void dot_q4_tokens(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
                                   int T, float *out) {
-    const __m256i low = _mm256_set1_epi8(15);
     const __m256i ones = _mm256_set1_epi16(1);
     const int G = n / 128;
     __m256 acc[4];
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int g = 0; g < G; g++, w += 64) {
         _mm_prefetch((const char *)w + 4096, _MM_HINT_T0);
-        const __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
-        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-        const __m256i c0 = _mm256_and_si256(v0, low), c1 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
-        const __m256i c2 = _mm256_and_si256(v1, low), c3 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+        __m256i c0, c1, c2, c3;
+        q4_codes(w, &c0, &c1, &c2, &c3);
         const __m256 sg = _mm256_set1_ps(s[g]);
         for (int t = 0; t < T; t++) {
             const int8_t *at = a + (size_t)t * n + (size_t)g * 128;
@@ -234,6 +220,13 @@ NB_AVX2_INLINE void dot_q4_tokens(const uint8_t *w, const float *s, const int8_t
         }
     }
     for (int t = 0; t < T; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* One token: the head streams from DRAM, prefetched well ahead as the ternary decode tiles do. */
+NB_AVX2 float nb_dot_q4_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n) {
+    float out;
+    dot_q4_tokens(w, s, a, gsum, n, 1, &out);
+    return out;
 }
 
 NB_AVX2 void nb_dot_q4_rows_avx2(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
@@ -450,16 +443,13 @@ NB_AVX2 void nb_to_f32_avx2(float *dst, const void *row, int dtype, int n) {
  * ~9 ms instead of ~11, with 8 (one pass) ~14 instead of ~20 (synthetic 2B shapes, 2 threads). */
 NB_VNNI_INLINE void vnni_q4_tokens(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
                                    int T, float *out) {
-    const __m256i low = _mm256_set1_epi8(15);
     const int G = n / 128;
     __m256 acc[8];
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int g = 0; g < G; g++, w += 64) {
         _mm_prefetch((const char *)w + 8192, _MM_HINT_T1); /* as the VNNI ternary tiles */
-        const __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
-        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-        const __m256i c0 = _mm256_and_si256(v0, low), c1 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
-        const __m256i c2 = _mm256_and_si256(v1, low), c3 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+        __m256i c0, c1, c2, c3;
+        q4_codes(w, &c0, &c1, &c2, &c3);
         const __m256 sg = _mm256_set1_ps(s[g]);
         for (int t = 0; t < T; t++) {
             const int8_t *at = a + (size_t)t * n + (size_t)g * 128;
