@@ -67,7 +67,12 @@ def running(binary: Path, model: Path, *, parallel: int, ctx_per_slot: int, thre
             if time.monotonic() > deadline:
                 raise SystemExit(f"llama-server not ready after {START_TIMEOUT:.0f} s; log: {log_path}")
             time.sleep(0.5)
-        yield proc, url
+        try:
+            yield proc, url
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                raise SystemExit(f"llama-server exited ({proc.returncode}) during the run; log: {log_path}") from None
+            raise
     finally:
         proc.terminate()
         try:
