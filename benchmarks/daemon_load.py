@@ -75,7 +75,9 @@ async def one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) -
 
 
 async def run_level(url: str, headers: dict, clients: int, rounds: int, max_tokens: int) -> dict:
-    limits = httpx.Limits(max_connections=clients + 2)
+    # a new connection per request: llama-server (--peer) sometimes closes a kept-alive connection
+    # after a streamed answer, and a POST sent on it then fails ("disconnected without a response")
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=1800, limits=limits) as client:
         async def worker(cid: int) -> list[dict]:
             return [await one_request(client, f"Client {cid}, request {r}: write a short story about the number "
