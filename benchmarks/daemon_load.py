@@ -32,6 +32,7 @@ the tests' llama.cpp sources unless --peer-binary names one). Its /v1/completion
 a chunk carrying ``usage`` whether or not ``stream_options.include_usage`` is asked, so the token
 counts come from the same field as ours. Its KV cache is f16 (the KV column is halved) and is
 allocated and cleared for every slot at start, so its RSS after warm-up already holds all of it.
+Every request opens its own connection (see run_level), for both servers.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def peer_server(args: argparse.Namespace) -> Iterator[tuple[subprocess.Popen, st
     src, _ = resolve_model(args.model)
     model = cached_repack(src, DEFAULT_CACHE)
     binary = args.peer_binary or llama_server.server_binary()
+    if not binary.is_file():
+        raise SystemExit(f"--peer-binary {binary}: no such file")
     log = DEFAULT_CACHE / f"llama-server-np{args.parallel}.log"
     with llama_server.running(binary, model, parallel=args.parallel, ctx_per_slot=args.ctx_size,
                               threads=args.threads, log_path=log) as (proc, url):
