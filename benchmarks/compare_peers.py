@@ -92,14 +92,10 @@ def model_for(engine: str, src: Path, args: argparse.Namespace) -> Path:
                 raise BenchError(f"llama-quantize failed (exit {rc}); see {log}")
             os.replace(tmp, dst)
         return dst
-    dst = args.cache_dir / f"{stem}.tq2_0-bitnet.gguf"
-    if not dst.is_file():
-        sys.path.insert(0, str(HERE / "peers"))
-        from repack_tq2 import repack_i2s_to_tq2_0
+    sys.path.insert(0, str(HERE / "peers"))
+    from repack_tq2 import cached_repack
 
-        print("repacking I2_S -> TQ2_0 (arch bitnet) ...", file=sys.stderr)
-        repack_i2s_to_tq2_0(src, dst, arch="bitnet")
-    return dst
+    return cached_repack(src, args.cache_dir)
 
 
 def warm_page_cache(path: Path) -> None:

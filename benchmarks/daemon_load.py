@@ -3,6 +3,7 @@
     python benchmarks/daemon_load.py                          # starts `neuro serve --model synthetic-2b --parallel 8`
     python benchmarks/daemon_load.py --model PATH --parallel 4 --levels 1,4
     python benchmarks/daemon_load.py --url http://127.0.0.1:11435   # a running daemon (RSS if it is local)
+    python benchmarks/daemon_load.py --peer llama-server --parallel 4  # the anchor: llama.cpp's server
 
 Each client sends --rounds streamed greedy completions one after the other (a distinct prompt of
 about 20 tokens each, --max-tokens long). Per concurrency level it reports:
@@ -23,6 +24,15 @@ so that a slow spell of a shared machine spreads over every level; the table sho
 (TTFT percentiles over every request of the level). The ratio column is the aggregate decode
 over the 1-client level's. The machine's load average is printed before and after: on a shared
 machine only the ratios mean something.
+
+--peer llama-server runs the same levels against llama.cpp's ``llama-server -np PARALLEL -c
+PARALLEL*CTX`` (-c is its total, shared by the slots: each slot gets --ctx-size, as ours) on the
+lossless TQ2_0 repack of --model (benchmarks/peers/llama_server.py: the binary is built once from
+the tests' llama.cpp sources unless --peer-binary names one). Its /v1/completions stream ends with
+a chunk carrying ``usage`` whether or not ``stream_options.include_usage`` is asked, so the token
+counts come from the same field as ours. Its KV cache is f16 (the KV column is halved) and is
+allocated and cleared for every slot at start, so its RSS after warm-up already holds all of it.
+Every request opens its own connection (see run_level), for both servers.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -64,7 +76,9 @@ async def one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) -
 
 
 async def run_level(url: str, headers: dict, clients: int, rounds: int, max_tokens: int) -> dict:
-    limits = httpx.Limits(max_connections=clients + 2)
+    # a new connection per request: llama-server (--peer) sometimes closes a kept-alive connection
+    # after a streamed answer, and a POST sent on it then fails ("disconnected without a response")
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=1800, limits=limits) as client:
         async def worker(cid: int) -> list[dict]:
             return [await one_request(client, f"Client {cid}, request {r}: write a short story about the number "
@@ -91,17 +105,49 @@ async def run_level(url: str, headers: dict, clients: int, rounds: int, max_toke
     }
 
 
-def start_server(model: str, threads: int | None, ctx: int, parallel: int) -> tuple[subprocess.Popen, str]:
+@contextmanager
+def our_daemon(model: str, threads: int | None, ctx: int, parallel: int) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Start `neuro serve` on a free loopback port, yield (process, URL); terminate it at the end."""
     args = [sys.executable, "-m", "neuro_bitnet.cli.serve_cmd", "--model", model, "--port", "0", "--quiet",
             "--ctx-size", str(ctx), "--parallel", str(parallel), "--max-queue", "1024"]
     if threads:
         args += ["--threads", str(threads)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if " on http://" in line:
-            return proc, line.split(" on ", 1)[1].split()[0]
-    raise SystemExit("the daemon did not start")
+    try:
+        for line in proc.stdout:
+            if " on http://" in line:
+                break
+        else:
+            raise SystemExit("the daemon did not start")
+        yield proc, line.split(" on ", 1)[1].split()[0]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+@contextmanager
+def peer_server(args: argparse.Namespace) -> Iterator[tuple[subprocess.Popen, str, dict]]:
+    """Start the --peer server on the TQ2_0 repack of --model; yield (process, URL, its /health-like info)."""
+    here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here / "peers"))
+    sys.path.insert(0, str(here))
+    import llama_server
+    from compare_peers import DEFAULT_CACHE
+    from repack_tq2 import cached_repack
+
+    from neuro_bitnet.server.model_loader import resolve_model
+
+    src, _ = resolve_model(args.model)
+    model = cached_repack(src, DEFAULT_CACHE)
+    binary = args.peer_binary or llama_server.server_binary()
+    if not binary.is_file():
+        raise SystemExit(f"--peer-binary {binary}: no such file")
+    log = DEFAULT_CACHE / f"llama-server-np{args.parallel}.log"
+    with llama_server.running(binary, model, parallel=args.parallel, ctx_per_slot=args.ctx_size,
+                              threads=args.threads, log_path=log) as (proc, url):
+        yield proc, url, {"model": f"llama-server {model.name}", "ctx_size": args.ctx_size,
+                          "parallel": args.parallel, "path": str(src), "kv_factor": llama_server.KV_FACTOR}
 
 
 def _status_kb(pid: int, field: str) -> int | None:
@@ -138,56 +184,69 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of every level, interleaved (medians)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--peer", choices=["llama-server"],
+                        help="benchmark llama.cpp's llama-server (-np --parallel) on the TQ2_0 repack of --model")
+    parser.add_argument("--peer-binary", type=Path, help="the llama-server to run (default: built once, cached)")
     args = parser.parse_args()
+    if args.peer and args.url:
+        parser.error("--peer starts its own server: it cannot be combined with --url")
+    if args.peer_binary and not args.peer:
+        parser.error("--peer-binary needs --peer")
 
-    proc = None
-    url = args.url
-    if url is None:
-        proc, url = start_server(args.model, args.threads, args.ctx_size, args.parallel)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    try:
-        health = httpx.get(url + "/health", headers=headers).json()
-        pid = proc.pid if proc is not None else health.get("pid")
-        kv_token = _kv_bytes_per_token(health.get("path"))
-        print(f"daemon {url}  model {health['model']}  ctx {health['ctx_size']} per slot  "
-              f"parallel {health.get('parallel')}  max_tokens {args.max_tokens}  rounds {args.rounds}  "
-              f"repeats {args.repeats}")
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        asyncio.run(run_level(url, headers, 1, 1, 4))  # warm-up: pages of the weights, the head cache
-        base_rss = _status_kb(pid, "VmRSS") if pid else None
-        print(f"RSS after warm-up: {base_rss / 1024:.0f} MiB" if base_rss else "RSS: not readable here")
-        print(f"{'clients':>7} {'tok/req':>7} {'agg dec tok/s':>13} {'ratio':>5} {'e2e tok/s':>9} "
-              f"{'req tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} {'peak RSS':>9} {'growth':>7} {'KV':>6}")
-        levels = [int(x) for x in args.levels.split(",")]
-        runs: dict[int, list[dict]] = {level: [] for level in levels}
-        # levels in increasing order first, then rotated: with --repeats 1, peak RSS is per level
-        for rep in range(args.repeats):
-            for level in levels[rep % len(levels):] + levels[: rep % len(levels)]:
-                runs[level].append(asyncio.run(run_level(url, headers, level, args.rounds, args.max_tokens)))
-                runs[level][-1]["peak_kb"] = _status_kb(pid, "VmHWM") if pid else None
-            print(f"repeat {rep + 1}/{args.repeats}: "
-                  + ", ".join(f"{lv}: {runs[lv][-1]['aggregate']:.1f}" for lv in levels), flush=True)
-        base = statistics.median(r["aggregate"] for r in runs[levels[0]])
-        for level in levels:
-            rs = runs[level]
-            agg = statistics.median(r["aggregate"] for r in rs)
-            ttfts = sorted(t for r in rs for t in r["ttfts"])
-            p50, p95 = statistics.median(ttfts), ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
-            slots = min(level, health.get("parallel") or level)
-            positions = max(r["positions"] for r in rs)
-            kv = f"{slots * positions * kv_token / 2**20:>4.0f}M" if kv_token else "?"
-            peak = max((r["peak_kb"] for r in rs if r["peak_kb"]), default=None)
-            rss = (f"{peak / 1024:>7.0f}M {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
-                   else f"{'?':>8} {'?':>7}")
-            print(f"{level:>7} {statistics.median(r['tokens'] for r in rs):>7.1f} {agg:>13.2f} {agg / base:>5.2f} "
-                  f"{statistics.median(r['end_to_end'] for r in rs):>9.2f} "
-                  f"{statistics.median(r['per_request'] for r in rs):>9.2f} {p50 * 1000:>7.0f}ms "
-                  f"{p95 * 1000:>7.0f}ms {rss} {kv:>6}")
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(60)
+    with ExitStack() as stack:
+        proc: subprocess.Popen | None = None
+        url = args.url
+        if args.peer:
+            proc, url, health = stack.enter_context(peer_server(args))
+        else:
+            if url is None:
+                proc, url = stack.enter_context(our_daemon(args.model, args.threads, args.ctx_size, args.parallel))
+            health = httpx.get(url + "/health", headers=headers).json()
+        measure(args, url, headers, proc, health)
+
+
+def measure(args: argparse.Namespace, url: str, headers: dict, proc: subprocess.Popen | None, health: dict) -> None:
+    """Warm up, run the levels --repeats times, print the table."""
+    pid = proc.pid if proc is not None else health.get("pid")
+    kv_token = _kv_bytes_per_token(health.get("path"))
+    if kv_token:
+        kv_token = int(kv_token * health.get("kv_factor", 1))
+    print(f"daemon {url}  model {health['model']}  ctx {health['ctx_size']} per slot  "
+          f"parallel {health.get('parallel')}  max_tokens {args.max_tokens}  rounds {args.rounds}  "
+          f"repeats {args.repeats}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    asyncio.run(run_level(url, headers, 1, 1, 4))  # warm-up: pages of the weights, the head cache
+    base_rss = _status_kb(pid, "VmRSS") if pid else None
+    print(f"RSS after warm-up: {base_rss / 1024:.0f} MiB" if base_rss else "RSS: not readable here")
+    print(f"{'clients':>7} {'tok/req':>7} {'agg dec tok/s':>13} {'ratio':>5} {'e2e tok/s':>9} "
+          f"{'req tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} {'peak RSS':>9} {'growth':>7} {'KV':>6}")
+    levels = [int(x) for x in args.levels.split(",")]
+    runs: dict[int, list[dict]] = {level: [] for level in levels}
+    # levels in increasing order first, then rotated: with --repeats 1, peak RSS is per level
+    for rep in range(args.repeats):
+        for level in levels[rep % len(levels):] + levels[: rep % len(levels)]:
+            runs[level].append(asyncio.run(run_level(url, headers, level, args.rounds, args.max_tokens)))
+            runs[level][-1]["peak_kb"] = _status_kb(pid, "VmHWM") if pid else None
+        print(f"repeat {rep + 1}/{args.repeats}: "
+              + ", ".join(f"{lv}: {runs[lv][-1]['aggregate']:.1f}" for lv in levels), flush=True)
+    base = statistics.median(r["aggregate"] for r in runs[levels[0]])
+    for level in levels:
+        rs = runs[level]
+        agg = statistics.median(r["aggregate"] for r in rs)
+        ttfts = sorted(t for r in rs for t in r["ttfts"])
+        p50, p95 = statistics.median(ttfts), ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
+        slots = min(level, health.get("parallel") or level)
+        positions = max(r["positions"] for r in rs)
+        kv = f"{slots * positions * kv_token / 2**20:>4.0f}M" if kv_token else "?"
+        peak = max((r["peak_kb"] for r in rs if r["peak_kb"]), default=None)
+        rss = (f"{peak / 1024:>7.0f}M {(peak - base_rss) / 1024:>6.0f}M" if peak and base_rss
+               else f"{'?':>8} {'?':>7}")
+        print(f"{level:>7} {statistics.median(r['tokens'] for r in rs):>7.1f} {agg:>13.2f} {agg / base:>5.2f} "
+              f"{statistics.median(r['end_to_end'] for r in rs):>9.2f} "
+              f"{statistics.median(r['per_request'] for r in rs):>9.2f} {p50 * 1000:>7.0f}ms "
+              f"{p95 * 1000:>7.0f}ms {rss} {kv:>6}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

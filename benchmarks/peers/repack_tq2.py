@@ -11,6 +11,7 @@ which changes the outputs but not the work done, so it is fine for a speed compa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def repack_i2s_to_tq2_0(src: Path, dst: Path, arch: str | None = "bitnet") -> Pa
             else:
                 writer.add_raw_tensor(name, info.shape, info.ggml_type, f.raw(name))
         return writer.write()
+
+
+def cached_repack(src: Path, cache_dir: Path) -> Path:
+    """The TQ2_0 (arch ``bitnet``) repack of ``src`` in ``cache_dir``, written once (atomically)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    dst = cache_dir / f"{src.stem}-{src.stat().st_size}.tq2_0-bitnet.gguf"
+    if not dst.is_file():
+        print(f"repacking I2_S -> TQ2_0 (arch bitnet) into {dst} ...", file=sys.stderr)
+        part = dst.with_name(dst.name + ".part")
+        repack_i2s_to_tq2_0(src, part, arch="bitnet")
+        os.replace(part, dst)
+    return dst
 
 
 def main(argv: list[str] | None = None) -> int:

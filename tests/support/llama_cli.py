@@ -13,7 +13,12 @@ Cost of a build from scratch (measured on the 2-core dev machine, shared with ot
 of CPU, 10.6 min wall at load 3-7; so about 5-6 min on an idle 2-core CI runner, plus the 77 MB
 download. (Before -O1 for C++: 900+ s of CPU.)
 
-    python tests/support/llama_cli.py      # build (or find) it and print its path
+The same code builds other targets of those sources into the same cache, each binary beside the
+other (`ensure_llama_cli(target="llama-server")`, used by benchmarks/daemon_load.py's anchor);
+TARGET_CMAKE_OPTIONS holds what a target adds to CMAKE_OPTIONS, and each target has its own log.
+
+    python tests/support/llama_cli.py                 # build (or find) llama-completion, print its path
+    python tests/support/llama_cli.py llama-server    # the same for another target
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ CMAKE_OPTIONS = [
     "-DLLAMA_CURL=OFF",
     "-DGGML_OPENMP=OFF",
 ]
+# What a target other than TARGET needs on top (later -D options override earlier ones). The
+# server is built without its web UI (no npm, no download of prebuilt assets).
+TARGET_CMAKE_OPTIONS: dict[str, list[str]] = {
+    "llama-server": ["-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"],
+}
 
 
 class LlamaBuildError(RuntimeError):
@@ -94,12 +104,16 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def ensure_llama_cli(progress: Progress = _stderr) -> Path:
+def ensure_llama_cli(progress: Progress = _stderr, target: str = TARGET) -> Path:
     """Path of the cached binary, building it first if needed (minutes: see the module docstring).
 
-    ``progress`` receives one line per build step and per PROGRESS_EVERY % compiled.
+    ``progress`` receives one line per build step and per PROGRESS_EVERY % compiled; ``target``
+    is TARGET or a key of TARGET_CMAKE_OPTIONS.
     """
-    binary = cache_dir() / TARGET
+    if target != TARGET and target not in TARGET_CMAKE_OPTIONS:
+        known = ", ".join([TARGET, *TARGET_CMAKE_OPTIONS])
+        raise LlamaBuildError(f"unknown llama.cpp target {target!r} (known: {known})")
+    binary = cache_dir() / target
     if binary.is_file():
         return binary
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -111,23 +125,23 @@ def ensure_llama_cli(progress: Progress = _stderr) -> Path:
         lock.acquire()
     try:
         if not binary.is_file():  # another process may have built it while we waited
-            log_path = cache_dir() / "build.log"
-            progress(f"llama.cpp test build: building {TARGET} once (several minutes; log: {log_path})")
+            log_path = cache_dir() / ("build.log" if target == TARGET else f"build-{target}.log")
+            progress(f"llama.cpp test build: building {target} once (several minutes; log: {log_path})")
             try:
                 with open(log_path, "wb") as log:
-                    _build(binary, log, progress)
+                    _build(binary, target, log, progress)
             except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
-                raise LlamaBuildError(f"building {TARGET} failed ({exc}); log: {log_path}\n{_tail(log_path)}") from None
+                raise LlamaBuildError(f"building {target} failed ({exc}); log: {log_path}\n{_tail(log_path)}") from None
     finally:
         lock.release()
     return binary
 
 
-def _build(binary: Path, log, progress: Progress) -> None:
-    """Download the sdist, extract vendor/llama.cpp, build TARGET, install it as ``binary``."""
+def _build(binary: Path, target: str, log, progress: Progress) -> None:
+    """Download the sdist, extract vendor/llama.cpp, build ``target``, install it as ``binary``."""
     started = time.monotonic()
     if shutil.which("cmake") is None:
-        raise LlamaBuildError(f"building {TARGET} needs cmake on PATH (`pip install cmake`) and a C++17 compiler")
+        raise LlamaBuildError(f"building {target} needs cmake on PATH (`pip install cmake`) and a C++17 compiler")
 
     def run(cmd: list[str], step: str) -> None:
         progress(f"llama.cpp test build: {step}")
@@ -159,10 +173,11 @@ def _build(binary: Path, log, progress: Progress) -> None:
         _patch(source, *_FLUSH_PATCH)
         build = tmp_path / "build"
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS], "configuring")
-        run(["cmake", "--build", str(build), "--target", TARGET, "-j", str(_jobs())],
-            f"compiling {TARGET} with {_jobs()} jobs")
-        built = next(p for p in build.rglob(TARGET) if p.is_file() and os.access(p, os.X_OK))
+        run(["cmake", "-S", str(source), "-B", str(build), *generator, *CMAKE_OPTIONS,
+             *TARGET_CMAKE_OPTIONS.get(target, [])], "configuring")
+        run(["cmake", "--build", str(build), "--target", target, "-j", str(_jobs())],
+            f"compiling {target} with {_jobs()} jobs")
+        built = next(p for p in build.rglob(target) if p.is_file() and os.access(p, os.X_OK))
         partial = binary.with_name(binary.name + ".part")
         shutil.copy2(built, partial)
         partial.replace(binary)
@@ -193,4 +208,4 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 if __name__ == "__main__":
-    print(ensure_llama_cli())
+    print(ensure_llama_cli(target=sys.argv[1] if len(sys.argv) > 1 else TARGET))
