@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -173,6 +174,9 @@ def _kv_bytes_per_token(path: str | None) -> int | None:
 
 
 def main() -> None:
+    # SIGTERM (e.g. from `timeout`) must unwind through the finally blocks that stop the servers
+    # this started; Python's default would leave them running, orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="benchmark a running daemon instead of starting one")
     parser.add_argument("--model", default="synthetic-2b", help="catalog id or .gguf path (default: synthetic-2b)")
