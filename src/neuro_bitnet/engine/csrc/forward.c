@@ -707,7 +707,7 @@ static void rescore_best(nb_model *m, int ntok, float *logits) {
     rescore_job job = {.m = m, .ntok = ntok, .items = ntok * (NB_RESCORE / RESCORE_CHUNK), .logits = logits,
                        .idx = idx, .count = count};
     atomic_init(&job.next, 0);
-    if (ntok == 1) job.count[0] = top_k_indices(logits, m->cfg.n_vocab, m->cfg.n_vocab < NB_RESCORE ? m->cfg.n_vocab : NB_RESCORE, idx[0]);
+    if (ntok == 1) top_k_task(&job, 0, 1); /* one item: not worth waking the pool */
     else nb_pool_run(m->pool, top_k_task, &job);
     atomic_store_explicit(&job.next, 0, memory_order_relaxed);
     nb_pool_run(m->pool, rescore_task, &job);
