@@ -43,6 +43,7 @@ from neuro_bitnet.retrieval.store import (
     StoredChunk,
     check_embedder,
     describe,
+    document_vectors,
     embedder_stats,
 )
 
@@ -309,9 +310,7 @@ class PostgresStore:
         return {r[0]: DocumentInfo(*r) for r in rows}
 
     def replace_document(self, doc: DocumentInfo, chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = document_vectors(chunks, vectors)
         info = self.embedder()
         if info is None:
             raise StorageError(f"index {self._location} records no embedder; set one before adding documents")

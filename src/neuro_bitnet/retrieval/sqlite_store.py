@@ -32,6 +32,7 @@ from neuro_bitnet.retrieval.store import (
     EmbedderInfo,
     StoredChunk,
     check_embedder,
+    document_vectors,
     embedder_stats,
 )
 
@@ -266,9 +267,7 @@ class SQLiteStore:
         return {r[0]: DocumentInfo(*r) for r in rows}
 
     def replace_document(self, doc: DocumentInfo, chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = document_vectors(chunks, vectors)
         context = Path(doc.path).name
         with self._errors(), self._transaction():
             self._delete(doc.path)

@@ -185,6 +185,14 @@ def check_embedder(current: EmbedderInfo | None, wanted: EmbedderInfo) -> None:
         )
 
 
+def document_vectors(chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> np.ndarray:
+    """The vectors of a document's chunks as every store writes them: one per chunk (ValueError
+    otherwise), contiguous float32."""
+    if len(chunks) != len(vectors):
+        raise ValueError("one vector per chunk")
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
 def is_database_url(spec: StorageSpec) -> bool:
     """Whether a storage spec names a PostgreSQL database rather than a directory."""
     return isinstance(spec, str) and spec.strip().lower().startswith(DATABASE_URL_SCHEMES)
