@@ -89,6 +89,28 @@ def test_embedder_mismatch_is_refused(store: Store) -> None:
     assert store.embedder().dim == 4
 
 
+def test_vectors_of_another_dimension_are_refused_and_change_nothing(store: Store) -> None:
+    """A document whose vectors do not have the recorded embedder's dimension is refused with one
+    message by both stores, before anything is written: the old version of the document stays."""
+    rng = np.random.default_rng(4)
+    add(store, "/a.md", ["first text", "second text"], unit(rng, 2))
+    query = unit(rng, 1)[0]
+    before = (store.documents(), list(store.iter_chunk_texts()), store.vector_search(query, 10))
+    for path in ("/a.md", "/b.md"):  # a replaced document and a new one
+        with pytest.raises(StorageError, match=rf"takes vectors of {DIM} dims \(embedder tiny\); "
+                                               r"this document's vectors have shape \(1, 4\)"):
+            add(store, path, ["a text embedded elsewhere"], np.ones((1, 4), np.float32))
+    assert (store.documents(), list(store.iter_chunk_texts()), store.vector_search(query, 10)) == before
+    assert store.check() == []
+
+
+def test_documents_need_a_recorded_embedder(storage_spec) -> None:
+    with open_store(storage_spec, create=True) as store:
+        with pytest.raises(StorageError, match="records no embedder"):
+            add(store, "/a.md", ["text"], unit(np.random.default_rng(5), 1))
+        assert store.documents() == {} and store.check() == []
+
+
 def test_missing_index_gives_clear_error(storage_spec) -> None:
     with pytest.raises(StorageError, match="no index in .*neuro index"):
         open_store(storage_spec)

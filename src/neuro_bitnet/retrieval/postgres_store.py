@@ -310,12 +310,7 @@ class PostgresStore:
         return {r[0]: DocumentInfo(*r) for r in rows}
 
     def replace_document(self, doc: DocumentInfo, chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
-        vectors = document_vectors(chunks, vectors)
-        info = self.embedder()
-        if info is None:
-            raise StorageError(f"index {self._location} records no embedder; set one before adding documents")
-        if len(vectors) and vectors.shape[1] != info.dim:
-            raise StorageError(f"vectors of {vectors.shape[1]} dims for an index of {info.dim} dims")
+        vectors = document_vectors(chunks, vectors, self.embedder(), self._location)
         context = doc.path.rsplit("/", 1)[-1]
         with self._errors(), self.conn.transaction():
             # The upsert locks the document's row: a concurrent writer of the same path waits here.

@@ -267,7 +267,7 @@ class SQLiteStore:
         return {r[0]: DocumentInfo(*r) for r in rows}
 
     def replace_document(self, doc: DocumentInfo, chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
-        vectors = document_vectors(chunks, vectors)
+        vectors = document_vectors(chunks, vectors, self.embedder(), self.location)
         context = Path(doc.path).name
         with self._errors(), self._transaction():
             self._delete(doc.path)

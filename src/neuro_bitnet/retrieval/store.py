@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from neuro_bitnet.config import DATABASE_URL_SCHEMES
-from neuro_bitnet.retrieval.errors import EmbedderMismatchError
+from neuro_bitnet.retrieval.errors import EmbedderMismatchError, StorageError
 
 StorageSpec = Union[str, Path]  # a directory (SQLite) or a postgresql:// URL
 
@@ -185,12 +185,24 @@ def check_embedder(current: EmbedderInfo | None, wanted: EmbedderInfo) -> None:
         )
 
 
-def document_vectors(chunks: Sequence[ChunkRecord], vectors: np.ndarray) -> np.ndarray:
+def document_vectors(chunks: Sequence[ChunkRecord], vectors: np.ndarray, embedder: EmbedderInfo | None,
+                     location: str) -> np.ndarray:
     """The vectors of a document's chunks as every store writes them: one per chunk (ValueError
-    otherwise), contiguous float32."""
+    otherwise), each of the dimension of the `embedder` recorded in the store at `location`
+    (StorageError otherwise, and when none is recorded), contiguous float32.
+
+    Stores call this before their write transaction, so a refused document changes nothing."""
     if len(chunks) != len(vectors):
         raise ValueError("one vector per chunk")
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+    if embedder is None:
+        raise StorageError(f"index {location} records no embedder; set one before adding documents")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(vectors) and vectors.shape[1:] != (embedder.dim,):
+        raise StorageError(
+            f"index {location} takes vectors of {embedder.dim} dims (embedder {embedder.name}); "
+            f"this document's vectors have shape {vectors.shape}"
+        )
+    return vectors
 
 
 def is_database_url(spec: StorageSpec) -> bool:
