@@ -72,6 +72,36 @@ def test_bad_sampling_is_400_with_one_slot_or_several(slots_daemon, auth, path, 
     assert ok.status_code == 200, ok.text
 
 
+# One value just out of each range, and what every dialect answers (test_mcp.py: the MCP tools).
+SAMPLING_OUT_OF_RANGE = [
+    ("temperature", 2.5, "temperature must be between 0 and 2, not 2.5"),
+    ("top_k", -1, "top_k must be at least 0, not -1"),
+    ("top_p", 0, "top_p must be more than 0 and at most 1, not 0"),
+    ("min_p", 1, "min_p must be at least 0 and less than 1, not 1"),
+    ("repeat_penalty", 10.5, "repeat_penalty must be more than 0 and at most 10, not 10.5"),
+]
+
+
+@pytest.mark.parametrize("name, value, message", SAMPLING_OUT_OF_RANGE, ids=[n for n, _, _ in SAMPLING_OUT_OF_RANGE])
+def test_sampling_ranges_are_one_rule_in_every_dialect(post, name, value, message) -> None:
+    """The same out-of-range value is a 400 with the same message from the OpenAI routes (their
+    JSON error naming the field) and the Ollama routes (their ``{"error": ...}``)."""
+    for path, body in ((CHAT, {"messages": USER}), ("/v1/completions", {"prompt": "hi"})):
+        error = _error(post(path, json={**body, name: value}), 400)
+        assert (error["message"], error["param"], error["code"]) == (message, name, "invalid_sampling")
+    for path, body in (("/api/chat", {"messages": USER}), ("/api/generate", {"prompt": "hi"})):
+        response = post(path, json={**body, "stream": False, "options": {name: value}})
+        assert response.status_code == 400, response.text
+        assert response.json() == {"error": message}
+
+
+def test_sampling_at_the_ends_of_the_ranges_is_served(post) -> None:
+    ends = {"temperature": 2, "top_k": 0, "top_p": 1, "min_p": 0, "repeat_penalty": 10}
+    assert post(CHAT, json={"messages": USER, "max_tokens": 1, **ends}).status_code == 200
+    assert post("/api/generate", json={"prompt": "hi", "stream": False,
+                                       "options": {"num_predict": 1, **ends}}).status_code == 200
+
+
 def test_malformed_and_non_object_json(post) -> None:
     assert _error(post(CHAT, content=b"{not json", headers={"content-type": "application/json"}), 400)["code"] \
         == "invalid_json"

@@ -63,6 +63,21 @@ def test_tools_answer_over_stdio(tmp_path: Path) -> None:
     assert klingon.is_error and "unsupported language 'klingon'" in _text(klingon)
 
 
+def test_temperature_out_of_range_is_the_http_dialects_message(tmp_path: Path) -> None:
+    """The tools refuse a temperature the HTTP routes refuse, with their message
+    (test_bad_input.py's SAMPLING_OUT_OF_RANGE), and 2, the top of the range, is served."""
+    async def calls(client):
+        refused = [await client.call_tool("generate", {"prompt": "Hello", "max_tokens": 2, "temperature": 2.5}),
+                   await client.call_tool("ask", {"question": "Hi", "max_tokens": 2, "temperature": 2.5})]
+        return refused, await client.call_tool("generate", {"prompt": "Hello", "max_tokens": 2, "temperature": 2})
+
+    refused, served = asyncio.run(_session(tmp_path, calls))
+    for tool, result in zip(("generate", "ask"), refused):
+        assert result.is_error, _text(result)
+        assert _text(result) == f"Error executing tool {tool}: temperature must be between 0 and 2, not 2.5"
+    assert not served.is_error, _text(served)
+
+
 @pytest.mark.slow
 def test_search_documents_appears_with_an_index(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")

@@ -18,6 +18,7 @@ from neuro_bitnet.engine.sampling import SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.errors import EngineError
 from neuro_bitnet.server.errors import APIError
+from neuro_bitnet.server.limits import check_sampling
 from neuro_bitnet.server.worker import Job
 
 log = logging.getLogger("neuro_bitnet.server")
@@ -34,8 +35,10 @@ class GenerationSpec:
     grammar: Grammar | None = None  # constrained output (response_format, tools)
 
     def __post_init__(self) -> None:
-        """The engine's own rule for the sampling values (whatever limits an API adds before it):
-        a value it refuses is the client's mistake, a 400, not a failure of the model."""
+        """The API's ranges for the sampling values (``limits.SAMPLING_LIMITS``), then the
+        engine's own rule: a value either refuses is the client's mistake, a 400, not a failure
+        of the model."""
+        check_sampling(self.sampling)
         try:
             SamplingParams(**self.sampling)
         except EngineError as exc:

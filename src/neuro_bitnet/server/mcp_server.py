@@ -127,10 +127,10 @@ def _one_line_errors(tool: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _spec(max_tokens: int, temperature: float, **extra: Any) -> GenerationSpec:
+    """A tool's generation: ``max_tokens`` within the tools' budget; GenerationSpec checks the
+    temperature against the server's ranges (an APIError, which the tools turn into a ToolError)."""
     if not 1 <= max_tokens <= MAX_TOOL_TOKENS:
         raise ToolError(f"max_tokens must be between 1 and {MAX_TOOL_TOKENS}")
-    if not 0 <= temperature <= 2:
-        raise ToolError("temperature must be between 0 and 2")
     sampling = dict(DEFAULT_SAMPLING, temperature=temperature, seed=None)
     return GenerationSpec(max_tokens=max_tokens, sampling=sampling, **extra)
 

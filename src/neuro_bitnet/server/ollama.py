@@ -168,15 +168,16 @@ def _options(body: dict[str, Any], state: ServerState) -> tuple[int, dict[str, A
     if not isinstance(options, dict):
         raise APIError(400, "'options' must be an object")
     sampling = dict(DEFAULT_SAMPLING)
-    for key, low, high in (("temperature", 0, 2), ("top_k", 0, None), ("top_p", 0, 1), ("min_p", 0, 1),
-                           ("repeat_penalty", 0, 10)):
+    for key in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):  # ranges: in GenerationSpec
         value = options.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
-                high is not None and value > high) or (key in ("top_p", "repeat_penalty") and value == 0):
+        if isinstance(value, bool) or not isinstance(value, int if key == "top_k" else (int, float)):
             raise APIError(400, f"invalid option '{key}': {value!r}")
-        sampling[key] = int(value) if key == "top_k" else float(value)
+        try:
+            sampling[key] = value if key == "top_k" else float(value)
+        except OverflowError:  # an integer past the floats
+            raise APIError(400, f"invalid option '{key}': a number too large") from None
     seed = options.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise APIError(400, f"invalid option 'seed': {seed!r}")

@@ -1,4 +1,5 @@
-"""Request bodies of the OpenAI-compatible API: parsing, type checks and limits.
+"""Request bodies of the OpenAI-compatible API: parsing, type checks and limits (those of the
+sampling values are the server's one table, ``limits.SAMPLING_LIMITS``).
 
 Fields the server does not implement but that clients send routinely (``user``,
 ``presence_penalty``, ``logit_bias``...) are accepted and ignored; fields that would change the
@@ -36,11 +37,12 @@ class StreamOptions(_Body):
 class _Generation(_Body):
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    min_p: float | None = Field(None, ge=0, lt=1)
-    repeat_penalty: float | None = Field(None, gt=0, le=10)
+    # Their ranges are checked with the other dialects' (limits.SAMPLING_LIMITS, in GenerationSpec).
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
