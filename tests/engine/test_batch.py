@@ -205,6 +205,26 @@ def test_requests_beyond_the_slots_wait_and_context_is_per_slot(model8) -> None:
         assert r.done and (r.finish_reason == "stop" or len(r.prompt_ids) + len(r.tokens) == CTX)
 
 
+def test_a_prompt_must_leave_room_for_one_answer_token(model8) -> None:
+    """A prompt of ctx_size - 1 tokens is answered (one token: the context's last position); one
+    of ctx_size tokens is refused with one message, by ``generate`` and the scheduler alike."""
+    m = model8
+    fits = _prompts(m.n_vocab, [CTX - 1], seed=13)[0]
+    alone = m.generate(fits, max_tokens=5, temperature=0)
+    list(alone)
+    sched = BatchScheduler(m)
+    batched = sched.submit(fits, max_tokens=5, temperature=0)
+    list(sched.run())
+    for result in (alone.result, batched):
+        assert (result.finish_reason, len(result.tokens)) in {("length", 1), ("stop", 0)}
+    message = (rf"^the prompt has {CTX} tokens, but the model's context holds {CTX} and the answer needs at "
+               r"least one: shorten the prompt or use a larger --ctx-size$")
+    with pytest.raises(EngineError, match=message):
+        m.generate(fits + [1], max_tokens=1)
+    with pytest.raises(EngineError, match=message):
+        sched.submit(fits + [1], max_tokens=1)
+
+
 def test_clear_errors(model8) -> None:
     m = model8
     sched = BatchScheduler(m)

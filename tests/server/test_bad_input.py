@@ -131,6 +131,31 @@ def test_prompt_over_the_context_is_400(post) -> None:
     assert _error(post("/v1/completions", json={"prompt": long_text}), 400)["code"] == "context_length_exceeded"
 
 
+def test_a_prompt_must_leave_room_for_one_answer_token(post) -> None:
+    """ctx_size - 1 prompt tokens are answered, ctx_size are a 400 with the engine's message: as
+    token ids (checked before the model thread) and as text (checked after tokenizing), on the
+    OpenAI and the Ollama routes."""
+    from support.greedy import fixture_model
+
+    tokenize = fixture_model(CTX_SIZE).tokenize
+    base = len(tokenize("the"))
+    texts = {n: "the" + " the" * (n - base) for n in (CTX_SIZE - 1, CTX_SIZE)}
+    assert {n: len(tokenize(t)) for n, t in texts.items()} == {n: n for n in texts}
+    message = (f"the prompt has {CTX_SIZE} tokens, but the model's context holds {CTX_SIZE} and the answer "
+               "needs at least one: shorten the prompt or use a larger --ctx-size")
+
+    for prompt in ([1] * (CTX_SIZE - 1), texts[CTX_SIZE - 1]):
+        answer = post("/v1/completions", json={"prompt": prompt, "max_tokens": 4})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["usage"]["prompt_tokens"] == CTX_SIZE - 1
+        assert answer.json()["usage"]["completion_tokens"] <= 1
+    for prompt in ([1] * CTX_SIZE, texts[CTX_SIZE]):
+        error = _error(post("/v1/completions", json={"prompt": prompt, "max_tokens": 4}), 400)
+        assert (error["message"], error["code"]) == (message, "context_length_exceeded")
+    ollama = post("/api/generate", json={"prompt": texts[CTX_SIZE], "stream": False, "raw": True})
+    assert (ollama.status_code, ollama.json()) == (400, {"error": message})
+
+
 def test_token_prompts_are_checked(post) -> None:
     assert post("/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 2}).status_code == 200
     assert _error(post("/v1/completions", json={"prompt": [10**9]}), 400)

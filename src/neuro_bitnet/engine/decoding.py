@@ -26,6 +26,16 @@ NON_FINITE = ("the model computed NaN or infinite logits: its weights are broken
               "(non-finite or huge values in the file)")
 
 
+def check_prompt_fits(n_prompt: int, ctx_size: int) -> None:
+    """A generation's prompt must leave room in the context for at least one answer token:
+    EngineError when its ``n_prompt`` tokens fill (or pass) the ``ctx_size`` positions."""
+    if n_prompt >= ctx_size:
+        raise EngineError(
+            f"the prompt has {n_prompt} tokens, but the model's context holds {ctx_size} and the answer "
+            "needs at least one: shorten the prompt or use a larger --ctx-size"
+        )
+
+
 class Decoding:
     """One generation's state: the sequence so far (``history``: prompt then answer), its sampler,
     grammar, stop strings and text decoder. Feed it the logits after ``history[-1]`` with

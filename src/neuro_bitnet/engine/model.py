@@ -16,7 +16,7 @@ from neuro_bitnet.engine import _core, heads
 from neuro_bitnet.engine.architecture import HParams
 from neuro_bitnet.engine.chat_format import ChatFormatError, ChatPrompter
 from neuro_bitnet.engine.constrained import Grammar, GrammarConstraint
-from neuro_bitnet.engine.decoding import NON_FINITE, Decoding
+from neuro_bitnet.engine.decoding import NON_FINITE, Decoding, check_prompt_fits
 from neuro_bitnet.engine.gguf import GGUFFile
 from neuro_bitnet.engine.heads import DEFAULT_HEAD, HEADS
 from neuro_bitnet.engine.options import DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING
@@ -115,6 +115,8 @@ class BitNetModel:
 
     # -- evaluation ---------------------------------------------------------------------------
     def _check_ids(self, ids: Sequence[int]) -> None:
+        """Ids the model can evaluate: some, each in the vocabulary, at most one per position
+        (a generation's prompt must also leave one for the answer: ``check_prompt_fits``)."""
         if not ids:
             raise EngineError("empty prompt: nothing to evaluate")
         if len(ids) > self.ctx_size:
@@ -192,6 +194,7 @@ class BitNetModel:
             ids = self.tokenize(prompt_or_ids, add_bos=True)
         else:
             ids = [int(t) for t in prompt_or_ids]
+        check_prompt_fits(len(ids), self.ctx_size)
         self._check_ids(ids)
         if max_tokens < 0:
             raise EngineError("max_tokens must be >= 0")

@@ -27,7 +27,14 @@ from neuro_bitnet.engine.constrained import Grammar
 from neuro_bitnet.errors import NeuroError
 from neuro_bitnet.server.config import ServerConfig
 from neuro_bitnet.server.errors import APIError, bad_request
-from neuro_bitnet.server.generation import GenerationSpec, ServedAnswer, run_chat, run_completion, token_counter
+from neuro_bitnet.server.generation import (
+    GenerationSpec,
+    ServedAnswer,
+    check_prompt_fits,
+    run_chat,
+    run_completion,
+    token_counter,
+)
 from neuro_bitnet.server.hosts import HostGuard, HostPolicy
 from neuro_bitnet.server.metrics import RequestCounter, ServerMetrics, metrics_endpoint
 from neuro_bitnet.server.model_loader import ModelInfo
@@ -110,10 +117,7 @@ class ServerState:
 
     def check_token_ids(self, ids: list[int]) -> None:
         """Token-id prompts: within the vocabulary and the context."""
-        if len(ids) >= self.info.ctx_size:
-            raise APIError(400, f"the prompt has {len(ids)} tokens but the model's context holds "
-                           f"{self.info.ctx_size} (including the answer)", code="context_length_exceeded",
-                           param="prompt")
+        check_prompt_fits(len(ids), self.info.ctx_size, param="prompt")
         if self.info.n_vocab is not None:
             bad = next((t for t in ids if not 0 <= t < self.info.n_vocab), None)
             if bad is not None:

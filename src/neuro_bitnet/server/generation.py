@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from neuro_bitnet.config import pause_point
 from neuro_bitnet.engine.constrained import Grammar, GrammarError
+from neuro_bitnet.engine.decoding import check_prompt_fits as engine_check_prompt_fits
 from neuro_bitnet.engine.sampling import SamplingParams
 from neuro_bitnet.engine.stats import AnswerResult
 from neuro_bitnet.errors import EngineError
@@ -132,18 +133,15 @@ def _answer(model: Any, job: Job, ids: list[int], spec: GenerationSpec, language
     return result
 
 
-def check_prompt_fits(n_prompt: int, ctx_size: int) -> None:
-    """A prompt must leave room for at least one answer token."""
+def check_prompt_fits(n_prompt: int, ctx_size: int, param: str = "messages") -> None:
+    """The engine's rule for a prompt's length (``engine.decoding.check_prompt_fits``: room for
+    at least one answer token) as a 400 ``context_length_exceeded``; an empty prompt is a 400 too."""
     if n_prompt == 0:
         raise APIError(400, "the prompt is empty", param="prompt")
-    if n_prompt >= ctx_size:
-        raise APIError(
-            400,
-            f"the prompt has {n_prompt} tokens but the model's context holds {ctx_size} "
-            "(including the answer); shorten the prompt or restart the server with a larger --ctx-size",
-            code="context_length_exceeded",
-            param="messages",
-        )
+    try:
+        engine_check_prompt_fits(n_prompt, ctx_size)
+    except EngineError as exc:
+        raise APIError(400, str(exc), code="context_length_exceeded", param=param) from None
 
 
 def _generate(model: Any, job: Job, ids: Sequence[int], spec: GenerationSpec, *, stream: bool) -> ServedAnswer:
