@@ -121,6 +121,7 @@ def test_embed(client, daemon) -> None:
     ("/api/chat", {"messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
     ("/api/chat", {"messages": MESSAGES, "tools": [{"type": "function"}]}, 400, "/v1/chat/completions"),
     ("/api/generate", {"prompt": "x", "options": {"temperature": "hot"}}, 400, "temperature"),
+    ("/api/generate", {"prompt": "x", "options": {"top_k": 1.5}}, 400, "top_k"),  # an integer, not truncated
     ("/api/generate", {"prompt": "x", "options": {"num_predict": 0}}, 400, "num_predict"),
     ("/api/generate", {"prompt": "x", "images": ["aGk="]}, 400, "images"),
     ("/api/show", {"model": "no-such"}, 404, "not found"),
