@@ -11,7 +11,8 @@ and each variant's time against the first.
 
 --file maps the weights from a file (page-cache pages, as the engine maps a GGUF) instead of
 anonymous memory. The default variants compare the avx512vnni tiles' L2 prefetch 8 KB ahead
-with the L1 prefetch 4 KB ahead of the AVX2 tiles, and the avx2 set.
+with the L1 prefetch 4 KB ahead of the AVX2 tiles, the avx2 set, and (on a CPU with AMX-INT8)
+the amx set.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ DEFAULT_VARIANTS = [
     "vnni-L1-4K=-DNB_VNNI_PREFETCH=4096,-DNB_VNNI_PREFETCH_HINT=_MM_HINT_T0",
     "avx2=@avx2",
 ]
+# On a CPU with AMX-INT8 the default run also times the amx set (its AMX tiles from
+# NB_AMX_MIN_TOKENS tokens on; -DNB_AMX_MIN_TOKENS=1 puts one token on them too).
+AMX_VARIANT = "amx=@amx"
+
+
+def default_variants() -> list[str]:
+    from neuro_bitnet.engine import _core
+
+    return DEFAULT_VARIANTS + ([AMX_VARIANT] if _core.cpu_features()["amx"] else [])
 
 
 def build(flags: list[str], out: Path) -> None:
@@ -54,7 +64,7 @@ def main() -> None:
     tokens = [int(t) for t in args.tokens.split(",")]
     variants = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, spec in enumerate(args.variant or DEFAULT_VARIANTS):
+        for i, spec in enumerate(args.variant or default_variants()):
             name, _, rest = spec.partition("=")
             items = [f for f in rest.split(",") if f]
             isa = items.pop(0)[1:] if items and items[0].startswith("@") else "avx512vnni"

@@ -25,7 +25,7 @@ typedef struct {
     const nb_kernels *k;
     const uint8_t *w[3];
     int rows[3], chunk0[3], cols, nparts, ntok, chunk, total;
-    const int8_t *q;
+    const int8_t *q, *pk; /* pk: q laid out by the set's ternary_pack, or NULL */
     const int32_t *qsum;
     const float *fac;
     float *y;
@@ -40,7 +40,7 @@ static void task(void *arg, int ith, int nth) {
         int p = j->nparts - 1;
         while (c < j->chunk0[p]) p--;
         const int r0 = (c - j->chunk0[p]) * j->chunk, r1 = r0 + j->chunk < j->rows[p] ? r0 + j->chunk : j->rows[p];
-        j->k->ternary(j->w[p], j->cols, r0, r1, j->q, j->qsum, j->fac, j->ntok, j->y, j->rows[p], 0);
+        j->k->ternary(j->w[p], j->cols, r0, r1, j->q, j->pk, j->qsum, j->fac, j->ntok, j->y, j->rows[p], 0);
     }
 }
 
@@ -95,7 +95,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < bytes; i++) a[i] = (uint8_t)(i * 2654435761u >> 24) & 0x55; /* codes 0, 1 */
         w = a;
     }
-    int8_t *q = malloc((size_t)F * ntok);
+    int8_t *q = malloc((size_t)F * ntok), *pk = aligned_alloc(64, NB_TERNARY_PACK_BYTES(F, 64));
     float *y = malloc(sizeof(float) * F * ntok), fac[64];
     int32_t qsum[64] = {0};
     for (int i = 0; i < F * ntok; i++) q[i] = (int8_t)(i * 7 % 201 - 100);
@@ -112,7 +112,9 @@ int main(int argc, char **argv) {
                 int all = 0, total = 0;
                 for (int p = 0; p < j.nparts; p++) all += parts[s][1 + p];
                 /* forward.c's chunk_rows for two threads */
-                const int cap = ntok == 1 ? 256 : 128, rows = all / 8 / 16 * 16;
+                const int packed = k->ternary_pack && k->ternary_pack(q, j.cols, ntok, pk);
+                if (packed) j.pk = pk; /* as forward.c's matmul: once per matmul */
+                const int cap = ntok == 1 ? 256 : packed ? 512 : 128, rows = all / 8 / 16 * 16;
                 j.chunk = rows < 16 ? 16 : rows > cap ? cap : rows;
                 for (int p = 0; p < j.nparts; p++) {
                     j.rows[p] = parts[s][1 + p];

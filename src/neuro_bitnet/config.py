@@ -18,7 +18,7 @@ DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
 # Kernel sets of the C core: "auto" takes the best one the CPU runs.
-ISA_CHOICES = ("auto", "avx512vnni", "avx2", "portable")
+ISA_CHOICES = ("auto", "amx", "avx512vnni", "avx2", "portable")
 TOKENIZER_CHOICES = ("auto", "tokenizers")  # auto: tiktoken for Llama-3 style vocabularies
 DEFAULT_ISA = "auto"
 # Element type of the KV cache (keys and values of every position): f16 halves its memory and

@@ -153,6 +153,21 @@ def test_simd_tiles_agree_with_portable_on_odd_rows(n_tokens: int, isa: str) -> 
     assert_close(run(fast, tokens, 0), run(slow, tokens, 0))
 
 
+@pytest.mark.skipif("amx" not in SIMD_SETS, reason="this CPU (or OS) runs no AMX-INT8 tiles")
+@pytest.mark.parametrize("n_embd", [128, 256])  # one block a row (odd), two (a whole pair)
+@pytest.mark.parametrize("n_tokens", [4, 5, 8, 16, 17, 33, 64, 70])
+def test_amx_tiles_give_the_vnni_logits_bit_for_bit(n_tokens: int, n_embd: int) -> None:
+    """The amx set differs from avx512vnni only in its ternary tiles, whose int32 sums are exact:
+    every logit must be identical. n_ff = 333 leaves rows over the 64-row runs and 16-row tiles
+    (and pads ffn_down to three blocks); 4 tokens stay on the VNNI tiles, 17 and 70 end with a
+    partial token tile, 70 spans two batches."""
+    spec = make_spec(seed=11, n_embd=n_embd, head_dim=64, n_ff=333, n_layer=2, ctx_size=80)
+    tokens = list(np.random.default_rng(n_tokens).integers(0, 300, size=n_tokens))
+    amx, vnni = model_for(spec, "amx"), model_for(spec, "avx512vnni")
+    assert (amx.isa, vnni.isa) == ("amx", "avx512vnni")
+    np.testing.assert_array_equal(run(amx, tokens, 0), run(vnni, tokens, 0))
+
+
 def test_threads_agree_and_two_models_run_concurrently() -> None:
     spec1 = make_spec(seed=6, n_threads=1)
     spec2 = dict(spec1, n_threads=2)
@@ -175,7 +190,7 @@ def test_threads_agree_and_two_models_run_concurrently() -> None:
 
 def test_attributes_and_features() -> None:
     feats = _core.cpu_features()
-    assert set(feats) == {"avx2", "fma", "f16c", "avx512vnni"}
+    assert set(feats) == {"avx2", "fma", "f16c", "avx512vnni", "amx"}
     model = _core.Model(make_spec(ctx_size=20))
     assert (model.n_vocab, model.ctx_size, model.n_threads) == (300, 20, 2)
     with pytest.raises(AttributeError):

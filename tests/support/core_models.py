@@ -11,7 +11,8 @@ from neuro_bitnet.engine.quants import pack_i2s_codes
 FEATURES = _core.cpu_features()
 HAS_AVX2 = FEATURES["avx2"]
 # The SIMD kernel sets this CPU runs, best first ("auto" takes the first, else "portable").
-SIMD_SETS = [s for s, ok in (("avx512vnni", HAS_AVX2 and FEATURES["avx512vnni"]), ("avx2", HAS_AVX2)) if ok]
+SIMD_SETS = [s for s, ok in (("amx", HAS_AVX2 and FEATURES["avx512vnni"] and FEATURES["amx"]),
+                                ("avx512vnni", HAS_AVX2 and FEATURES["avx512vnni"]), ("avx2", HAS_AVX2)) if ok]
 BEST_ISA = SIMD_SETS[0] if SIMD_SETS else "portable"
 
 

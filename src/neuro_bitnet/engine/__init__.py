@@ -23,7 +23,7 @@ def load_model(
     int8 copy) or "exact" (the file's own F16/BF16/F32 values only). ``None`` takes the
     environment variable ``NEURO_BITNET_HEAD``, else the default.
 
-    ``isa`` picks the C kernels: "auto" (the best this CPU runs), "avx512vnni", "avx2" or
+    ``isa`` picks the C kernels: "auto" (the best this CPU runs), "amx", "avx512vnni", "avx2" or
     "portable"; ``None`` takes the ``isa`` setting (``NEURO_BITNET_ISA``, else "auto").
 
     ``parallel`` is the number of KV slots, each of ``ctx_size`` positions: how many sequences a

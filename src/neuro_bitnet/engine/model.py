@@ -102,7 +102,7 @@ class BitNetModel:
 
     @property
     def isa(self) -> str:
-        """The kernel family in use ("avx512vnni", "avx2" or "portable")."""
+        """The kernel family in use ("amx", "avx512vnni", "avx2" or "portable")."""
         return self._core.isa
 
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:

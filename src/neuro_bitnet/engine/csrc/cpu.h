@@ -6,5 +6,6 @@ int cpu_has_avx2(void);
 int cpu_has_fma(void);
 int cpu_has_f16c(void);
 int cpu_has_avx512vnni(void);
+int cpu_has_amx(void);
 
 #endif

@@ -66,6 +66,7 @@ typedef struct {
 typedef struct {
     nb_model *m;
     int nparts, ntok, chunk_rows, total;
+    const int8_t *pk; /* m->qa_pk when the kernels' pack step laid qa out, else NULL */
     mm_part parts[3];
     atomic_int next;
 } mm_job;
@@ -82,7 +83,7 @@ static void mm_task(void *arg, int ith, int nth) {
         const nb_tmat *w = part->w;
         int r0 = (c - part->chunk0) * job->chunk_rows;
         int r1 = r0 + job->chunk_rows < w->rows ? r0 + job->chunk_rows : w->rows;
-        m->k->ternary(w->data, w->cols, r0, r1, m->qa, m->qsum, part->fac, job->ntok, part->y,
+        m->k->ternary(w->data, w->cols, r0, r1, m->qa, job->pk, m->qsum, part->fac, job->ntok, part->y,
                       w->rows, part->accumulate);
     }
 }
@@ -90,9 +91,11 @@ static void mm_task(void *arg, int ith, int nth) {
 /* Rows per work item: long contiguous weight streams (decode: the prefetch ahead stays useful;
  * prefill: a token tile's activations serve more rows before the next tile), but at least ~4
  * items per thread. In-process A/B runs on 2 threads: decode 256 rows against 128, +1 to +8%;
- * prefill 128 against 64, 32 and 16, +1 to +7% at each step. */
-static int chunk_rows(const nb_model *m, int ntok, int total_rows) {
-    const int cap = ntok == 1 ? 256 : 128;
+ * prefill 128 against 64, 32 and 16, +1 to +7% at each step. Packed activations (the AMX
+ * tiles, which prefetch one 64-row block ahead within an item): 512 rows against 128, 8-15%
+ * faster at 5, 8 and 64 tokens (benchmarks/ternary_stream.py). */
+static int chunk_rows(const nb_model *m, int ntok, int packed, int total_rows) {
+    const int cap = ntok == 1 ? 256 : packed ? 512 : 128;
     int rows = total_rows / (4 * nb_pool_size(m->pool)) / 16 * 16;
     return rows < 16 ? 16 : rows > cap ? cap : rows;
 }
@@ -102,7 +105,9 @@ static void matmul(nb_model *m, int n, int nparts, const nb_tmat *const *w, floa
                    int accumulate) {
     int all_rows = 0;
     for (int p = 0; p < nparts; p++) all_rows += w[p]->rows;
-    mm_job job = {.m = m, .nparts = nparts, .ntok = n, .chunk_rows = chunk_rows(m, n, all_rows)};
+    mm_job job = {.m = m, .nparts = nparts, .ntok = n};
+    if (m->k->ternary_pack && m->k->ternary_pack(m->qa, w[0]->cols, n, m->qa_pk)) job.pk = m->qa_pk;
+    job.chunk_rows = chunk_rows(m, n, job.pk != NULL, all_rows);
     atomic_init(&job.next, 0);
     int total = 0;
     for (int p = 0; p < nparts; p++) {

@@ -10,8 +10,9 @@ typedef struct {
     const char *name;
     /* I2_S rows [r0, r1) of a matrix with `cols` columns (cols % 128 == 0) times ntok int8
      * activation rows (q + t*cols, qsum[t] = their sum):
-     *   y[t*ys + r] (+)= (float)(sum_k code[r][k] * q[t][k] - qsum[t]) * fac[t]. */
-    void (*ternary)(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
+     *   y[t*ys + r] (+)= (float)(sum_k code[r][k] * q[t][k] - qsum[t]) * fac[t].
+     * pk: q as ternary_pack arranged it, or NULL (no pack step ran: the kernel reads q). */
+    void (*ternary)(const uint8_t *w, int cols, int r0, int r1, const int8_t *q, const int8_t *pk,
                     const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
                     int accumulate);
     /* sum_i x[i] * row[i] with f32 accumulation; row is f32, f16 or bf16. */
@@ -45,7 +46,15 @@ typedef struct {
     float (*exp_sum)(float *s, int n, float mx);
     /* dst[i] = float(row[i]), row f32, f16 or bf16 (exact). */
     void (*to_f32)(float *dst, const void *row, int dtype, int n);
+    /* NULL, or the set's step before ternary, once per matmul: rearranges q (ntok x cols) into
+     * pk (at most NB_TERNARY_PACK_BYTES(cols, ntok) bytes, 64-byte aligned) as its tiles read
+     * it. Returns 0 when this ntok runs from q itself (ternary then gets pk NULL). */
+    int (*ternary_pack)(const int8_t *q, int cols, int ntok, int8_t *pk);
 } nb_kernels;
+
+/* The most bytes ternary_pack writes: 16-token groups of cols int8 activations, 16 bytes per
+ * column (AMX activation tiles, zero-padded to 16 tokens). */
+#define NB_TERNARY_PACK_BYTES(cols, ntok) ((size_t)(((ntok) + 15) / 16) * (size_t)(cols) * 16)
 
 /* The kernel set named isa: "auto" (the best one this CPU runs), "avx512vnni", "avx2" or
  * "portable". NULL
@@ -54,8 +63,8 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
 
 /* The implementations behind the tables (kernels.c). */
 #define NB_TERNARY_ARGS                                                                        \
-    const uint8_t *w, int cols, int r0, int r1, const int8_t *q, const int32_t *qsum,         \
-        const float *fac, int ntok, float *y, int ys, int accumulate
+    const uint8_t *w, int cols, int r0, int r1, const int8_t *q, const int8_t *pk,            \
+        const int32_t *qsum, const float *fac, int ntok, float *y, int ys, int accumulate
 /* Declares one set of implementations, nb_<kernel>_<sfx>, in the table's order. */
 #define NB_DECLARE_KERNELS(sfx)                                                                 \
     void nb_ternary_##sfx(NB_TERNARY_ARGS);                                                    \
@@ -74,13 +83,14 @@ const nb_kernels *nb_kernels_select(const char *isa, const char **err);
     float nb_exp_sum_##sfx(float *s, int n, float mx);                                         \
     void nb_to_f32_##sfx(float *dst, const void *row, int dtype, int n);
 
-/* The table of one set, for kernels.c: every kernel of set sfx, the ternary and multi-token head
- * ones from set mm (the sets that only add matrix kernels, as avx512vnni). */
-#define NB_KERNEL_TABLE_MATRIX(name, sfx, mm)                                                   \
-    {name, nb_ternary_##mm, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##mm, \
+/* The table of one set, for kernels.c: every kernel of set sfx, but the ternary one from set
+ * tern and the multi-token head one from set q4 (the sets that only add matrix kernels, as
+ * avx512vnni and amx), and the pack step pack (or 0). */
+#define NB_KERNEL_TABLE_MATRIX(name, sfx, tern, q4, pack)                                       \
+    {name, nb_ternary_##tern, nb_dot_row_##sfx, nb_dot_i8_##sfx, nb_dot_q4_##sfx, nb_dot_q4_rows_##q4, \
      nb_attn_scores_##sfx, nb_attn_values_##sfx, nb_rmsnorm_##sfx, nb_quantize_##sfx,          \
-     nb_exp_sum_##sfx, nb_to_f32_##sfx}
-#define NB_KERNEL_TABLE(sfx) NB_KERNEL_TABLE_MATRIX(#sfx, sfx, sfx)
+     nb_exp_sum_##sfx, nb_to_f32_##sfx, pack}
+#define NB_KERNEL_TABLE(sfx) NB_KERNEL_TABLE_MATRIX(#sfx, sfx, sfx, sfx, 0)
 
 NB_DECLARE_KERNELS(portable)
 #if defined(__x86_64__) || defined(__i386__)
@@ -90,6 +100,9 @@ NB_DECLARE_KERNELS(avx2)
 void nb_ternary_avx512vnni(NB_TERNARY_ARGS);
 void nb_dot_q4_rows_avx512vnni(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
                                int ntok, float *out);
+/* The amx set is the avx512vnni set with AMX-INT8 ternary tiles (ternary_kernels.c). */
+void nb_ternary_amx(NB_TERNARY_ARGS);
+int nb_ternary_pack_amx(const int8_t *q, int cols, int ntok, int8_t *pk);
 #endif
 
 #endif

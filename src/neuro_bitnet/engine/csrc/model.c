@@ -116,6 +116,7 @@ void nb_model_free(nb_model *m) {
     free(m->u);
     free(m->hn);
     free(m->qa);
+    free(m->qa_pk);
     free(m->qsum);
     free(m->qs);
     free(m->rope_cos);
@@ -202,6 +203,7 @@ nb_model *nb_model_create(const nb_config *cfg, const nb_kernels *kernels, const
     /* hn doubles as per-thread scratch while the quantized head is built */
     m->hn = alloc_aligned((UB > (size_t)cfg->n_threads ? UB : (size_t)cfg->n_threads) * E * 4);
     m->qa = alloc_aligned(UB * maxdim);
+    if (kernels->ternary_pack && !(m->qa_pk = alloc_aligned(NB_TERNARY_PACK_BYTES(maxdim, UB)))) goto oom;
     m->qsum = alloc_aligned(UB * 4);
     m->qs = alloc_aligned(UB * 4);
     m->rope_cos = alloc_aligned(UB * (HD / 2) * 4);

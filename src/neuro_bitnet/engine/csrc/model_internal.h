@@ -28,6 +28,7 @@ struct nb_model {
     /* Scratch for NB_UBATCH tokens. */
     float *x, *qb, *kb, *vb, *attn, *g, *u, *hn;
     int8_t *qa;
+    int8_t *qa_pk; /* qa as the kernels' ternary_pack lays it out (NULL when they have none) */
     int32_t *qsum;
     float *qs;
     float *rope_cos, *rope_sin;

@@ -264,7 +264,7 @@ static PyMemberDef model_members[] = {
 };
 
 static PyGetSetDef model_getset[] = {
-    {"isa", (getter)model_get_isa, NULL, "Kernels this model runs: 'avx512vnni', 'avx2' or 'portable'.", NULL},
+    {"isa", (getter)model_get_isa, NULL, "Kernels this model runs: 'amx', 'avx512vnni', 'avx2' or 'portable'.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -289,7 +289,7 @@ static PyTypeObject ModelType = {
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Model(spec, *, isa='auto'): a BitNet b1.58 model over caller-owned weight buffers\n"
-              "(zero copy). isa picks the kernels: 'auto' (the best this CPU runs), 'avx512vnni',\n"
+              "(zero copy). isa picks the kernels: 'auto' (the best this CPU runs), 'amx', 'avx512vnni',\n"
               "'avx2' or 'portable' (plain C); one this CPU cannot run raises ValueError.\n\n"
               "spec keys: ints n_vocab, n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer, ctx_size,\n"
               "n_threads (optional n_seq: KV slots, 1 by default); floats rms_eps, rope_theta; bools rope_neox, sub_norms; ffn_act 'relu2'|'silu';\n"
@@ -315,11 +315,12 @@ static PyTypeObject ModelType = {
 static PyObject *py_cpu_features(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return Py_BuildValue("{s:O,s:O,s:O,s:O}",
+    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}",
                          "avx2", cpu_has_avx2() ? Py_True : Py_False,
                          "fma", cpu_has_fma() ? Py_True : Py_False,
                          "f16c", cpu_has_f16c() ? Py_True : Py_False,
-                         "avx512vnni", cpu_has_avx512vnni() ? Py_True : Py_False);
+                         "avx512vnni", cpu_has_avx512vnni() ? Py_True : Py_False,
+                         "amx", cpu_has_amx() ? Py_True : Py_False);
 }
 
 static PyMethodDef core_methods[] = {

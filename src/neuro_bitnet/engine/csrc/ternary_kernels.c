@@ -1,4 +1,5 @@
-/* I2_S ternary x int8 matrix kernels: portable C and AVX2 (the layout is in i2s.h). */
+/* I2_S ternary x int8 matrix kernels: portable C, AVX2, AVX-512 VNNI and AMX (the layout is in
+ * i2s.h). */
 #include <stddef.h>
 
 #include "i2s.h"
@@ -22,9 +23,8 @@ static int32_t row_dot_portable(const uint8_t *w, int nblk, const int8_t *q) {
     return acc;
 }
 
-void nb_ternary_portable(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
-                         const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
-                         int accumulate) {
+void nb_ternary_portable(NB_TERNARY_ARGS) {
+    (void)pk;
     const int nblk = cols / 128;
     const size_t row_bytes = (size_t)cols / 4;
     for (int r = r0; r < r1; r++) {
@@ -175,9 +175,8 @@ static const tile_fn TILES[NB_TILE_T + 1] = {[1] = tile_1x1, [2] = tile_1x2, [3]
 static const tile_fn FIRST_TILES[NB_TILE_T + 1] = {
     [1] = tile_1x1, [2] = tile_1x2, [3] = tile_1x3, [4] = tile_2x4_pf};
 
-NB_AVX2 void nb_ternary_avx2(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
-                             const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
-                             int accumulate) {
+NB_AVX2 void nb_ternary_avx2(NB_TERNARY_ARGS) {
+    (void)pk;
     tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
                    .ys = ys, .accumulate = accumulate};
     for (int t0 = 0; t0 < ntok; t0 += NB_TILE_T) {
@@ -274,9 +273,8 @@ static const tile_fn VNNI_FIRST_TILES[NB_VNNI_T + 1] = {
 /* Groups of up to NB_VNNI_T tokens, each through the 4-row tile of its size: a decode step
  * (one token per sequence, 1..8 sequences) and a prefill alike. Four rows give four
  * independent vpdpbusd chains even for one token. */
-NB_VNNI void nb_ternary_avx512vnni(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
-                                   const int32_t *qsum, const float *fac, int ntok, float *y,
-                                   int ys, int accumulate) {
+NB_VNNI void nb_ternary_avx512vnni(NB_TERNARY_ARGS) {
+    (void)pk;
     tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
                    .ys = ys, .accumulate = accumulate};
     for (int t0 = 0; t0 < ntok; t0 += NB_VNNI_T) {
@@ -287,5 +285,203 @@ NB_VNNI void nb_ternary_avx512vnni(const uint8_t *w, int cols, int r0, int r1, c
         a.y = y + (size_t)t0 * ys;
         (t0 == 0 ? VNNI_FIRST_TILES : VNNI_TILES)[nt](&a, r0, r1);
     }
+}
+#endif
+
+#if defined(__x86_64__)
+/* ---- AMX-INT8 (Sapphire Rapids and later): TDPBUSD multiplies a 16 x 64 tile of u8 codes by a
+ * 64 x N tile of s8 activations (N <= 16 tokens) into 16 x N int32 sums. With several tokens a
+ * step that moves the bound from vpdpbusd to unpacking the codes and to memory. The codes are
+ * unpacked into L1 for 64 columns at a time (a tile load cannot take them from registers); the
+ * activations are laid out once per matmul by nb_ternary_pack_amx, and each activation tile is
+ * loaded once for AMX_RT row tiles (reloading it for every row tile cost more than the codes).
+ *
+ * The 64 columns of a chunk are not in row order, but in the order one 64-byte load of two
+ * blocks unpacks to: chunk 4p + s holds slice s of blocks 2p and 2p + 1 (weights 256p + 32s + e
+ * and 256p + 128 + 32s + e, e < 32); an odd last block makes two chunks in row order. The pack
+ * step lays the activations out in the same order. */
+#define AMX_ROWS 16 /* rows of a code tile */
+#define AMX_TOK 16  /* the most tokens of an activation tile */
+#define AMX_RT 4    /* row tiles per activation tile load (sum tiles 0..3) */
+
+/* Tokens from which the amx set takes the AMX path; fewer run the VNNI tiles, which stream the
+ * weights faster (benchmarks/ternary_stream.py, 2B shapes: 4 tokens 33.4 ms VNNI against 36.2
+ * AMX, 5 tokens 43.3 against 36.9, 8 tokens 55.1 against 37.3). */
+#ifndef NB_AMX_MIN_TOKENS
+#define NB_AMX_MIN_TOKENS 5
+#endif
+
+/* Tokens per activation tile: all of them up to 16, else 16 (the last tile zero-padded). */
+static inline int amx_group_tokens(int ntok) { return ntok < AMX_TOK ? ntok : AMX_TOK; }
+
+/* The first column of the 4 activations in dword i (0..15) of chunk c. */
+static inline int amx_chunk_col(int nblk, int c, int i) {
+    const int pairs = nblk / 2;
+    if (c < 4 * pairs) {
+        const int p = c / 4, s = c % 4;
+        return 256 * p + 32 * s + (i < 8 ? 4 * i : 128 + 4 * (i - 8));
+    }
+    return 128 * (nblk - 1) + 64 * (c - 4 * pairs) + 4 * i;
+}
+
+/* pk: token group g, chunk c at pk + (g * cols / 64 + c) * 64 * N (N = amx_group_tokens): 16
+ * rows (dwords i) of N tokens' 4 activations each, as TDPBUSD reads its second operand. */
+int nb_ternary_pack_amx(const int8_t *q, int cols, int ntok, int8_t *pk) {
+    if (ntok < NB_AMX_MIN_TOKENS) return 0;
+    const int nblk = cols / 128, nch = cols / 64, N = amx_group_tokens(ntok), groups = (ntok + N - 1) / N;
+    int32_t *dst = (int32_t *)pk;
+    for (int g = 0; g < groups; g++)
+        for (int c = 0; c < nch; c++)
+            for (int i = 0; i < 16; i++) {
+                const int col = amx_chunk_col(nblk, c, i);
+                for (int n = 0; n < N; n++, dst++) {
+                    const int t = g * N + n;
+                    *dst = 0;
+                    if (t < ntok) memcpy(dst, q + (size_t)t * cols + col, 4);
+                }
+            }
+    return 1;
+}
+
+#define NB_AMX __attribute__((target(NB_VNNI_TARGET ",amx-tile,amx-int8")))
+#define NB_AMX_INLINE __attribute__((target(NB_VNNI_TARGET ",amx-tile,amx-int8"), always_inline)) static inline
+
+/* Tiles 0..3: int32 sums (16 rows x N tokens); 4, 5: codes (16 x 64); 6, 7: activations
+ * (16 x 4N bytes). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+NB_AMX static void amx_configure(int N) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.rows[i] = 16;
+        cfg.colsb[i] = (uint16_t)(i == 4 || i == 5 ? 64 : 4 * N);
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* Chunk s of block pair p (or, odd, of the last block b: s = 0, 1 its halves) of R rows at wt,
+ * into codes (R rows of 64 bytes). The first slice of a pair prefetches the same number of
+ * lines of the rows after these, in address order (to L2, as the VNNI tiles): by the end of
+ * the pair loop all of them are asked for. */
+NB_AMX_INLINE void amx_unpack(const uint8_t *wt, size_t row_bytes, int R, int p, int s, int last,
+                              uint8_t codes[][64]) {
+    const char *ahead = (const char *)wt + (size_t)R * row_bytes + (size_t)p * R * 64;
+    for (int i = 0; i < R; i++) {
+        const uint8_t *row = wt + (size_t)i * row_bytes;
+        if (last) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(row + (size_t)p * 32));
+            _mm256_store_si256((__m256i *)codes[i], i2s_codes(v, 2 * s));
+            _mm256_store_si256((__m256i *)(codes[i] + 32), i2s_codes(v, 2 * s + 1));
+            continue;
+        }
+        if (s == 0) _mm_prefetch(ahead + i * 64, _MM_HINT_T1);
+        const __m512i v = _mm512_loadu_si512(row + (size_t)p * 64);
+        const __m512i x = s == 3 ? v : _mm512_srli_epi16(v, 6 - 2 * s);
+        _mm512_store_si512(codes[i], _mm512_and_si512(x, _mm512_set1_epi8(3)));
+    }
+}
+
+/* gcc's tile intrinsics are asm statements that do not say they read or write memory: without
+ * this barrier around them, -O3 moves (or drops) the stores of the codes a tile load reads,
+ * and reads the sums a tile store wrote before it ran. */
+#define AMX_MEMORY_BARRIER() __asm__ volatile("" ::: "memory")
+
+/* One chunk into the RT row tiles' sums: the activation tile once, a code tile per row tile.
+ * Tile numbers are constants (the intrinsics want them); code and activation tiles take turns
+ * so that a load does not wait for the product still reading the other. */
+#define AMX_ROW_TILE(C, A, B, j)                                   \
+    if (RT > j) {                                                  \
+        _tile_loadd(A, codes[(j) * AMX_ROWS], 64);                 \
+        _tile_dpbusd(C, A, B);                                     \
+    }
+#define AMX_CHUNK(B)                                               \
+    do {                                                           \
+        AMX_MEMORY_BARRIER();                                      \
+        _tile_loadd(B, act, 4 * N);                                \
+        AMX_ROW_TILE(0, 4, B, 0) AMX_ROW_TILE(1, 5, B, 1)          \
+        AMX_ROW_TILE(2, 4, B, 2) AMX_ROW_TILE(3, 5, B, 3)          \
+        AMX_MEMORY_BARRIER();                                      \
+    } while (0)
+
+/* y for rows [r, r + 16), tokens t0 .. t0 + nt - 1, from the int32 sums (16 rows x 16, of which
+ * nt used): each token's 16 rows as one vector, the arithmetic of store_out. */
+NB_AMX_INLINE void amx_store(const tile_args *a, int r, int t0, int nt, const int32_t sums[AMX_ROWS][AMX_TOK]) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(AMX_TOK));
+    for (int n = 0; n < nt; n++) {
+        const int t = t0 + n;
+        const __m512i d = _mm512_i32gather_epi32(_mm512_add_epi32(rows, _mm512_set1_epi32(n)), &sums[0][0], 4);
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(d, _mm512_set1_epi32(a->qsum[t]))),
+                                 _mm512_set1_ps(a->fac[t]));
+        float *yt = a->y + (size_t)t * a->ys + r;
+        if (a->accumulate) v = _mm512_add_ps(_mm512_loadu_ps(yt), v);
+        _mm512_storeu_ps(yt, v);
+    }
+}
+
+/* Rows [r, r + 16 RT), token group g (N tokens a group, zero-padded past ntok). */
+NB_AMX_INLINE void amx_rows(const tile_args *a, int r, int RT, const int8_t *pk, int g, int N, int ntok) {
+    const int nblk = a->nblk, nch = nblk * 2, pairs = nblk / 2, R = RT * AMX_ROWS;
+    const uint8_t *wt = a->w + (size_t)r * a->row_bytes;
+    _Alignas(64) uint8_t buf[2][AMX_RT * AMX_ROWS][64]; /* one chunk's codes while the other's are read */
+    _Alignas(64) int32_t sums[AMX_ROWS][AMX_TOK];
+    const int8_t *act = pk + (size_t)g * nch * 64 * N;
+    _tile_zero(0);
+    if (RT > 1) _tile_zero(1);
+    if (RT > 2) _tile_zero(2);
+    if (RT > 3) _tile_zero(3);
+    for (int p = 0; p < pairs; p++)
+        for (int s = 0; s < 4; s++, act += 64 * N) {
+            uint8_t(*codes)[64] = buf[s & 1];
+            amx_unpack(wt, a->row_bytes, R, p, s, 0, codes);
+            if (s & 1) AMX_CHUNK(7);
+            else AMX_CHUNK(6);
+        }
+    if (nblk % 2)
+        for (int s = 0; s < 2; s++, act += 64 * N) {
+            uint8_t(*codes)[64] = buf[s];
+            amx_unpack(wt, a->row_bytes, R, nblk - 1, s, 1, codes);
+            if (s) AMX_CHUNK(7);
+            else AMX_CHUNK(6);
+        }
+    const int t0 = g * N, nt = ntok - t0 < N ? ntok - t0 : N;
+    for (int j = 0; j < RT; j++) {
+        AMX_MEMORY_BARRIER(); /* the last row tile's sums are read */
+        switch (j) {
+        case 0: _tile_stored(0, sums, 64); break;
+        case 1: _tile_stored(1, sums, 64); break;
+        case 2: _tile_stored(2, sums, 64); break;
+        default: _tile_stored(3, sums, 64); break;
+        }
+        AMX_MEMORY_BARRIER();
+        amx_store(a, r + j * AMX_ROWS, t0, nt, sums);
+    }
+}
+#undef AMX_ROW_TILE
+#undef AMX_CHUNK
+
+/* pk NULL (few tokens, see nb_ternary_pack_amx): the VNNI tiles. Otherwise rows in runs of
+ * AMX_RT tiles, then single tiles, through AMX; the rows left (r1 - r0 not a multiple of 16)
+ * through the VNNI tiles. */
+NB_AMX void nb_ternary_amx(NB_TERNARY_ARGS) {
+    int r = r0;
+    if (pk) {
+        const tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
+                             .qsum = qsum, .fac = fac, .y = y, .ys = ys, .accumulate = accumulate};
+        const int N = amx_group_tokens(ntok), groups = (ntok + N - 1) / N;
+        amx_configure(N);
+        for (; r + AMX_RT * AMX_ROWS <= r1; r += AMX_RT * AMX_ROWS)
+            for (int g = 0; g < groups; g++) amx_rows(&a, r, AMX_RT, pk, g, N, ntok);
+        for (; r + AMX_ROWS <= r1; r += AMX_ROWS)
+            for (int g = 0; g < groups; g++) amx_rows(&a, r, 1, pk, g, N, ntok);
+        _tile_release(); /* the thread's tile state back to its initial, unsaved, form */
+    }
+    if (r < r1) nb_ternary_avx512vnni(w, cols, r, r1, q, NULL, qsum, fac, ntok, y, ys, accumulate);
 }
 #endif
