@@ -289,6 +289,109 @@ NB_VNNI void nb_ternary_avx512vnni(NB_TERNARY_ARGS) {
 #endif
 
 #if defined(__x86_64__)
+/* ---- The VNNI tiles on zmm registers, for the amx set's steps of 1..4 tokens: one load takes two
+ * blocks of a row, one vpdpbusd 64 products. The CPUs with AMX have two 512-bit multiply-add
+ * ports; Zen 4 splits a zmm instruction in two, so the avx512vnni set keeps the ymm tiles. The
+ * activations come laid out by zmm_pack (once per matmul), so that one aligned load gives the
+ * two blocks' slice: loading the halves and inserting one took the port the products need.
+ * benchmarks/ternary_stream.py, 2B shapes, against the ymm tiles: 1 token 0.95x, 2 0.82x, 3
+ * 0.86x, 4 0.84x the time. Same sums, so the same results. */
+
+/* Per token, per block pair p, per slice k: 64 bytes, block 2p's activations of slice k, then
+ * block 2p + 1's (zeros past an odd last block). A token takes zmm_token_bytes(cols). */
+static size_t zmm_token_bytes(int cols) { return (size_t)(cols / 128 + 1) / 2 * 256; }
+
+static void zmm_pack(const int8_t *q, int cols, int ntok, int8_t *out) {
+    const int nblk = cols / 128, pairs = (nblk + 1) / 2;
+    for (int t = 0; t < ntok; t++)
+        for (int p = 0; p < pairs; p++)
+            for (int k = 0; k < 4; k++) {
+                int8_t *d = out + ((size_t)t * pairs * 4 + (size_t)p * 4 + k) * 64;
+                memcpy(d, q + (size_t)t * cols + 256 * p + 32 * k, 32);
+                if (2 * p + 1 < nblk) memcpy(d + 32, q + (size_t)t * cols + 256 * p + 128 + 32 * k, 32);
+                else memset(d + 32, 0, 32);
+            }
+}
+
+/* The dots of an R x T tile, as vnni_tile_dots, q laid out by zmm_pack (qs bytes a token); an
+ * odd last block runs in the low halves. */
+NB_VNNI_INLINE void zmm_tile_dots(const uint8_t *w, size_t row_bytes, int nblk, const int8_t *q,
+                                  size_t qs, int R, int T, int PF, int32_t *out) {
+    __m512i acc[NB_VNNI_R][NB_VNNI_T];
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_si512();
+    const __m512i three = _mm512_set1_epi8(3);
+    for (int b = 0; b < nblk; b += 2) {
+        const int two = b + 1 < nblk;
+        __m512i v[NB_VNNI_R];
+        for (int i = 0; i < R; i++) {
+            const uint8_t *wb = w + (size_t)i * row_bytes + (size_t)b * 32;
+            if (PF) _mm_prefetch((const char *)wb + NB_VNNI_PREFETCH, NB_VNNI_PREFETCH_HINT);
+            v[i] = two ? _mm512_loadu_si512(wb) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)wb));
+        }
+        const int8_t *a = q + (size_t)b * 128; /* pair b / 2: 256 bytes a token */
+        for (int k = 0; k < 4; k++) {
+            __m512i c[NB_VNNI_R];
+            for (int i = 0; i < R; i++)
+                c[i] = _mm512_and_si512(k == 3 ? v[i] : _mm512_srli_epi16(v[i], 6 - 2 * k), three);
+            for (int t = 0; t < T; t++) {
+                const __m512i x = _mm512_load_si512(a + (size_t)t * qs + 64 * k);
+                for (int i = 0; i < R; i++) acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], c[i], x);
+            }
+            for (int i = 0; i < R; i++) /* as in vnni_tile_dots */
+                for (int t = 0; t < T; t++) __asm__("" : "+v"(acc[i][t]));
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) out[i * T + t] = _mm512_reduce_add_epi32(acc[i][t]);
+}
+
+/* Whole R x T tiles from row r0, then one-row tiles for the rows left: rows [r0, r1). */
+NB_VNNI_INLINE void zmm_tiles(const tile_args *args, int r0, int r1, int R, int T, int PF) {
+    const tile_args a = *args;
+    int32_t d[NB_VNNI_R * NB_VNNI_T];
+    int r = r0;
+    for (; r + R <= r1; r += R) {
+        zmm_tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, R, T, PF, d);
+        store_tile(&a, r, R, T, d);
+    }
+    for (; r < r1; r++) {
+        zmm_tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, 1, T, 1, d);
+        store_tile(&a, r, 1, T, d);
+    }
+}
+
+#define NB_DEFINE_ZMM_TILES(T)                                                                      \
+    NB_VNNI static void zmm_tile_4x##T(const tile_args *a, int r0, int r1) { zmm_tiles(a, r0, r1, 4, T, 0); } \
+    NB_VNNI static void zmm_tile_4x##T##_pf(const tile_args *a, int r0, int r1) { zmm_tiles(a, r0, r1, 4, T, 1); }
+NB_DEFINE_ZMM_TILES(1)
+NB_DEFINE_ZMM_TILES(2)
+NB_DEFINE_ZMM_TILES(3)
+NB_DEFINE_ZMM_TILES(4)
+#undef NB_DEFINE_ZMM_TILES
+
+static const tile_fn ZMM_TILES[NB_VNNI_T + 1] = {
+    [1] = zmm_tile_4x1, [2] = zmm_tile_4x2, [3] = zmm_tile_4x3, [4] = zmm_tile_4x4};
+static const tile_fn ZMM_FIRST_TILES[NB_VNNI_T + 1] = {
+    [1] = zmm_tile_4x1_pf, [2] = zmm_tile_4x2_pf, [3] = zmm_tile_4x3_pf, [4] = zmm_tile_4x4_pf};
+
+/* As nb_ternary_avx512vnni, on the zmm tiles: q laid out by zmm_pack. */
+NB_VNNI static void ternary_zmm(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
+                                const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
+                                int accumulate) {
+    const size_t qs = zmm_token_bytes(cols);
+    tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = qs,
+                   .ys = ys, .accumulate = accumulate};
+    for (int t0 = 0; t0 < ntok; t0 += NB_VNNI_T) {
+        const int nt = ntok - t0 < NB_VNNI_T ? ntok - t0 : NB_VNNI_T;
+        a.q = q + (size_t)t0 * qs;
+        a.qsum = qsum + t0;
+        a.fac = fac + t0;
+        a.y = y + (size_t)t0 * ys;
+        (t0 == 0 ? ZMM_FIRST_TILES : ZMM_TILES)[nt](&a, r0, r1);
+    }
+}
+
 /* ---- AMX-INT8 (Sapphire Rapids and later): TDPBUSD multiplies a 16 x 64 tile of u8 codes by a
  * 64 x N tile of s8 activations (N <= 16 tokens) into 16 x N int32 sums. With several tokens a
  * step that moves the bound from vpdpbusd to unpacking the codes and to memory. The codes are
@@ -305,9 +408,9 @@ NB_VNNI void nb_ternary_avx512vnni(NB_TERNARY_ARGS) {
 #define AMX_RT 4    /* row tiles per activation tile load (sum tiles 0..3) */
 #define AMX_GROUPS 4 /* token groups per pass of amx_tile_groups (sum tiles 0..3) */
 
-/* Tokens from which the amx set takes the AMX path; fewer run the VNNI tiles, which stream the
- * weights faster (benchmarks/ternary_stream.py, 2B shapes: 4 tokens 33.4 ms VNNI against 36.2
- * AMX, 5 tokens 43.3 against 36.9, 8 tokens 55.1 against 37.3). */
+/* Tokens from which the amx set takes the AMX path; fewer run the zmm tiles, which stream the
+ * weights faster (benchmarks/ternary_stream.py, 2B shapes: 4 tokens 28.3 ms zmm against ~35
+ * AMX; 5 tokens 37.3 against 35.1, 8 tokens 46.6 against 36.4). */
 #ifndef NB_AMX_MIN_TOKENS
 #define NB_AMX_MIN_TOKENS 5
 #endif
@@ -325,10 +428,14 @@ static inline int amx_chunk_col(int nblk, int c, int i) {
     return 128 * (nblk - 1) + 64 * (c - 4 * pairs) + 4 * i;
 }
 
-/* pk: token group g, chunk c at pk + (g * cols / 64 + c) * 64 * N (N = amx_group_tokens): 16
- * rows (dwords i) of N tokens' 4 activations each, as TDPBUSD reads its second operand. */
+/* Fewer than NB_AMX_MIN_TOKENS tokens: zmm_pack's layout. Otherwise token group g, chunk c at
+ * pk + (g * cols / 64 + c) * 64 * N (N = amx_group_tokens): 16 rows (dwords i) of N tokens' 4
+ * activations each, as TDPBUSD reads its second operand. */
 int nb_ternary_pack_amx(const int8_t *q, int cols, int ntok, int8_t *pk) {
-    if (ntok < NB_AMX_MIN_TOKENS) return 0;
+    if (ntok < NB_AMX_MIN_TOKENS) { /* the zmm tiles' layout */
+        zmm_pack(q, cols, ntok, pk);
+        return 1;
+    }
     const int nblk = cols / 128, nch = cols / 64, N = amx_group_tokens(ntok), groups = (ntok + N - 1) / N;
     int32_t *dst = (int32_t *)pk;
     for (int g = 0; g < groups; g++)
@@ -525,12 +632,17 @@ NB_AMX_INLINE void amx_tile_groups(const tile_args *a, int r, const int8_t *pk, 
 #undef AMX_GROUP
 #undef AMX_CHUNK_GROUPS
 
-/* pk NULL (few tokens, see nb_ternary_pack_amx): the VNNI tiles. Otherwise whole 16-row tiles
- * through AMX: one token group (decode steps of 5..16 sequences) in runs of AMX_RT tiles that
- * share each activation tile, several groups (prompts) a tile at a time for all groups; the
- * rows left (r1 - r0 not a multiple of 16) through the VNNI tiles. */
+/* Fewer than NB_AMX_MIN_TOKENS tokens: the zmm tiles. Otherwise whole 16-row tiles through
+ * AMX: one token group (decode steps of 5..16 sequences) in runs of AMX_RT tiles that share
+ * each activation tile, several groups (prompts) a tile at a time for all groups; the rows left
+ * (r1 - r0 not a multiple of 16) through the ymm VNNI tiles. Without pk (a caller that ran no
+ * pack step), the ymm VNNI tiles. */
 NB_AMX void nb_ternary_amx(NB_TERNARY_ARGS) {
     int r = r0;
+    if (pk && ntok < NB_AMX_MIN_TOKENS) {
+        ternary_zmm(w, cols, r0, r1, pk, qsum, fac, ntok, y, ys, accumulate);
+        return;
+    }
     if (pk) {
         const tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
                              .qsum = qsum, .fac = fac, .y = y, .ys = ys, .accumulate = accumulate};
