@@ -44,8 +44,8 @@ def default_variants() -> list[str]:
 
 def build(flags: list[str], out: Path) -> None:
     """Compiles the driver with the engine's kernels (as setup.py does) plus `flags`."""
-    sources = [DRIVER, *(CSRC / n for n in ("ternary_kernels.c", "float_kernels.c", "kernels.c", "cpu.c",
-                                             "threadpool.c"))]
+    sources = [DRIVER, *(CSRC / n for n in ("ternary_kernels.c", "ternary_amx.c", "float_kernels.c", "kernels.c",
+                                             "cpu.c", "threadpool.c"))]
     cmd = ["gcc", "-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-pthread",
            f"-I{CSRC}", *flags, *map(str, sources), "-o", str(out), "-lm"]
     subprocess.run(cmd, check=True)

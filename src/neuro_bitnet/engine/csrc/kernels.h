@@ -1,4 +1,5 @@
-/* The compute kernels, as a table chosen once per model: portable C or AVX2 (runtime dispatch). */
+/* The compute kernels, as a table chosen once per model: portable C, AVX2, AVX-512 VNNI or AMX
+ * (runtime dispatch). */
 #ifndef NB_KERNELS_H
 #define NB_KERNELS_H
 
@@ -53,7 +54,8 @@ typedef struct {
 } nb_kernels;
 
 /* The most bytes ternary_pack writes: 16-token groups of cols int8 activations, 16 bytes per
- * column (AMX activation tiles, zero-padded to 16 tokens). */
+ * column (AMX activation tiles, zero-padded to 16 tokens; the zmm tiles' layout of up to 4
+ * tokens, (cols + 128) bytes each, fits too). */
 #define NB_TERNARY_PACK_BYTES(cols, ntok) ((size_t)(((ntok) + 15) / 16) * (size_t)(cols) * 16)
 
 /* The kernel set named isa: "auto" (the best one this CPU runs), "avx512vnni", "avx2" or
@@ -100,7 +102,8 @@ NB_DECLARE_KERNELS(avx2)
 void nb_ternary_avx512vnni(NB_TERNARY_ARGS);
 void nb_dot_q4_rows_avx512vnni(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
                                int ntok, float *out);
-/* The amx set is the avx512vnni set with AMX-INT8 ternary tiles (ternary_kernels.c). */
+/* The amx set is the avx512vnni set with its own ternary kernel: AMX-INT8 tiles from a few tokens
+ * on, zmm VNNI tiles below (ternary_kernels.c). */
 void nb_ternary_amx(NB_TERNARY_ARGS);
 int nb_ternary_pack_amx(const int8_t *q, int cols, int ntok, int8_t *pk);
 #endif
