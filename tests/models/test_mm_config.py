@@ -68,7 +68,7 @@ def test_empty_token_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NEURO_BITNET_TIMEOUT", "0", "positive"),
         ("NEURO_BITNET_DOWNLOAD_RETRIES", "-1", "whole number"),
         ("HF_ENDPOINT", "huggingface.co", "http(s) URL"),
-        ("NEURO_BITNET_ISA", "sse9", "NEURO_BITNET_ISA must be one of auto, avx512vnni, avx2, portable"),
+        ("NEURO_BITNET_ISA", "sse9", "NEURO_BITNET_ISA must be one of auto, amx, avx512vnni, avx2, portable"),
     ],
 )
 def test_bad_values_are_config_errors(monkeypatch: pytest.MonkeyPatch, var: str, value: str, words: str) -> None:

@@ -58,7 +58,7 @@ typedef struct {
  * tokens, (cols + 128) bytes each, fits too). */
 #define NB_TERNARY_PACK_BYTES(cols, ntok) ((size_t)(((ntok) + 15) / 16) * (size_t)(cols) * 16)
 
-/* The kernel set named isa: "auto" (the best one this CPU runs), "avx512vnni", "avx2" or
+/* The kernel set named isa: "auto" (the best one this CPU runs), "amx", "avx512vnni", "avx2" or
  * "portable". NULL
  * with *err set (a static message) when the name is unknown or the CPU cannot run that set. */
 const nb_kernels *nb_kernels_select(const char *isa, const char **err);
