@@ -66,50 +66,15 @@ NB_VNNI_INLINE void zmm_tile_dots(const uint8_t *w, size_t row_bytes, int nblk, 
         for (int t = 0; t < T; t++) out[i * T + t] = _mm512_reduce_add_epi32(acc[i][t]);
 }
 
-/* Whole R x T tiles from row r0, then one-row tiles for the rows left: rows [r0, r1). */
-NB_VNNI_INLINE void zmm_tiles(const tile_args *args, int r0, int r1, int R, int T, int PF) {
-    const tile_args a = *args;
-    int32_t d[NB_VNNI_R * NB_VNNI_T];
-    int r = r0;
-    for (; r + R <= r1; r += R) {
-        zmm_tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, R, T, PF, d);
-        store_tile(&a, r, R, T, d);
-    }
-    for (; r < r1; r++) {
-        zmm_tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, 1, T, 1, d);
-        store_tile(&a, r, 1, T, d);
-    }
-}
-
-#define NB_DEFINE_ZMM_TILES(T)                                                                      \
-    NB_VNNI static void zmm_tile_4x##T(const tile_args *a, int r0, int r1) { zmm_tiles(a, r0, r1, 4, T, 0); } \
-    NB_VNNI static void zmm_tile_4x##T##_pf(const tile_args *a, int r0, int r1) { zmm_tiles(a, r0, r1, 4, T, 1); }
-NB_DEFINE_ZMM_TILES(1)
-NB_DEFINE_ZMM_TILES(2)
-NB_DEFINE_ZMM_TILES(3)
-NB_DEFINE_ZMM_TILES(4)
-#undef NB_DEFINE_ZMM_TILES
-
-static const tile_fn ZMM_TILES[NB_VNNI_T + 1] = {
-    [1] = zmm_tile_4x1, [2] = zmm_tile_4x2, [3] = zmm_tile_4x3, [4] = zmm_tile_4x4};
-static const tile_fn ZMM_FIRST_TILES[NB_VNNI_T + 1] = {
-    [1] = zmm_tile_4x1_pf, [2] = zmm_tile_4x2_pf, [3] = zmm_tile_4x3_pf, [4] = zmm_tile_4x4_pf};
+NB_DEFINE_4ROW_TILES(zmm_tile, zmm_tile_dots, NB_VNNI, NB_VNNI_INLINE)
 
 /* As nb_ternary_avx512vnni, on the zmm tiles: q laid out by zmm_pack. */
 NB_VNNI static void ternary_zmm(const uint8_t *w, int cols, int r0, int r1, const int8_t *q,
                                 const int32_t *qsum, const float *fac, int ntok, float *y, int ys,
                                 int accumulate) {
-    const size_t qs = zmm_token_bytes(cols);
-    tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = qs,
-                   .ys = ys, .accumulate = accumulate};
-    for (int t0 = 0; t0 < ntok; t0 += NB_VNNI_T) {
-        const int nt = ntok - t0 < NB_VNNI_T ? ntok - t0 : NB_VNNI_T;
-        a.q = q + (size_t)t0 * qs;
-        a.qsum = qsum + t0;
-        a.fac = fac + t0;
-        a.y = y + (size_t)t0 * ys;
-        (t0 == 0 ? ZMM_FIRST_TILES : ZMM_TILES)[nt](&a, r0, r1);
-    }
+    const tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = zmm_token_bytes(cols),
+                         .ys = ys, .accumulate = accumulate};
+    run_token_groups(a, r0, r1, q, qsum, fac, y, ntok, NB_VNNI_T, zmm_tile_FIRST_TILES, zmm_tile_TILES);
 }
 
 /* ---- AMX-INT8 (Sapphire Rapids and later): TDPBUSD multiplies a 16 x 64 tile of u8 codes by a

@@ -150,16 +150,9 @@ static const tile_fn FIRST_TILES[NB_TILE_T + 1] = {
 
 NB_AVX2 void nb_ternary_avx2(NB_TERNARY_ARGS) {
     (void)pk;
-    tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
-                   .ys = ys, .accumulate = accumulate};
-    for (int t0 = 0; t0 < ntok; t0 += NB_TILE_T) {
-        const int nt = ntok - t0 < NB_TILE_T ? ntok - t0 : NB_TILE_T;
-        a.q = q + (size_t)t0 * cols;
-        a.qsum = qsum + t0;
-        a.fac = fac + t0;
-        a.y = y + (size_t)t0 * ys;
-        (t0 == 0 ? FIRST_TILES : TILES)[nt](&a, r0, r1);
-    }
+    const tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
+                         .ys = ys, .accumulate = accumulate};
+    run_token_groups(a, r0, r1, q, qsum, fac, y, ntok, NB_TILE_T, FIRST_TILES, TILES);
 }
 #endif
 
@@ -200,50 +193,16 @@ NB_VNNI_INLINE void vnni_tile_dots(const uint8_t *w, size_t row_bytes, int nblk,
         for (int t = 0; t < T; t++) out[i * T + t] = hsum_i32(acc[i][t]);
 }
 
-/* Whole R x T tiles from row r0, then one-row tiles for the rows left: rows [r0, r1). */
-NB_VNNI_INLINE void vnni_tiles(const tile_args *args, int r0, int r1, int R, int T, int PF) {
-    const tile_args a = *args;
-    int32_t d[NB_VNNI_R * NB_VNNI_T];
-    int r = r0;
-    for (; r + R <= r1; r += R) {
-        vnni_tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, R, T, PF, d);
-        store_tile(&a, r, R, T, d);
-    }
-    for (; r < r1; r++) {
-        vnni_tile_dots(a.w + (size_t)r * a.row_bytes, a.row_bytes, a.nblk, a.q, a.qs, 1, T, 1, d);
-        store_tile(&a, r, 1, T, d);
-    }
-}
-
-/* 4-row tiles for T = 1..4 tokens, without and with prefetch (the first group of a call). */
-#define NB_DEFINE_VNNI_TILES(T)                                                                     \
-    NB_VNNI static void vnni_tile_4x##T(const tile_args *a, int r0, int r1) { vnni_tiles(a, r0, r1, 4, T, 0); } \
-    NB_VNNI static void vnni_tile_4x##T##_pf(const tile_args *a, int r0, int r1) { vnni_tiles(a, r0, r1, 4, T, 1); }
-NB_DEFINE_VNNI_TILES(1)
-NB_DEFINE_VNNI_TILES(2)
-NB_DEFINE_VNNI_TILES(3)
-NB_DEFINE_VNNI_TILES(4)
-#undef NB_DEFINE_VNNI_TILES
-
-static const tile_fn VNNI_TILES[NB_VNNI_T + 1] = {
-    [1] = vnni_tile_4x1, [2] = vnni_tile_4x2, [3] = vnni_tile_4x3, [4] = vnni_tile_4x4};
-static const tile_fn VNNI_FIRST_TILES[NB_VNNI_T + 1] = {
-    [1] = vnni_tile_4x1_pf, [2] = vnni_tile_4x2_pf, [3] = vnni_tile_4x3_pf, [4] = vnni_tile_4x4_pf};
+/* The 4-row tiles for T = 1..4 tokens, without and with prefetch (the first group of a call). */
+NB_DEFINE_4ROW_TILES(vnni_tile, vnni_tile_dots, NB_VNNI, NB_VNNI_INLINE)
 
 /* Groups of up to NB_VNNI_T tokens, each through the 4-row tile of its size: a decode step
  * (one token per sequence, 1..8 sequences) and a prefill alike. Four rows give four
  * independent vpdpbusd chains even for one token. */
 NB_VNNI void nb_ternary_avx512vnni(NB_TERNARY_ARGS) {
     (void)pk;
-    tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
-                   .ys = ys, .accumulate = accumulate};
-    for (int t0 = 0; t0 < ntok; t0 += NB_VNNI_T) {
-        const int nt = ntok - t0 < NB_VNNI_T ? ntok - t0 : NB_VNNI_T;
-        a.q = q + (size_t)t0 * cols;
-        a.qsum = qsum + t0;
-        a.fac = fac + t0;
-        a.y = y + (size_t)t0 * ys;
-        (t0 == 0 ? VNNI_FIRST_TILES : VNNI_TILES)[nt](&a, r0, r1);
-    }
+    const tile_args a = {.w = w, .row_bytes = (size_t)cols / 4, .nblk = cols / 128, .qs = (size_t)cols,
+                         .ys = ys, .accumulate = accumulate};
+    run_token_groups(a, r0, r1, q, qsum, fac, y, ntok, NB_VNNI_T, vnni_tile_FIRST_TILES, vnni_tile_TILES);
 }
 #endif
