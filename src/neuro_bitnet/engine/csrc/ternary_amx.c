@@ -202,6 +202,18 @@ NB_AMX_INLINE void amx_unpack(const uint8_t *wt, size_t row_bytes, int R, int p,
         AMX_MEMORY_BARRIER();                                      \
     } while (0)
 
+/* Sum tile c (0..3) into sums, once the previous sums there have been read. */
+NB_AMX_INLINE void amx_sums(int c, int32_t sums[AMX_ROWS][AMX_TOK]) {
+    AMX_MEMORY_BARRIER();
+    switch (c) {
+    case 0: _tile_stored(0, sums, 64); break;
+    case 1: _tile_stored(1, sums, 64); break;
+    case 2: _tile_stored(2, sums, 64); break;
+    default: _tile_stored(3, sums, 64); break;
+    }
+    AMX_MEMORY_BARRIER();
+}
+
 /* y for rows [r, r + 16), tokens t0 .. t0 + nt - 1, from the int32 sums (16 rows x 16, of which
  * nt used): each token's 16 rows as one vector, the arithmetic of store_out. */
 NB_AMX_INLINE void amx_store(const tile_args *a, int r, int t0, int nt, const int32_t sums[AMX_ROWS][AMX_TOK]) {
@@ -245,14 +257,7 @@ NB_AMX_INLINE void amx_rows(const tile_args *a, int r, int RT, const int8_t *pk,
         }
     const int t0 = g * N, nt = ntok - t0 < N ? ntok - t0 : N;
     for (int j = 0; j < RT; j++) {
-        AMX_MEMORY_BARRIER(); /* the last row tile's sums are read */
-        switch (j) {
-        case 0: _tile_stored(0, sums, 64); break;
-        case 1: _tile_stored(1, sums, 64); break;
-        case 2: _tile_stored(2, sums, 64); break;
-        default: _tile_stored(3, sums, 64); break;
-        }
-        AMX_MEMORY_BARRIER();
+        amx_sums(j, sums);
         amx_store(a, r + j * AMX_ROWS, t0, nt, sums);
     }
 }
@@ -302,14 +307,7 @@ NB_AMX_INLINE void amx_tile_groups(const tile_args *a, int r, const int8_t *pk, 
             else AMX_CHUNK_GROUPS(4, buf[0]);
         }
     for (int g = 0; g < G; g++) {
-        AMX_MEMORY_BARRIER(); /* the last group's sums are read */
-        switch (g) {
-        case 0: _tile_stored(0, sums, 64); break;
-        case 1: _tile_stored(1, sums, 64); break;
-        case 2: _tile_stored(2, sums, 64); break;
-        default: _tile_stored(3, sums, 64); break;
-        }
-        AMX_MEMORY_BARRIER();
+        amx_sums(g, sums);
         const int t0 = (g0 + g) * N;
         amx_store(a, r, t0, ntok - t0 < N ? ntok - t0 : N, sums);
     }
