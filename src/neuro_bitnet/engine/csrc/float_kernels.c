@@ -482,4 +482,53 @@ NB_VNNI void nb_dot_q4_rows_avx512vnni(const uint8_t *w, const float *s, const i
         }
     }
 }
+/* ---- The amx set's q4 head: vnni_q4_tokens on zmm registers (the CPUs with AMX have two
+ * 512-bit multiply-add ports). A zmm holds a group's first 64 codes (the low nibbles of its
+ * first 32 bytes, then their high nibbles), whose activations are the group's first 64 bytes in
+ * order, and the same for the second half. The lane sums of the two halves are added as
+ * integers before the scaling, so every int32 lane, and so every result, is the ymm kernel's. */
+NB_VNNI_INLINE __m512i zmm_q4_codes(const uint8_t *half) {
+    const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)half));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(v, (__mmask32)0xFFFF0000u, v, 4), _mm512_set1_epi8(15));
+}
+
+NB_VNNI_INLINE void zmm_q4_tokens(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                                  int T, float *out) {
+    const int G = n / 128;
+    __m256 acc[8];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < G; g++, w += 64) {
+        _mm_prefetch((const char *)w + 8192, _MM_HINT_T1);
+        const __m512i c01 = zmm_q4_codes(w), c23 = zmm_q4_codes(w + 32);
+        const __m256 sg = _mm256_set1_ps(s[g]);
+        for (int t = 0; t < T; t++) {
+            const int8_t *at = a + (size_t)t * n + (size_t)g * 128;
+            __m512i d = _mm512_zextsi128_si512(_mm_cvtsi32_si128(-8 * gsum[(size_t)t * G + g]));
+            d = _mm512_dpbusd_epi32(d, c01, _mm512_loadu_si512(at));
+            d = _mm512_dpbusd_epi32(d, c23, _mm512_loadu_si512(at + 64));
+            const __m256i d8 = _mm256_add_epi32(_mm512_castsi512_si256(d), _mm512_extracti64x4_epi64(d, 1));
+            acc[t] = _mm256_fmadd_ps(sg, _mm256_cvtepi32_ps(d8), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = hsum_ps(acc[t]);
+}
+
+NB_VNNI void nb_dot_q4_rows_amx(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
+                                int ntok, float *out) {
+    const int G = n / 128;
+    for (int t0 = 0; t0 < ntok; t0 += 8) {
+        const int8_t *at = a + (size_t)t0 * n;
+        const int32_t *gt = gsum + (size_t)t0 * G;
+        switch (ntok - t0 < 8 ? ntok - t0 : 8) {
+        case 1: zmm_q4_tokens(w, s, at, gt, n, 1, out + t0); break;
+        case 2: zmm_q4_tokens(w, s, at, gt, n, 2, out + t0); break;
+        case 3: zmm_q4_tokens(w, s, at, gt, n, 3, out + t0); break;
+        case 4: zmm_q4_tokens(w, s, at, gt, n, 4, out + t0); break;
+        case 5: zmm_q4_tokens(w, s, at, gt, n, 5, out + t0); break;
+        case 6: zmm_q4_tokens(w, s, at, gt, n, 6, out + t0); break;
+        case 7: zmm_q4_tokens(w, s, at, gt, n, 7, out + t0); break;
+        default: zmm_q4_tokens(w, s, at, gt, n, 8, out + t0); break;
+        }
+    }
+}
 #endif
