@@ -14,7 +14,7 @@ static const nb_kernels avx2 = NB_KERNEL_TABLE(avx2);
 static const nb_kernels avx512vnni = NB_KERNEL_TABLE_MATRIX("avx512vnni", avx2, avx512vnni, avx512vnni, 0);
 
 #if defined(__x86_64__)
-static const nb_kernels amx = NB_KERNEL_TABLE_MATRIX("amx", avx2, amx, amx, nb_ternary_pack_amx);
+static const nb_kernels amx = NB_KERNEL_TABLE_MATRIX("amx", avx2, amx, avx512vnni, nb_ternary_pack_amx);
 #endif
 
 static const nb_kernels *avx2_if_supported(void) {

@@ -102,11 +102,9 @@ NB_DECLARE_KERNELS(avx2)
 void nb_ternary_avx512vnni(NB_TERNARY_ARGS);
 void nb_dot_q4_rows_avx512vnni(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n,
                                int ntok, float *out);
-/* The amx set is the avx512vnni set with its own ternary kernel (AMX-INT8 tiles from a few tokens
- * on, zmm VNNI tiles below: ternary_amx.c) and multi-token head (zmm VNNI: float_kernels.c). */
+/* The amx set is the avx512vnni set with its own ternary kernel: AMX-INT8 tiles from a few tokens
+ * on, zmm VNNI tiles below (ternary_kernels.c). */
 void nb_ternary_amx(NB_TERNARY_ARGS);
-void nb_dot_q4_rows_amx(const uint8_t *w, const float *s, const int8_t *a, const int32_t *gsum, int n, int ntok,
-                        float *out);
 int nb_ternary_pack_amx(const int8_t *q, int cols, int ntok, int8_t *pk);
 #endif
 
