@@ -21,6 +21,8 @@ if sys.platform != "win32":
 core = Extension(
     "neuro_bitnet.engine._core",
     sources=sorted(glob.glob("src/neuro_bitnet/engine/csrc/*.c")),
+    # a header change rebuilds the module (incremental builds, build_ext --inplace)
+    depends=sorted(glob.glob("src/neuro_bitnet/engine/csrc/*.h")),
     include_dirs=["src/neuro_bitnet/engine/csrc"],
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,
