@@ -91,9 +91,9 @@ static void mm_task(void *arg, int ith, int nth) {
 /* Rows per work item: long contiguous weight streams (decode: the prefetch ahead stays useful;
  * prefill: a token tile's activations serve more rows before the next tile), but at least ~4
  * items per thread. In-process A/B runs on 2 threads: decode 256 rows against 128, +1 to +8%;
- * prefill 128 against 64, 32 and 16, +1 to +7% at each step. Packed activations (the AMX
- * tiles, which prefetch one 64-row block ahead within an item): 512 rows against 128, 8-15%
- * faster at 5, 8 and 64 tokens (benchmarks/ternary_stream.py). */
+ * prefill 128 against 64, 32 and 16, +1 to +7% at each step. Packed activations (the amx
+ * set's tiles; its AMX tiles prefetch one 64-row block ahead within an item): 512 rows against
+ * 128, 8-15% faster at 5, 8 and 64 tokens, 8-11% at 2-4 (benchmarks/ternary_stream.py). */
 static int chunk_rows(const nb_model *m, int ntok, int packed, int total_rows) {
     const int cap = ntok == 1 ? 256 : packed ? 512 : 128;
     int rows = total_rows / (4 * nb_pool_size(m->pool)) / 16 * 16;
