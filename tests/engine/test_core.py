@@ -159,9 +159,9 @@ def test_simd_tiles_agree_with_portable_on_odd_rows(n_tokens: int, isa: str) -> 
 @pytest.mark.parametrize("n_tokens", [1, 2, 3, 4, 5, 8, 16, 17, 33, 64, 70])
 def test_amx_tiles_give_the_vnni_logits_bit_for_bit(n_tokens: int, n_embd: int, head: str) -> None:
     """The amx set differs from avx512vnni only in its ternary tiles (zmm tiles for 1-4 tokens,
-    AMX tiles from 5), whose int32 sums are exact: every logit must be identical, with either head. n_ff = 333 leaves rows over the 64-row runs and 16-row tiles (and pads
-    ffn_down to three blocks, an odd count); 17 and 70 end with a partial token tile, 70 spans two
-    batches."""
+    AMX tiles from 5), whose int32 sums are exact: every logit must be identical, with either
+    head. n_ff = 333 leaves rows over the 64-row runs and 16-row tiles (and pads ffn_down to three
+    blocks, an odd count); 17 and 70 end with a partial token tile, 70 spans two batches."""
     spec = make_spec(seed=11, n_embd=n_embd, head_dim=64, n_ff=333, n_layer=2, ctx_size=80, head=head)
     tokens = list(np.random.default_rng(n_tokens).integers(0, 300, size=n_tokens))
     amx, vnni = model_for(spec, "amx"), model_for(spec, "avx512vnni")
