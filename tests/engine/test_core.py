@@ -153,20 +153,25 @@ def test_simd_tiles_agree_with_portable_on_odd_rows(n_tokens: int, isa: str) -> 
     assert_close(run(fast, tokens, 0), run(slow, tokens, 0))
 
 
-@pytest.mark.skipif("amx" not in SIMD_SETS, reason="this CPU (or OS) runs no AMX-INT8 tiles")
+AVX512_SETS = [s for s in SIMD_SETS if s != "avx2"]
+
+
+@pytest.mark.skipif(not AVX512_SETS, reason="this CPU runs no AVX-512 kernel set")
+@pytest.mark.parametrize("isa", AVX512_SETS)
 @pytest.mark.parametrize("head", ["exact", "q4"])
 @pytest.mark.parametrize("n_embd", [128, 256])  # one block a row (odd), two (a whole pair)
 @pytest.mark.parametrize("n_tokens", [1, 2, 3, 4, 5, 8, 16, 17, 33, 64, 70])
-def test_amx_tiles_give_the_vnni_logits_bit_for_bit(n_tokens: int, n_embd: int, head: str) -> None:
-    """The amx set differs from avx512vnni only in its ternary tiles (zmm tiles for 1-4 tokens,
-    AMX tiles from 5), whose int32 sums are exact: every logit must be identical, with either
-    head. n_ff = 333 leaves rows over the 64-row runs and 16-row tiles (and pads ffn_down to three
-    blocks, an odd count); 17 and 70 end with a partial token tile, 70 spans two batches."""
+def test_avx512_sets_give_the_avx2_logits_bit_for_bit(n_tokens: int, n_embd: int, head: str, isa: str) -> None:
+    """avx512vnni and amx differ from avx2 only in their matrix kernels (ternary tiles: ymm or
+    zmm VNNI, AMX from 5 tokens; the multi-token q4 head), which compute the same integer sums:
+    every logit must be identical, with either head. n_ff = 333 leaves rows over the 64-row runs
+    and 16-row tiles (and pads ffn_down to three blocks, an odd count); 17 and 70 end with a
+    partial token tile, 70 spans two batches."""
     spec = make_spec(seed=11, n_embd=n_embd, head_dim=64, n_ff=333, n_layer=2, ctx_size=80, head=head)
     tokens = list(np.random.default_rng(n_tokens).integers(0, 300, size=n_tokens))
-    amx, vnni = model_for(spec, "amx"), model_for(spec, "avx512vnni")
-    assert (amx.isa, vnni.isa) == ("amx", "avx512vnni")
-    np.testing.assert_array_equal(run(amx, tokens, 0), run(vnni, tokens, 0))
+    fast, avx2 = model_for(spec, isa), model_for(spec, "avx2")
+    assert (fast.isa, avx2.isa) == (isa, "avx2")
+    np.testing.assert_array_equal(run(fast, tokens, 0), run(avx2, tokens, 0))
 
 
 def test_threads_agree_and_two_models_run_concurrently() -> None:
