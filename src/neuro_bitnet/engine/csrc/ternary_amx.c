@@ -230,13 +230,13 @@ NB_AMX_INLINE void amx_store(const tile_args *a, int r, int t0, int nt, const in
     }
 }
 
-/* Rows [r, r + 16 RT), token group g (N tokens a group, zero-padded past ntok). */
-NB_AMX_INLINE void amx_rows(const tile_args *a, int r, int RT, const int8_t *pk, int g, int N, int ntok) {
-    const int nblk = a->nblk, nch = nblk * 2, pairs = nblk / 2, R = RT * AMX_ROWS;
+/* Rows [r, r + 16 RT) for one token group (ntok <= 16 tokens, N = ntok). */
+NB_AMX_INLINE void amx_rows(const tile_args *a, int r, int RT, const int8_t *pk, int N) {
+    const int nblk = a->nblk, pairs = nblk / 2, R = RT * AMX_ROWS;
     const uint8_t *wt = a->w + (size_t)r * a->row_bytes;
     _Alignas(64) uint8_t buf[2][AMX_RT * AMX_ROWS][64]; /* one chunk's codes while the other's are read */
     _Alignas(64) int32_t sums[AMX_ROWS][AMX_TOK];
-    const int8_t *act = pk + (size_t)g * nch * 64 * N;
+    const int8_t *act = pk;
     _tile_zero(0);
     if (RT > 1) _tile_zero(1);
     if (RT > 2) _tile_zero(2);
@@ -255,10 +255,9 @@ NB_AMX_INLINE void amx_rows(const tile_args *a, int r, int RT, const int8_t *pk,
             if (s) AMX_CHUNK(7);
             else AMX_CHUNK(6);
         }
-    const int t0 = g * N, nt = ntok - t0 < N ? ntok - t0 : N;
     for (int j = 0; j < RT; j++) {
         amx_sums(j, sums);
-        amx_store(a, r + j * AMX_ROWS, t0, nt, sums);
+        amx_store(a, r + j * AMX_ROWS, 0, N, sums);
     }
 }
 #undef AMX_ROW_TILE
@@ -317,7 +316,8 @@ NB_AMX_INLINE void amx_tile_groups(const tile_args *a, int r, const int8_t *pk, 
 
 /* Fewer than NB_AMX_MIN_TOKENS tokens: the zmm tiles. Otherwise whole 16-row tiles through
  * AMX: one token group (decode steps of 5..16 sequences) in runs of AMX_RT tiles that share
- * each activation tile, several groups (prompts) a tile at a time for all groups; the rows left
+ * each activation tile, then single tiles; several groups (prompts) a tile at a time for all
+ * groups; the rows left
  * (r1 - r0 not a multiple of 16) through the ymm VNNI tiles. Without pk (a caller that ran no
  * pack step), the ymm VNNI tiles. */
 NB_AMX void nb_ternary_amx(NB_TERNARY_ARGS) {
@@ -331,14 +331,14 @@ NB_AMX void nb_ternary_amx(NB_TERNARY_ARGS) {
                              .qsum = qsum, .fac = fac, .y = y, .ys = ys, .accumulate = accumulate};
         const int N = amx_group_tokens(ntok), groups = (ntok + N - 1) / N;
         amx_configure(N);
-        if (groups > 1)
+        if (groups > 1) {
             for (; r + AMX_ROWS <= r1; r += AMX_ROWS)
                 for (int g0 = 0; g0 < groups; g0 += AMX_GROUPS)
                     amx_tile_groups(&a, r, pk, g0, groups - g0 < AMX_GROUPS ? groups - g0 : AMX_GROUPS, N, ntok);
-        for (; r + AMX_RT * AMX_ROWS <= r1; r += AMX_RT * AMX_ROWS)
-            for (int g = 0; g < groups; g++) amx_rows(&a, r, AMX_RT, pk, g, N, ntok);
-        for (; r + AMX_ROWS <= r1; r += AMX_ROWS)
-            for (int g = 0; g < groups; g++) amx_rows(&a, r, 1, pk, g, N, ntok);
+        } else {
+            for (; r + AMX_RT * AMX_ROWS <= r1; r += AMX_RT * AMX_ROWS) amx_rows(&a, r, AMX_RT, pk, N);
+            for (; r + AMX_ROWS <= r1; r += AMX_ROWS) amx_rows(&a, r, 1, pk, N);
+        }
         _tile_release(); /* the thread's tile state back to its initial, unsaved, form */
     }
     if (r < r1) nb_ternary_avx512vnni(w, cols, r, r1, q, NULL, qsum, fac, ntok, y, ys, accumulate);
